@@ -1,0 +1,82 @@
+# The book's commands. The README's two are `make book` and `make test`; both set up .venv first.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Every chapter runs with book/ as working directory, progress bars off and a fixed hash seed,
+# both when its outputs are stored (refresh) and when they are compared (nbval).
+export TQDM_DISABLE := 1
+export PYTHONHASHSEED := 0
+# pip on this project's machines prints a warning per package for a missing local index: hide it.
+# (grep exits 1 when it filtered everything: that is fine; pip's own failure still fails the pipe.)
+PIPQUIET := { grep -v "is ignored: it is neither a file nor a directory" || [ $$? -eq 1 ]; }
+NBVAL := $(BIN)/pytest --nbval --nbval-current-env --nbval-cell-timeout=300 \
+         --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+BOOKBUILD := $(BIN)/jupyter-book build . --warningiserror --keep-going --quiet
+
+.PHONY: help setup book test check lint unit slow nbval gate build refresh lab bench clean
+
+help:
+	@echo "make book     build the static book into _build/html (re-executes stale chapters)"
+	@echo "make test     everything CI runs: lint, hamlib tests, sync gate, nbval, strict book build"
+	@echo "make check    the fast gate (< 2 min): lint, sync gate, hamlib unit tests"
+	@echo "make refresh  re-execute chapters and store their outputs [CHAPTER=01_high_dimensional_geometry]"
+	@echo "make lab      JupyterLab on 127.0.0.1 (token auth), opened on book/"
+	@echo "make bench    time every chapter (2 threads, fresh kernel)"
+
+setup: $(STAMP)
+
+# torch first and alone, so that pip takes the pinned CPU build rather than resolving a CUDA one.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt torch 2>&1 | $(PIPQUIET)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[book,test]' 2>&1 | $(PIPQUIET)
+	$(BIN)/python -c "import hamlib, torch, jupytext, nbval, jupyter_book"
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check hamlib tests tools chapters
+	$(BIN)/ruff format --check hamlib tests tools
+
+gate: setup
+	$(BIN)/python tools/notebooks.py gate
+
+unit: setup
+	$(BIN)/pytest -q -m "not slow" tests
+
+slow: setup
+	$(BIN)/pytest -q -m slow tests
+
+check: lint gate unit
+
+nbval: setup
+	$(NBVAL) book
+
+build: setup
+	rm -rf _build/.doctrees
+	$(BOOKBUILD)
+	$(BIN)/python tools/offline.py _build/html
+
+test: check slow nbval build
+	@echo "make test: all gates passed"
+
+book: setup
+	$(BIN)/python tools/notebooks.py refresh --stale
+	$(MAKE) --no-print-directory build
+	@echo "open _build/html/index.html"
+
+refresh: setup
+	$(BIN)/python tools/notebooks.py refresh $(CHAPTER)
+
+lab: setup
+	cd book && ../$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+
+bench: setup
+	$(BIN)/python tools/notebooks.py bench --json _build/bench.json
+
+clean:
+	rm -rf _build .pytest_cache

@@ -1,0 +1,36 @@
+"""hamlib: the shared package behind the book. One module per subject; chapters import it.
+
+    import hamlib
+    hamlib.setup()                      # seeds, threads, print precision, figure style
+    hamlib.check("a claim", condition)  # prints ✓ claim, or raises ClaimFailed
+    hamlib.show_source(hamlib.geometry.ball_volume)
+
+Subject modules are imported on demand (``from hamlib import geometry`` or
+``hamlib.geometry``) so that importing hamlib stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from hamlib.repro import ClaimFailed, check, claims, reset_claims, setup, show_source, summary
+
+__all__ = [
+    "ClaimFailed",
+    "check",
+    "claims",
+    "reset_claims",
+    "setup",
+    "show_source",
+    "summary",
+]
+__version__ = "0.1.0"
+
+_SUBJECTS = {"geometry", "plotting", "repro"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBJECTS:
+        return importlib.import_module(f"hamlib.{name}")
+    raise AttributeError(f"module 'hamlib' has no attribute {name!r}")

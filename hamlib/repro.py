@@ -1,0 +1,149 @@
+"""Reproducibility and verification: the first and last thing every chapter calls.
+
+``setup()`` fixes everything that makes two runs differ (seeds, thread counts, print precision,
+figure style); ``check()`` turns a sentence of the text into an assertion that prints one line;
+``show_source()`` displays the hamlib code a chapter teaches, so the book shows the code that runs
+instead of a second copy that drifts.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import random
+import textwrap
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ClaimFailed",
+    "check",
+    "claims",
+    "reset_claims",
+    "setup",
+    "show_source",
+    "summary",
+]
+
+DEFAULT_SEED = 0
+DEFAULT_THREADS = 2
+
+
+class ClaimFailed(AssertionError):
+    """Raised by :func:`check` when a claim made in the text does not hold."""
+
+
+_claims: list[str] = []
+
+
+def setup(seed: int = DEFAULT_SEED, threads: int = DEFAULT_THREADS, precision: int = 4) -> None:
+    """Make a chapter reproducible: call once, in its first code cell.
+
+    - seeds Python's ``random``, NumPy's global generator and torch with ``seed``;
+    - pins torch's intra-op threads and the BLAS/OpenMP pools to ``threads`` (a different thread
+      count changes the order of floating-point reductions, so results would differ in the last
+      bits and long training runs would diverge);
+    - sets NumPy/torch print precision to ``precision`` significant digits;
+    - applies the book's matplotlib style (:mod:`hamlib.plotting`);
+    - forgets the claims verified so far (a re-run starts a fresh list).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise TypeError(f"seed must be a non-negative int, got {seed!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise TypeError(f"threads must be a positive int, got {threads!r}")
+    if isinstance(precision, bool) or not isinstance(precision, int) or not 1 <= precision <= 16:
+        raise TypeError(f"precision must be an int in [1, 16], got {precision!r}")
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)
+
+    import torch
+
+    torch.set_num_threads(threads)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    np.set_printoptions(precision=precision, suppress=True)
+    torch.set_printoptions(precision=precision, sci_mode=False)
+
+    from hamlib.plotting import use_style
+
+    use_style()
+    reset_claims()
+
+
+def check(claim: str, ok: Any) -> None:
+    """Verify a claim of the text: print ``✓ claim`` if ``ok`` is true, else raise ClaimFailed.
+
+    ``ok`` must be a boolean (Python, NumPy, or a one-element torch tensor); anything else is a
+    TypeError, so that an array whose truth value is ambiguous cannot pass by accident.
+    """
+    if not isinstance(claim, str) or not claim.strip():
+        raise TypeError(f"claim must be a non-empty string, got {claim!r}")
+    if isinstance(ok, bool | np.bool_):
+        value = bool(ok)
+    elif type(ok).__module__.startswith("torch") and getattr(ok, "dtype", None) is not None:
+        if ok.numel() != 1 or str(ok.dtype) != "torch.bool":
+            raise TypeError(f"ok must be a single boolean, got a tensor {tuple(ok.shape)} {ok.dtype}")
+        value = bool(ok.item())
+    else:
+        raise TypeError(f"ok must be a boolean, got {type(ok).__name__}: {ok!r}")
+    if not value:
+        raise ClaimFailed(f"claim does not hold: {claim}")
+    _claims.append(claim)
+    print(f"✓ {claim}")
+
+
+def claims() -> list[str]:
+    """The claims verified since the last :func:`setup`, in order."""
+    return list(_claims)
+
+
+def reset_claims() -> None:
+    """Forget the claims verified so far."""
+    _claims.clear()
+
+
+def summary() -> None:
+    """Print the numbered list of claims this chapter verified."""
+    print(f"This chapter verified {len(_claims)} claims:")
+    for i, c in enumerate(_claims, 1):
+        print(f"{i:3d}. {c}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Source code of a hamlib object: shows as highlighted code in Jupyter and in the book.
+
+    Its plain-text form is the code itself, so the regression suite compares it: when the
+    function changes, the stored notebook is stale until it is re-executed.
+    """
+
+    name: str
+    code: str
+
+    def __repr__(self) -> str:
+        return self.code
+
+    def _repr_markdown_(self) -> str:
+        return f"```python\n{self.code}\n```"
+
+
+def show_source(obj: Any) -> Source:
+    """Return the source of a hamlib function or class, for display in a chapter.
+
+    Only hamlib's own objects are accepted: the book displays the code that it runs.
+    """
+    module = getattr(obj, "__module__", None) or ""
+    if not (module == "hamlib" or module.startswith("hamlib.")):
+        raise TypeError(f"obj must be a hamlib function or class, got {obj!r} from {module!r}")
+    try:
+        code = inspect.getsource(obj)
+    except (OSError, TypeError) as exc:  # builtins, objects defined in a notebook
+        raise TypeError(f"obj has no retrievable source: {obj!r}") from exc
+    return Source(name=f"{module}.{obj.__qualname__}", code=textwrap.dedent(code).rstrip())

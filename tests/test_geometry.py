@@ -1,0 +1,269 @@
+import math
+
+import mpmath
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+from scipy.special import gamma
+from sklearn.random_projection import johnson_lindenstrauss_min_dim
+
+from hamlib import geometry as g
+
+# ----------------------------------------------------------------------------- volumes
+
+
+@pytest.mark.parametrize(
+    "d, exact", [(0, 1.0), (1, 2.0), (2, math.pi), (3, 4 * math.pi / 3), (4, math.pi**2 / 2)]
+)
+def test_ball_volume_small_dimensions(d, exact):
+    assert g.ball_volume(d) == pytest.approx(exact, rel=1e-14)
+
+
+@pytest.mark.parametrize("d", [1, 7, 50, 170])
+def test_ball_volume_against_scipy_gamma(d):
+    assert g.ball_volume(d) == pytest.approx(math.pi ** (d / 2) / gamma(d / 2 + 1), rel=1e-12)
+
+
+@pytest.mark.parametrize("d", [342, 1000])
+def test_log_ball_volume_against_mpmath_where_gamma_overflows(d):
+    exact = mpmath.log(mpmath.pi ** (mpmath.mpf(d) / 2) / mpmath.gamma(mpmath.mpf(d) / 2 + 1))
+    assert g.log_ball_volume(d) == pytest.approx(float(exact), rel=1e-13)
+
+
+def test_ball_volume_of_1000_dimensions_underflows_to_zero_not_nan():
+    assert g.ball_volume(1000) == 0.0
+    assert g.log_ball_volume(1000) / math.log(10) == pytest.approx(-885.5, abs=0.05)
+
+
+def test_ball_volume_peaks_at_five_dimensions():
+    vols = [g.ball_volume(d) for d in range(0, 40)]
+    assert int(np.argmax(vols)) == 5
+    assert all(a > b for a, b in zip(vols[5:], vols[6:], strict=False))
+
+
+@given(d=st.integers(2, 300), r=st.floats(0.1, 10.0))
+def test_ball_volume_recurrence_and_scaling(d, r):
+    # V_d = (2 pi / d) V_{d-2}, and V_d(r) = r^d V_d(1): checked in log space
+    assert g.log_ball_volume(d) == pytest.approx(
+        math.log(2 * math.pi / d) + g.log_ball_volume(d - 2), rel=1e-12, abs=1e-12
+    )
+    assert g.log_ball_volume(d, r) == pytest.approx(
+        d * math.log(r) + g.log_ball_volume(d), rel=1e-12, abs=1e-9
+    )
+
+
+def test_ball_volume_against_monte_carlo():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, size=(400_000, 4))
+    frac = np.mean(np.sum(x * x, axis=1) <= 1)
+    assert frac * 2**4 == pytest.approx(g.ball_volume(4), rel=0.01)
+
+
+@pytest.mark.parametrize(
+    "args, exc, name",
+    [((-1,), ValueError, "d"), ((2.0,), TypeError, "d"), ((True,), TypeError, "d"),
+     ((3, 0.0), ValueError, "r"), ((3, -1.0), ValueError, "r"), ((3, math.inf), ValueError, "r"),
+     ((3, "1"), TypeError, "r")],
+)
+def test_ball_volume_rejects_bad_input(args, exc, name):
+    with pytest.raises(exc, match=rf"^{name} must"):
+        g.ball_volume(*args)
+
+
+def test_shell_fraction_closed_form_and_edges():
+    assert g.shell_fraction(100, 0.01) == pytest.approx(1 - 0.99**100, rel=1e-14)
+    assert g.shell_fraction(10, 0.0) == 0.0
+    assert g.shell_fraction(10, 1.0) == 1.0
+    assert g.shell_fraction(0, 0.5) == 0.0
+    assert g.shell_fraction(1, 1e-15) == pytest.approx(1e-15, rel=1e-12)  # 1-(1-eps)^d would be off
+
+
+@given(d=st.integers(1, 2000), eps=st.floats(1e-6, 0.999))
+def test_shell_fraction_is_a_fraction_increasing_in_d(d, eps):
+    f = g.shell_fraction(d, eps)
+    assert 0.0 < f <= 1.0
+    assert g.shell_fraction(d + 1, eps) >= f
+
+
+@pytest.mark.parametrize("eps", [-0.1, 1.5, math.nan])
+def test_shell_fraction_rejects_eps_outside_unit_interval(eps):
+    with pytest.raises(ValueError, match="^eps must"):
+        g.shell_fraction(3, eps)
+
+
+# ----------------------------------------------------------------------------- concentration
+
+
+@pytest.mark.parametrize("d", [1, 2, 10, 100, 5000])
+def test_gaussian_norm_moments_against_scipy_chi(d):
+    mean, std = g.gaussian_norm_moments(d)
+    assert mean == pytest.approx(stats.chi(d).mean(), rel=1e-10)
+    assert std == pytest.approx(stats.chi(d).std(), rel=1e-6)
+
+
+def test_gaussian_norm_std_tends_to_inverse_sqrt_two():
+    assert g.gaussian_norm_moments(10_000)[1] == pytest.approx(2**-0.5, rel=1e-3)
+
+
+def test_gaussian_norm_moments_against_monte_carlo():
+    x = torch.randn(20_000, 50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    norms = x.norm(dim=1)
+    mean, std = g.gaussian_norm_moments(50)
+    assert norms.mean().item() == pytest.approx(mean, rel=0.005)
+    assert norms.std().item() == pytest.approx(std, rel=0.03)
+
+
+def test_cosine_tail_in_three_dimensions_is_uniform():
+    # Archimedes: in R^3 the cosine of a random direction is uniform on [-1, 1]
+    for t in (0.0, 0.1, 0.5, 0.9, 1.0):
+        assert g.cosine_tail_probability(3, t) == pytest.approx(1 - t, abs=1e-14)
+
+
+@pytest.mark.parametrize("d", [2, 10, 1000])
+def test_cosine_tail_against_scipy_beta(d):
+    t = 0.3
+    a = (d - 1) / 2
+    beta = stats.beta(a, a)  # (1 + cos)/2
+    expected = beta.cdf((1 - t) / 2) + beta.sf((1 + t) / 2)
+    assert g.cosine_tail_probability(d, t) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+
+
+def test_cosine_stats_match_theory_and_are_reproducible():
+    s1 = g.cosine_similarity_stats(400, 20_000, torch.Generator().manual_seed(1))
+    s2 = g.cosine_similarity_stats(400, 20_000, torch.Generator().manual_seed(1))
+    assert s1 == s2
+    assert set(s1) == {"mean", "std", "max_abs"}
+    assert s1["std"] == pytest.approx(1 / 20, rel=0.02)
+    assert abs(s1["mean"]) < 4 * (1 / 20) / math.sqrt(20_000)
+    assert s1["max_abs"] <= 1.0
+
+
+def test_cosine_stats_chunking_keeps_memory_bounded_and_statistics_equal():
+    s = g.cosine_similarity_stats(100, 5000, torch.Generator().manual_seed(0), chunk=1000)
+    assert s["std"] == pytest.approx(0.1, rel=0.05)
+
+
+def test_cosine_stats_rejects_bad_input():
+    with pytest.raises(TypeError, match="^generator"):
+        g.cosine_similarity_stats(10, 10, generator=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="^n_pairs"):
+        g.cosine_similarity_stats(10, 1)
+    with pytest.raises(ValueError, match="^d"):
+        g.cosine_similarity_stats(0, 10)
+
+
+def test_relative_contrast():
+    X = np.array([[1.0, 0.0], [3.0, 0.0]])
+    assert g.relative_contrast(X, np.zeros(2)) == pytest.approx(2.0)
+    assert g.relative_contrast(torch.tensor(X), torch.zeros(2)) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="^query must have shape"):
+        g.relative_contrast(X, np.zeros(3))
+    with pytest.raises(ValueError, match="^query coincides"):
+        g.relative_contrast(X, np.array([1.0, 0.0]))
+
+
+# ----------------------------------------------------------------------------- projections
+
+
+@pytest.mark.parametrize("n, eps", [(10, 0.5), (1000, 0.1), (10**6, 0.3), (50, 0.99)])
+def test_jl_min_dimension_is_the_dasgupta_gupta_bound(n, eps):
+    k = g.jl_min_dimension(n, eps)
+    bound = 4 * math.log(n) / (eps**2 / 2 - eps**3 / 3)
+    assert k - 1 < bound <= k
+    # scikit-learn implements the same bound but truncates instead of rounding up
+    assert k - johnson_lindenstrauss_min_dim(n, eps=eps) in (0, 1)
+
+
+@given(n=st.integers(2, 10**9), eps=st.floats(0.01, 0.9))
+def test_jl_min_dimension_monotone(n, eps):
+    assert g.jl_min_dimension(n + 1, eps) >= g.jl_min_dimension(n, eps)
+    assert g.jl_min_dimension(n, eps / 2) >= g.jl_min_dimension(n, eps)
+
+
+@pytest.mark.parametrize("eps", [0.0, 1.0, -0.5])
+def test_jl_min_dimension_rejects_eps(eps):
+    with pytest.raises(ValueError, match="^eps must"):
+        g.jl_min_dimension(100, eps)
+
+
+def test_jl_distortion_within_eps_at_the_bound():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 3000))
+    k = g.jl_min_dimension(60, 0.5)
+    gen = torch.Generator().manual_seed(0)
+    assert g.jl_distortion(X, k, gen) < 0.5
+    assert g.jl_distortion(X, 5, torch.Generator().manual_seed(0)) > g.jl_distortion(X, k, gen)
+
+
+def test_jl_distortion_rejects_duplicates():
+    with pytest.raises(ValueError, match="duplicate"):
+        g.jl_distortion(np.ones((3, 4)), 2)
+
+
+# ----------------------------------------------------------------------------- intrinsic dimension
+
+
+def _cube_in_higher_space(n, d, D, seed):
+    rng = np.random.default_rng(seed)
+    Z = rng.uniform(size=(n, d))
+    Q, _ = np.linalg.qr(rng.standard_normal((D, d)))  # orthonormal embedding
+    return Z @ Q.T
+
+
+@pytest.mark.parametrize("d", [1, 2, 5])
+def test_intrinsic_dimension_of_a_flat_cube(d):
+    X = _cube_in_higher_space(4000, d, 20, seed=d)
+    assert g.twonn_dimension(X) == pytest.approx(d, rel=0.12)
+    assert g.mle_dimension(X, k=10) == pytest.approx(d, rel=0.12)
+
+
+@settings(max_examples=15, deadline=None)
+@given(scale=st.floats(1e-3, 1e3), seed=st.integers(0, 10))
+def test_intrinsic_dimension_is_invariant_to_similarities(scale, seed):
+    X = _cube_in_higher_space(300, 3, 6, seed)
+    Q, _ = np.linalg.qr(np.random.default_rng(seed + 100).standard_normal((6, 6)))
+    Y = scale * X @ Q + 7.0
+    assert g.twonn_dimension(Y) == pytest.approx(g.twonn_dimension(X), rel=1e-6)
+    assert g.mle_dimension(Y) == pytest.approx(g.mle_dimension(X), rel=1e-6)
+
+
+def test_twonn_mle_variant_agrees_with_the_fit():
+    # Independent reference: the Pareto MLE d = (n - 1) / sum(log mu) over all points.
+    X = _cube_in_higher_space(3000, 4, 10, seed=3)
+    from scipy.spatial.distance import cdist
+
+    D = cdist(X, X)
+    np.fill_diagonal(D, np.inf)
+    r = np.sort(D, axis=1)[:, :2]
+    mle = (len(X) - 1) / np.sum(np.log(r[:, 1] / r[:, 0]))
+    assert g.twonn_dimension(X) == pytest.approx(mle, rel=0.1)
+
+
+def test_intrinsic_dimension_accepts_tensors():
+    X = _cube_in_higher_space(500, 2, 5, seed=0)
+    assert g.twonn_dimension(torch.tensor(X)) == g.twonn_dimension(X)
+
+
+@pytest.mark.parametrize("fn", [g.twonn_dimension, g.mle_dimension])
+def test_intrinsic_dimension_rejects_bad_data(fn):
+    with pytest.raises(ValueError, match="duplicate"):
+        fn(np.vstack([np.eye(20), np.eye(20)]))
+    with pytest.raises(ValueError, match="^X must be a 2-D"):
+        fn(np.zeros(10))
+    with pytest.raises(ValueError, match="finite"):
+        fn(np.array([[0.0, 1.0], [np.nan, 1.0], [2.0, 3.0], [4.0, 5.0]]))
+    with pytest.raises(ValueError, match="at least"):
+        fn(np.zeros((2, 3)))
+    with pytest.raises(TypeError, match="^X must be"):
+        fn([["a", "b"], ["c", "d"], ["e", "f"]])
+
+
+def test_mle_dimension_rejects_k():
+    X = _cube_in_higher_space(50, 2, 3, seed=0)
+    with pytest.raises(ValueError, match="^k must"):
+        g.mle_dimension(X, k=1)
+    with pytest.raises(ValueError, match="^k must be smaller"):
+        g.mle_dimension(X, k=50)

@@ -1,0 +1,237 @@
+"""Chapters as notebooks: the read-only sync gate, staleness, execution and timing.
+
+A chapter's source is ``chapters/NN_slug.py`` (jupytext percent format, inputs only); its stored,
+executed notebook is ``book/NN_slug.ipynb``. This script is what the Makefile calls:
+
+    python tools/notebooks.py gate              # fail if any source and stored notebook disagree
+    python tools/notebooks.py stale             # list chapters whose stored notebook is stale
+    python tools/notebooks.py refresh [NAMES]   # re-execute (all, or the named) and store outputs
+    python tools/notebooks.py refresh --stale   # re-execute only the stale ones
+    python tools/notebooks.py bench             # execute every chapter in a scratch copy, time it
+
+``gate`` never writes a file. It does not trust timestamps (a fresh clone has arbitrary ones);
+it compares cell types, inputs and tags, and requires every code cell of a stored notebook to
+have run exactly once, in order, in one kernel, without an unexpected error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = "chapters"
+BOOK = "book"
+
+# The environment every chapter executes in, for the stored outputs and for nbval alike:
+# progress bars off (they write timing to stderr) and a fixed hash seed.
+EXEC_ENV = {"TQDM_DISABLE": "1", "PYTHONHASHSEED": "0"}
+
+
+# ----------------------------------------------------------------------------- reading
+def source_path(root: Path, name: str) -> Path:
+    return root / CHAPTERS / f"{name}.py"
+
+
+def stored_path(root: Path, name: str) -> Path:
+    return root / BOOK / f"{name}.ipynb"
+
+
+def chapter_names(root: Path) -> tuple[list[str], list[str]]:
+    """Names (stems) of chapter sources and of stored notebooks."""
+    sources = sorted(p.stem for p in (root / CHAPTERS).glob("*.py"))
+    stored = sorted(p.stem for p in (root / BOOK).glob("*.ipynb"))
+    return sources, stored
+
+
+def _signature(cell: dict) -> tuple[str, str, tuple[str, ...]]:
+    tags = tuple(cell.get("metadata", {}).get("tags", []))
+    return cell["cell_type"], cell["source"].rstrip("\n"), tags
+
+
+def read_source(path: Path) -> nbformat.NotebookNode:
+    return jupytext.read(path)
+
+
+def read_stored(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+# ----------------------------------------------------------------------------- the gate
+def input_differences(src: nbformat.NotebookNode, stored: nbformat.NotebookNode) -> list[str]:
+    """How the cells of a source and a stored notebook differ (type, input, tags); [] if equal."""
+    a = [_signature(c) for c in src.cells]
+    b = [_signature(c) for c in stored.cells]
+    problems = []
+    if len(a) != len(b):
+        problems.append(f"{len(a)} cells in the source, {len(b)} in the stored notebook")
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x[0] != y[0]:
+            problems.append(f"cell {i}: type {x[0]} in the source, {y[0]} stored")
+        elif x[1] != y[1]:
+            first = next(
+                (ln for ln, (p, q) in enumerate(zip(x[1].splitlines(), y[1].splitlines())) if p != q),
+                min(len(x[1].splitlines()), len(y[1].splitlines())),
+            )
+            problems.append(f"cell {i}: input differs (first at line {first + 1} of the cell)")
+        elif x[2] != y[2]:
+            problems.append(f"cell {i}: tags {list(x[2])} in the source, {list(y[2])} stored")
+        if len(problems) >= 5:
+            problems.append("...")
+            break
+    return problems
+
+
+def execution_problems(stored: nbformat.NotebookNode) -> list[str]:
+    """Problems with how a stored notebook was executed; [] if it ran top to bottom in one kernel."""
+    problems = []
+    expected = 1
+    for i, cell in enumerate(stored.cells):
+        if cell["cell_type"] != "code":
+            continue
+        if not cell["source"].strip():
+            problems.append(f"cell {i}: empty code cell (executors skip it; delete it)")
+            continue
+        count = cell.get("execution_count")
+        if count is None:
+            problems.append(f"cell {i}: not executed (execution_count is null, nbval would skip it)")
+        elif count != expected:
+            problems.append(f"cell {i}: execution_count {count}, expected {expected} (out of order)")
+        expected = (count or expected) + 1
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "raises-exception" not in tags:
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "error":
+                    problems.append(f"cell {i}: stored output is an error: {out.get('ename')}")
+        if len(problems) >= 5:
+            problems.append("...")
+            break
+    return problems
+
+
+def gate(root: Path = ROOT) -> list[str]:
+    """All reasons the stored notebooks under root are out of sync with their sources (read-only)."""
+    sources, stored = chapter_names(root)
+    problems = []
+    for name in sorted(set(stored) - set(sources)):
+        problems.append(f"{BOOK}/{name}.ipynb has no source {CHAPTERS}/{name}.py")
+    for name in sorted(set(sources) - set(stored)):
+        problems.append(f"{CHAPTERS}/{name}.py has no stored notebook {BOOK}/{name}.ipynb")
+    for name in sorted(set(sources) & set(stored)):
+        src = read_source(source_path(root, name))
+        nb = read_stored(stored_path(root, name))
+        for p in input_differences(src, nb) + execution_problems(nb):
+            problems.append(f"{name}: {p}")
+    return problems
+
+
+def stale(root: Path = ROOT) -> list[str]:
+    """Chapters whose stored notebook is missing, differs from the source, or is not executed."""
+    sources, stored = chapter_names(root)
+    out = []
+    for name in sources:
+        if name not in stored:
+            out.append(name)
+            continue
+        nb = read_stored(stored_path(root, name))
+        src = read_source(source_path(root, name))
+        if input_differences(src, nb) or execution_problems(nb):
+            out.append(name)
+    return out
+
+
+# ----------------------------------------------------------------------------- execution
+def execute(src_file: Path, workdir: Path, timeout: int = 600) -> tuple[nbformat.NotebookNode, float]:
+    """Execute a chapter source top to bottom in a fresh kernel with ``workdir`` as working directory."""
+    from nbclient import NotebookClient
+
+    nb = read_source(src_file)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for i, cell in enumerate(nb.cells):  # stable ids keep diffs of book/*.ipynb readable
+        cell["id"] = f"cell-{i:03d}"
+    os.environ.update(EXEC_ENV)
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(workdir)}},
+        record_timing=False,
+    )
+    t0 = time.perf_counter()
+    client.execute()
+    return nb, time.perf_counter() - t0
+
+
+def refresh(root: Path, names: list[str]) -> None:
+    for name in names:
+        src = source_path(root, name)
+        if not src.exists():
+            raise SystemExit(f"no such chapter: {src}")
+        print(f"executing {name} ...", flush=True)
+        nb, seconds = execute(src, root / BOOK)
+        jupytext.write(nb, stored_path(root, name), fmt="ipynb")
+        print(f"  wrote {BOOK}/{name}.ipynb ({seconds:.1f} s)")
+
+
+def bench(root: Path) -> dict[str, float]:
+    """Execute every chapter in a scratch copy of book/ (nothing is overwritten) and time it."""
+    sources, _ = chapter_names(root)
+    times = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in sources:
+            _, seconds = execute(source_path(root, name), Path(tmp))
+            times[name] = seconds
+            print(f"{name:40s} {seconds:7.1f} s", flush=True)
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("gate", help="read-only: fail if sources and stored notebooks disagree")
+    sub.add_parser("stale", help="list chapters whose stored notebook is stale")
+    p_ref = sub.add_parser("refresh", help="re-execute chapters and store their outputs")
+    p_ref.add_argument("names", nargs="*", help="chapter names (default: all)")
+    p_ref.add_argument("--stale", action="store_true", help="only the stale chapters")
+    p_bench = sub.add_parser("bench", help="time every chapter")
+    p_bench.add_argument("--json", type=Path, help="also write the times to this file")
+    args = parser.parse_args(argv)
+
+    if args.cmd == "gate":
+        problems = gate(ROOT)
+        for p in problems:
+            print(f"sync gate: {p}", file=sys.stderr)
+        if problems:
+            print("sync gate FAILED: run `make refresh` (or CHAPTER=...) and commit book/", file=sys.stderr)
+            return 1
+        n = len(chapter_names(ROOT)[0])
+        print(f"sync gate: {n} chapter(s) in sync, executed top to bottom")
+        return 0
+    if args.cmd == "stale":
+        print("\n".join(stale(ROOT)))
+        return 0
+    if args.cmd == "refresh":
+        names = stale(ROOT) if args.stale else (args.names or chapter_names(ROOT)[0])
+        if not names:
+            print("all stored notebooks are up to date")
+        refresh(ROOT, names)
+        return 0
+    if args.cmd == "bench":
+        times = bench(ROOT)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({k: round(v, 2) for k, v in times.items()}, indent=1))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Check that the built book works offline: no page loads anything from outside.
+
+    python tools/offline.py _build/html
+
+Fails (exit 1) when any HTML page has a <script src>, <link href>, <img src>, <iframe src>,
+<source src> or <video|audio src> that points off the machine (http:, https: or //), when a
+stylesheet pulls a remote url(...), when math would be typeset by a remote MathJax, or when the
+search page or its index is missing. Ordinary <a href> links to papers are allowed: a reader
+clicks them; the page does not load them.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+REMOTE = re.compile(r"^\s*(https?:)?//", re.IGNORECASE)
+LOADING = {
+    "script": "src",
+    "link": "href",
+    "img": "src",
+    "iframe": "src",
+    "source": "src",
+    "video": "src",
+    "audio": "src",
+    "embed": "src",
+}
+
+
+class _Loads(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.remote: list[str] = []
+        self.mathjax_local = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attr = LOADING.get(tag)
+        if attr is None:
+            return
+        for key, value in attrs:
+            if key == attr and value:
+                if REMOTE.match(value):
+                    self.remote.append(f"<{tag} {attr}={value!r}>")
+                elif tag == "script" and "mathjax" in value.lower():
+                    self.mathjax_local = True
+
+
+def problems(html_dir: Path) -> list[str]:
+    out = []
+    pages = sorted(html_dir.rglob("*.html"))
+    if not pages:
+        return [f"no HTML pages under {html_dir}"]
+    math_pages = 0
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        parser = _Loads()
+        parser.feed(text)
+        out += [f"{page.relative_to(html_dir)}: loads {r}" for r in parser.remote]
+        if "\\(" in text or "\\[" in text or "math notranslate" in text:
+            math_pages += 1
+            if not parser.mathjax_local:
+                out.append(f"{page.relative_to(html_dir)}: has math but no local MathJax script")
+    for css in sorted(html_dir.rglob("*.css")):
+        for m in re.finditer(r"url\(\s*['\"]?((https?:)?//[^)'\"]+)", css.read_text("utf-8", "replace")):
+            out.append(f"{css.relative_to(html_dir)}: remote url({m.group(1)})")
+    for needed in ("search.html", "searchindex.js"):
+        if not (html_dir / needed).exists():
+            out.append(f"missing {needed}: the search page would not work")
+    if math_pages == 0:
+        out.append("no page has math: is the math extension configured?")
+    return out
+
+
+def main() -> int:
+    html_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "_build/html")
+    found = problems(html_dir)
+    for p in found:
+        print(f"offline check: {p}", file=sys.stderr)
+    if found:
+        print(f"offline check FAILED ({len(found)} problems)", file=sys.stderr)
+        return 1
+    n = len(list(html_dir.rglob("*.html")))
+    print(f"offline check: {n} pages load nothing from outside; MathJax and search are local")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
