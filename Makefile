@@ -15,7 +15,7 @@ export PYTHONHASHSEED := 0
 # (grep exits 1 when it filtered everything: that is fine; pip's own failure still fails the pipe.)
 PIPQUIET := { grep -v "is ignored: it is neither a file nor a directory" || [ $$? -eq 1 ]; }
 NBVAL := $(BIN)/pytest --nbval --nbval-current-env --nbval-cell-timeout=300 \
-         --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+         --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 BOOKBUILD := $(BIN)/jupyter-book build . --warningiserror --keep-going --quiet
 
 .PHONY: help setup book test check lint unit slow nbval gate build refresh lab bench clean
@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 lint: setup
 	$(BIN)/ruff check hamlib tests tools chapters
-	$(BIN)/ruff format --check hamlib tests tools
+	$(BIN)/ruff format --check hamlib tests tools chapters
 
 gate: setup
 	$(BIN)/python tools/notebooks.py gate
@@ -73,7 +73,8 @@ refresh: setup
 	$(BIN)/python tools/notebooks.py refresh $(CHAPTER)
 
 lab: setup
-	cd book && ../$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir="$(CURDIR)" \
+	  --LabApp.default_url=/lab/tree/book $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 bench: setup
 	$(BIN)/python tools/notebooks.py bench --json _build/bench.json

@@ -14,12 +14,22 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from hamlib.repro import ClaimFailed, check, claims, reset_claims, setup, show_source, summary
+from hamlib.repro import (
+    ClaimFailed,
+    check,
+    claims,
+    elapsed,
+    reset_claims,
+    setup,
+    show_source,
+    summary,
+)
 
 __all__ = [
     "ClaimFailed",
     "check",
     "claims",
+    "elapsed",
     "reset_claims",
     "setup",
     "show_source",

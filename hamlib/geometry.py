@@ -55,7 +55,9 @@ def _generator(generator: Any) -> torch.Generator:
     if generator is None:
         return torch.default_generator
     if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+        )
     return generator
 
 
@@ -91,7 +93,7 @@ def log_ball_volume(d: int, r: float = 1.0) -> float:
 
 
 def ball_volume(d: int, r: float = 1.0) -> float:
-    r"""Volume of the d-dimensional ball of radius r, :math:`V_d(r) = \pi^{d/2} r^d / \Gamma(d/2+1)`.
+    r"""Volume of the d-ball of radius r, :math:`V_d(r) = \pi^{d/2} r^d / \Gamma(d/2+1)`.
 
     Exact to float64 rounding for every d: evaluated as ``exp(log_ball_volume(d, r))``. For the unit
     ball the volume peaks at d = 5 (5.264) and then falls super-exponentially: V_1000 is about
@@ -101,7 +103,7 @@ def ball_volume(d: int, r: float = 1.0) -> float:
 
 
 def shell_fraction(d: int, eps: float) -> float:
-    r"""Fraction of the unit d-ball's volume within ``eps`` of its surface: :math:`1-(1-\epsilon)^d`.
+    r"""Share of the unit d-ball within ``eps`` of its surface, :math:`1-(1-\epsilon)^d`.
 
     Evaluated as ``-expm1(d * log1p(-eps))`` so that tiny eps and huge d keep full precision.
     """
@@ -118,7 +120,8 @@ def gaussian_norm_moments(d: int) -> tuple[float, float]:
 
     :math:`\|x\|` has the chi distribution with d degrees of freedom:
     :math:`E\|x\| = \sqrt{2}\,\Gamma(\tfrac{d+1}{2})/\Gamma(\tfrac{d}{2})` and
-    :math:`\mathrm{Var}\|x\| = d - (E\|x\|)^2`. As d grows the mean is :math:`\sqrt{d - 1/2} + O(d^{-3/2})`
+    :math:`\mathrm{Var}\|x\| = d - (E\|x\|)^2`. As d grows the mean is
+    :math:`\sqrt{d - 1/2} + O(d^{-3/2})`
     and the standard deviation tends to :math:`1/\sqrt{2}`.
     """
     d = _int_arg("d", d, 1)
@@ -131,8 +134,10 @@ def gaussian_norm_moments(d: int) -> tuple[float, float]:
 def cosine_tail_probability(d: int, t: float) -> float:
     r"""Exact :math:`P(|\cos\theta| \ge t)` for two independent isotropic random vectors in R^d.
 
-    For x uniform on the sphere, :math:`(1 + \cos\theta)/2 \sim \mathrm{Beta}(\tfrac{d-1}{2}, \tfrac{d-1}{2})`,
-    hence :math:`P(|\cos\theta| \ge t) = I_{1-t^2}(\tfrac{d-1}{2}, \tfrac12)` (regularized incomplete beta).
+    For x uniform on the sphere,
+    :math:`(1 + \cos\theta)/2 \sim \mathrm{Beta}(\tfrac{d-1}{2}, \tfrac{d-1}{2})`, hence
+    :math:`P(|\cos\theta| \ge t) = I_{1-t^2}(\tfrac{d-1}{2}, \tfrac12)`, the regularized incomplete
+    beta function.
     """
     d = _int_arg("d", d, 2)
     t = _real_arg("t", t, 0.0, 1.0)
@@ -144,13 +149,13 @@ def cosine_tail_probability(d: int, t: float) -> float:
 def cosine_similarity_stats(
     d: int, n_pairs: int, generator: torch.Generator | None = None, *, chunk: int = 2**22
 ) -> dict[str, float]:
-    r"""Mean, standard deviation and maximum of :math:`|\cos|` over ``n_pairs`` random Gaussian pairs.
+    r"""Mean and standard deviation of the cosine, and max :math:`|\cos|`, over random pairs.
 
     Each pair is two independent :math:`N(0, I_d)` vectors. Theory: mean 0, standard deviation
-    exactly :math:`1/\sqrt{d}` (since :math:`E[\cos^2\theta] = 1/d` on the sphere). Pairs are drawn in
-    chunks of at most ``chunk`` numbers, so memory stays bounded for d = 10^4 and beyond. Vectors
-    are drawn in float32 (three times faster than float64 here; its 1e-7 relative error is far
-    below the 1/sqrt(d) being measured) and the statistics are accumulated in float64.
+    exactly :math:`1/\sqrt{d}` (since :math:`E[\cos^2\theta] = 1/d` on the sphere). Pairs are
+    drawn in chunks of at most ``chunk`` numbers, so memory stays bounded for d = 10^4 and beyond.
+    Vectors are drawn in float32 (three times faster than float64 here; its 1e-7 relative error is
+    far below the 1/sqrt(d) being measured) and the statistics are accumulated in float64.
     Returns ``{"mean", "std", "max_abs"}``.
     """
     d = _int_arg("d", d, 1)
@@ -176,14 +181,15 @@ def cosine_similarity_stats(
 
 
 def relative_contrast(X: Any, query: Any) -> float:
-    r"""Relative contrast :math:`(D_{\max} - D_{\min}) / D_{\min}` of Euclidean distances from ``query``
-    to the rows of ``X`` (Beyer et al., 1999; Aggarwal et al., 2001).
+    r"""Relative contrast :math:`(D_{\max} - D_{\min}) / D_{\min}` of the Euclidean distances from
+    ``query`` to the rows of ``X`` (Beyer et al., 1999; Aggarwal et al., 2001).
 
     When it tends to 0, the nearest and the farthest neighbour are almost equally far away.
     """
     pts = _points(X, min_points=2)
-    q = np.asarray(query.detach().cpu().numpy() if isinstance(query, torch.Tensor) else query,
-                   dtype=np.float64)
+    q = np.asarray(
+        query.detach().cpu().numpy() if isinstance(query, torch.Tensor) else query, dtype=np.float64
+    )
     if q.shape != (pts.shape[1],):
         raise ValueError(f"query must have shape ({pts.shape[1]},) to match X, got {q.shape}")
     dist = np.linalg.norm(pts - q, axis=1)
@@ -202,8 +208,10 @@ def jl_min_dimension(n_points: int, eps: float) -> int:
 
     .. math:: k \ge \frac{4 \ln n}{\epsilon^2/2 - \epsilon^3/3}
 
-    dimensions keeps every squared pairwise distance within a factor :math:`1 \pm \epsilon` with
-    probability at least 1 - 1/n. It does not depend on the original dimension.
+    dimensions keeps any one squared pairwise distance within a factor :math:`1 \pm \epsilon`
+    except with probability at most :math:`2/n^2`, so all :math:`\binom n2` of them at once with
+    probability at least 1/n (Dasgupta & Gupta's statement; repeating the projection boosts it).
+    It does not depend on the original dimension.
     """
     n_points = _int_arg("n_points", n_points, 1)
     eps = _real_arg("eps", eps, 0.0, 1.0, open_low=True)
@@ -213,7 +221,7 @@ def jl_min_dimension(n_points: int, eps: float) -> int:
 
 
 def jl_distortion(X: Any, k: int, generator: torch.Generator | None = None) -> float:
-    r"""Worst relative distortion of squared pairwise distances under a Gaussian projection to k dims.
+    r"""Worst relative distortion of squared pairwise distances under a Gaussian projection.
 
     Projects with :math:`P = G/\sqrt{k}`, :math:`G_{ij} \sim N(0, 1)`, and returns
     :math:`\max_{i<j} \left| \|Px_i - Px_j\|^2 / \|x_i - x_j\|^2 - 1 \right|`.

@@ -12,6 +12,7 @@ import inspect
 import os
 import random
 import textwrap
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "ClaimFailed",
     "check",
     "claims",
+    "elapsed",
     "reset_claims",
     "setup",
     "show_source",
@@ -36,6 +38,7 @@ class ClaimFailed(AssertionError):
 
 
 _claims: list[str] = []
+_started: list[float] = [time.perf_counter()]
 
 
 def setup(seed: int = DEFAULT_SEED, threads: int = DEFAULT_THREADS, precision: int = 4) -> None:
@@ -75,6 +78,12 @@ def setup(seed: int = DEFAULT_SEED, threads: int = DEFAULT_THREADS, precision: i
 
     use_style()
     reset_claims()
+    _started[0] = time.perf_counter()
+
+
+def elapsed() -> float:
+    """Seconds since the last :func:`setup` (print it in a cell tagged ``nbval-ignore-output``)."""
+    return time.perf_counter() - _started[0]
 
 
 def check(claim: str, ok: Any) -> None:
@@ -89,7 +98,9 @@ def check(claim: str, ok: Any) -> None:
         value = bool(ok)
     elif type(ok).__module__.startswith("torch") and getattr(ok, "dtype", None) is not None:
         if ok.numel() != 1 or str(ok.dtype) != "torch.bool":
-            raise TypeError(f"ok must be a single boolean, got a tensor {tuple(ok.shape)} {ok.dtype}")
+            raise TypeError(
+                f"ok must be a single boolean, got a tensor {tuple(ok.shape)} {ok.dtype}"
+            )
         value = bool(ok.item())
     else:
         raise TypeError(f"ok must be a boolean, got {type(ok).__name__}: {ok!r}")

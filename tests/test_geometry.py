@@ -64,9 +64,15 @@ def test_ball_volume_against_monte_carlo():
 
 @pytest.mark.parametrize(
     "args, exc, name",
-    [((-1,), ValueError, "d"), ((2.0,), TypeError, "d"), ((True,), TypeError, "d"),
-     ((3, 0.0), ValueError, "r"), ((3, -1.0), ValueError, "r"), ((3, math.inf), ValueError, "r"),
-     ((3, "1"), TypeError, "r")],
+    [
+        ((-1,), ValueError, "d"),
+        ((2.0,), TypeError, "d"),
+        ((True,), TypeError, "d"),
+        ((3, 0.0), ValueError, "r"),
+        ((3, -1.0), ValueError, "r"),
+        ((3, math.inf), ValueError, "r"),
+        ((3, "1"), TypeError, "r"),
+    ],
 )
 def test_ball_volume_rejects_bad_input(args, exc, name):
     with pytest.raises(exc, match=rf"^{name} must"):

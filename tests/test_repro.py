@@ -31,8 +31,13 @@ def test_setup_pins_threads():
 
 @pytest.mark.parametrize(
     "kwargs, name",
-    [({"seed": -1}, "seed"), ({"seed": 1.5}, "seed"), ({"threads": 0}, "threads"),
-     ({"threads": True}, "threads"), ({"precision": 0}, "precision")],
+    [
+        ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed"),
+        ({"threads": 0}, "threads"),
+        ({"threads": True}, "threads"),
+        ({"precision": 0}, "precision"),
+    ],
 )
 def test_setup_rejects_bad_arguments_by_name(kwargs, name):
     with pytest.raises(TypeError, match=name):
@@ -66,8 +71,8 @@ def test_check_raises_naming_the_claim():
 
 
 @pytest.mark.parametrize(
-    "ok", [1, 0.0, "yes", None, np.array([True, True]), torch.tensor([True, False]),
-           torch.tensor(1.0)]
+    "ok",
+    [1, 0.0, "yes", None, np.array([True, True]), torch.tensor([True, False]), torch.tensor(1.0)],
 )
 def test_check_refuses_what_is_not_one_boolean(ok):
     with pytest.raises(TypeError, match="ok must be"):

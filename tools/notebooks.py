@@ -78,7 +78,13 @@ def input_differences(src: nbformat.NotebookNode, stored: nbformat.NotebookNode)
             problems.append(f"cell {i}: type {x[0]} in the source, {y[0]} stored")
         elif x[1] != y[1]:
             first = next(
-                (ln for ln, (p, q) in enumerate(zip(x[1].splitlines(), y[1].splitlines())) if p != q),
+                (
+                    ln
+                    for ln, (p, q) in enumerate(
+                        zip(x[1].splitlines(), y[1].splitlines(), strict=False)
+                    )
+                    if p != q
+                ),
                 min(len(x[1].splitlines()), len(y[1].splitlines())),
             )
             problems.append(f"cell {i}: input differs (first at line {first + 1} of the cell)")
@@ -91,7 +97,7 @@ def input_differences(src: nbformat.NotebookNode, stored: nbformat.NotebookNode)
 
 
 def execution_problems(stored: nbformat.NotebookNode) -> list[str]:
-    """Problems with how a stored notebook was executed; [] if it ran top to bottom in one kernel."""
+    """How a stored notebook's execution is wrong; [] if it ran top to bottom in one kernel."""
     problems = []
     expected = 1
     for i, cell in enumerate(stored.cells):
@@ -102,9 +108,13 @@ def execution_problems(stored: nbformat.NotebookNode) -> list[str]:
             continue
         count = cell.get("execution_count")
         if count is None:
-            problems.append(f"cell {i}: not executed (execution_count is null, nbval would skip it)")
+            problems.append(
+                f"cell {i}: not executed (execution_count is null, nbval would skip it)"
+            )
         elif count != expected:
-            problems.append(f"cell {i}: execution_count {count}, expected {expected} (out of order)")
+            problems.append(
+                f"cell {i}: execution_count {count}, expected {expected} (out of order)"
+            )
         expected = (count or expected) + 1
         tags = cell.get("metadata", {}).get("tags", [])
         if "raises-exception" not in tags:
@@ -118,7 +128,7 @@ def execution_problems(stored: nbformat.NotebookNode) -> list[str]:
 
 
 def gate(root: Path = ROOT) -> list[str]:
-    """All reasons the stored notebooks under root are out of sync with their sources (read-only)."""
+    """Every reason the stored notebooks under root disagree with their sources (read-only)."""
     sources, stored = chapter_names(root)
     problems = []
     for name in sorted(set(stored) - set(sources)):
@@ -149,12 +159,18 @@ def stale(root: Path = ROOT) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- execution
-def execute(src_file: Path, workdir: Path, timeout: int = 600) -> tuple[nbformat.NotebookNode, float]:
-    """Execute a chapter source top to bottom in a fresh kernel with ``workdir`` as working directory."""
+def execute(
+    src_file: Path, workdir: Path, timeout: int = 600
+) -> tuple[nbformat.NotebookNode, float]:
+    """Execute a chapter source top to bottom in a fresh kernel, in the folder ``workdir``."""
     from nbclient import NotebookClient
 
     nb = read_source(src_file)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     for i, cell in enumerate(nb.cells):  # stable ids keep diffs of book/*.ipynb readable
         cell["id"] = f"cell-{i:03d}"
     os.environ.update(EXEC_ENV)
@@ -194,7 +210,9 @@ def bench(root: Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("gate", help="read-only: fail if sources and stored notebooks disagree")
     sub.add_parser("stale", help="list chapters whose stored notebook is stale")
@@ -210,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         for p in problems:
             print(f"sync gate: {p}", file=sys.stderr)
         if problems:
-            print("sync gate FAILED: run `make refresh` (or CHAPTER=...) and commit book/", file=sys.stderr)
+            print(
+                "sync gate FAILED: run `make refresh` (or CHAPTER=...) and commit book/",
+                file=sys.stderr,
+            )
             return 1
         n = len(chapter_names(ROOT)[0])
         print(f"sync gate: {n} chapter(s) in sync, executed top to bottom")

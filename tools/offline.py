@@ -63,7 +63,9 @@ def problems(html_dir: Path) -> list[str]:
             if not parser.mathjax_local:
                 out.append(f"{page.relative_to(html_dir)}: has math but no local MathJax script")
     for css in sorted(html_dir.rglob("*.css")):
-        for m in re.finditer(r"url\(\s*['\"]?((https?:)?//[^)'\"]+)", css.read_text("utf-8", "replace")):
+        for m in re.finditer(
+            r"url\(\s*['\"]?((https?:)?//[^)'\"]+)", css.read_text("utf-8", "replace")
+        ):
             out.append(f"{css.relative_to(html_dir)}: remote url({m.group(1)})")
     for needed in ("search.html", "searchindex.js"):
         if not (html_dir / needed).exists():

@@ -1,0 +1,167 @@
+"""The sync gate: it must pass on the repository, fail on every kind of drift, and never write."""
+
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+from tools import notebooks
+from tools.notebooks import ROOT
+
+SOURCE = """\
+# %% [markdown]
+# # A title
+
+# %%
+x = 1
+print(x)
+
+# %% tags=["hide-cell"]
+print(x + 1)
+"""
+
+
+def _executed(nb):
+    """Pretend the notebook ran top to bottom: counts 1..n, an output per cell."""
+    count = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            count += 1
+            cell.execution_count = count
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"{count}\n")]
+    return nb
+
+
+def _make_root(tmp_path: Path, source: str = SOURCE) -> Path:
+    (tmp_path / "chapters").mkdir()
+    (tmp_path / "book").mkdir()
+    (tmp_path / "chapters" / "01_x.py").write_text(source)
+    nb = _executed(jupytext.read(tmp_path / "chapters" / "01_x.py"))
+    nbformat.write(nb, tmp_path / "book" / "01_x.ipynb")
+    return tmp_path
+
+
+def _stored(root):
+    return nbformat.read(root / "book" / "01_x.ipynb", as_version=4)
+
+
+def _write(root, nb):
+    nbformat.write(nb, root / "book" / "01_x.ipynb")
+
+
+def test_gate_passes_on_the_repository():
+    assert notebooks.gate(ROOT) == []
+    assert notebooks.stale(ROOT) == []
+
+
+def test_gate_passes_on_a_synced_pair(tmp_path):
+    root = _make_root(tmp_path)
+    assert notebooks.gate(root) == []
+    assert notebooks.stale(root) == []
+
+
+def test_gate_fails_when_an_input_changes(tmp_path):
+    root = _make_root(tmp_path)
+    (root / "chapters" / "01_x.py").write_text(SOURCE.replace("x = 1", "x = 2"))
+    problems = notebooks.gate(root)
+    assert problems == ["01_x: cell 1: input differs (first at line 1 of the cell)"]
+    assert notebooks.stale(root) == ["01_x"]
+
+
+def test_gate_fails_when_markdown_changes(tmp_path):
+    root = _make_root(tmp_path)
+    (root / "chapters" / "01_x.py").write_text(SOURCE.replace("A title", "Another title"))
+    assert notebooks.gate(root) == ["01_x: cell 0: input differs (first at line 1 of the cell)"]
+
+
+def test_gate_fails_when_a_tag_changes(tmp_path):
+    root = _make_root(tmp_path)
+    (root / "chapters" / "01_x.py").write_text(SOURCE.replace('tags=["hide-cell"]', ""))
+    assert notebooks.gate(root) == ["01_x: cell 2: tags [] in the source, ['hide-cell'] stored"]
+
+
+def test_gate_fails_when_a_cell_is_added(tmp_path):
+    root = _make_root(tmp_path)
+    (root / "chapters" / "01_x.py").write_text(SOURCE + "\n# %%\nprint(3)\n")
+    assert notebooks.gate(root)[0] == "01_x: 4 cells in the source, 3 in the stored notebook"
+
+
+def test_gate_fails_when_a_cell_type_changes(tmp_path):
+    root = _make_root(tmp_path)
+    nb = _stored(root)
+    nb.cells[0] = nbformat.v4.new_raw_cell(nb.cells[0].source)
+    _write(root, nb)
+    assert notebooks.gate(root) == ["01_x: cell 0: type markdown in the source, raw stored"]
+
+
+def test_gate_fails_on_unexecuted_cells(tmp_path):
+    root = _make_root(tmp_path)
+    nb = _stored(root)
+    nb.cells[2].execution_count = None
+    _write(root, nb)
+    assert notebooks.gate(root) == [
+        "01_x: cell 2: not executed (execution_count is null, nbval would skip it)"
+    ]
+
+
+def test_gate_fails_on_cells_run_out_of_order(tmp_path):
+    root = _make_root(tmp_path)
+    nb = _stored(root)
+    nb.cells[1].execution_count, nb.cells[2].execution_count = 2, 1
+    _write(root, nb)
+    problems = notebooks.gate(root)
+    assert problems[0] == "01_x: cell 1: execution_count 2, expected 1 (out of order)"
+
+
+def test_gate_fails_on_a_rerun_cell(tmp_path):
+    root = _make_root(tmp_path)
+    nb = _stored(root)
+    nb.cells[2].execution_count = 5  # someone re-ran a cell by hand
+    _write(root, nb)
+    assert notebooks.gate(root) == ["01_x: cell 2: execution_count 5, expected 2 (out of order)"]
+
+
+def test_gate_fails_on_a_stored_error(tmp_path):
+    root = _make_root(tmp_path)
+    nb = _stored(root)
+    nb.cells[1].outputs = [
+        nbformat.v4.new_output("error", ename="ValueError", evalue="", traceback=[])
+    ]
+    _write(root, nb)
+    assert notebooks.gate(root) == ["01_x: cell 1: stored output is an error: ValueError"]
+    nb.cells[1].metadata["tags"] = ["raises-exception"]
+    (root / "chapters" / "01_x.py").write_text(
+        SOURCE.replace("# %%\nx = 1", '# %% tags=["raises-exception"]\nx = 1')
+    )
+    _write(root, nb)
+    assert notebooks.gate(root) == []
+
+
+def test_gate_fails_on_an_empty_code_cell(tmp_path):
+    root = _make_root(tmp_path, SOURCE + "\n# %%\n\n")
+    src = jupytext.read(root / "chapters" / "01_x.py")
+    if not any(c.cell_type == "code" and not c.source.strip() for c in src.cells):
+        pytest.skip("jupytext dropped the empty cell")
+    assert any("empty code cell" in p for p in notebooks.gate(root))
+
+
+def test_gate_fails_on_unpaired_files(tmp_path):
+    root = _make_root(tmp_path)
+    (root / "chapters" / "02_y.py").write_text(SOURCE)
+    (root / "book" / "03_z.ipynb").write_text((root / "book" / "01_x.ipynb").read_text())
+    assert notebooks.gate(root) == [
+        "book/03_z.ipynb has no source chapters/03_z.py",
+        "chapters/02_y.py has no stored notebook book/02_y.ipynb",
+    ]
+    assert notebooks.stale(root) == ["02_y"]
+
+
+def test_gate_never_writes(tmp_path):
+    root = _make_root(tmp_path)
+    (root / "chapters" / "01_x.py").write_text(SOURCE.replace("x = 1", "x = 2"))
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*") if p.is_file()}
+    assert notebooks.gate(root)
+    assert notebooks.main(["gate"]) == 0  # the repository's own gate, for the command line path
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*") if p.is_file()}
+    assert before == after
