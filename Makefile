@@ -57,7 +57,7 @@ nbval: setup
 	$(NBVAL) book
 
 build: setup
-	rm -rf _build/.doctrees
+	rm -rf _build/html _build/.doctrees
 	$(BOOKBUILD)
 	$(BIN)/python tools/offline.py _build/html
 

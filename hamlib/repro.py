@@ -13,21 +13,13 @@ import os
 import random
 import textwrap
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = [
-    "ClaimFailed",
-    "check",
-    "claims",
-    "elapsed",
-    "reset_claims",
-    "setup",
-    "show_source",
-    "summary",
-]
+T = TypeVar("T")
 
 DEFAULT_SEED = 0
 DEFAULT_THREADS = 2
@@ -108,6 +100,19 @@ def check(claim: str, ok: Any) -> None:
         raise ClaimFailed(f"claim does not hold: {claim}")
     _claims.append(claim)
     print(f"✓ {claim}")
+
+
+def progress(iterable: Iterable[T], **kwargs: Any) -> Iterable[T]:
+    """Wrap a loop in a tqdm progress bar (a widget in Jupyter, text elsewhere).
+
+    ``TQDM_DISABLE=1`` in the environment turns it off, as the regression suite and ``make
+    refresh`` do: bars write timings, which differ on every run. (tqdm's own reading of that
+    variable does not reach its notebook widget, hence this wrapper.)
+    """
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("disable", os.environ.get("TQDM_DISABLE", "") not in ("", "0"))
+    return tqdm(iterable, **kwargs)
 
 
 def claims() -> list[str]:

@@ -104,3 +104,16 @@ def test_subject_modules_load_on_demand():
     assert hamlib.geometry is geometry
     with pytest.raises(AttributeError, match="nonexistent"):
         _ = hamlib.nonexistent
+
+
+def test_progress_is_off_under_tqdm_disable(monkeypatch, capsys):
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    bar = hamlib.progress(range(3))
+    assert bar.disable and list(bar) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_is_on_by_default(monkeypatch, capsys):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert list(hamlib.progress(range(3), desc="loop")) == [0, 1, 2]
+    assert "loop" in capsys.readouterr().err

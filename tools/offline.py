@@ -11,6 +11,7 @@ clicks them; the page does not load them.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from html.parser import HTMLParser
@@ -70,8 +71,32 @@ def problems(html_dir: Path) -> list[str]:
     for needed in ("search.html", "searchindex.js"):
         if not (html_dir / needed).exists():
             out.append(f"missing {needed}: the search page would not work")
+    out += search_problems(html_dir, pages)
     if math_pages == 0:
         out.append("no page has math: is the math extension configured?")
+    return out
+
+
+def search_problems(html_dir: Path, pages: list[Path]) -> list[str]:
+    """Every content page must be in the local search index, with its words."""
+    index_file = html_dir / "searchindex.js"
+    if not index_file.exists():
+        return []
+    text = index_file.read_text(encoding="utf-8")
+    m = re.fullmatch(r"\s*Search\.setIndex\((.*)\)\s*;?\s*", text, re.DOTALL)
+    if not m:
+        return ["searchindex.js is not a Sphinx search index"]
+    index = json.loads(m.group(1))
+    indexed = set(index.get("docnames", []))
+    out = []
+    for page in pages:
+        rel = page.relative_to(html_dir).with_suffix("").as_posix()
+        if rel in {"genindex", "search", "index"} or rel.startswith("_"):
+            continue
+        if rel not in indexed:
+            out.append(f"{rel}.html is not in the search index")
+    if len(index.get("terms", {})) < 100:
+        out.append("the search index holds almost no words")
     return out
 
 
@@ -84,7 +109,9 @@ def main() -> int:
         print(f"offline check FAILED ({len(found)} problems)", file=sys.stderr)
         return 1
     n = len(list(html_dir.rglob("*.html")))
-    print(f"offline check: {n} pages load nothing from outside; MathJax and search are local")
+    print(
+        f"offline check: {n} pages load nothing from outside; MathJax is local; search indexes all"
+    )
     return 0
 
 
