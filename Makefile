@@ -41,6 +41,7 @@ $(STAMP): pyproject.toml constraints.txt
 lint: setup
 	$(BIN)/ruff check hamlib tests tools chapters
 	$(BIN)/ruff format --check hamlib tests tools chapters
+	$(BIN)/mypy
 
 gate: setup
 	$(BIN)/python tools/notebooks.py gate
@@ -80,4 +81,4 @@ bench: setup
 	$(BIN)/python tools/notebooks.py bench --json _build/bench.json
 
 clean:
-	rm -rf _build .pytest_cache
+	rm -rf _build .pytest_cache .mypy_cache .ruff_cache
