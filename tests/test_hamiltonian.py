@@ -1,0 +1,328 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.integrate import solve_ivp
+from scipy.signal import lfilter
+
+from hamlib import hamiltonian as hm
+
+INTEGRATORS = [hm.euler, hm.symplectic_euler, hm.leapfrog, hm.rk4]
+ORDERS = {hm.euler: 1, hm.symplectic_euler: 1, hm.leapfrog: 2, hm.rk4: 4}
+
+
+def osc_q(q, p):
+    return q
+
+
+def osc_p(q, p):
+    return p
+
+
+def pend_q(q, p):
+    return torch.sin(q)
+
+
+def f64(*x):
+    return torch.tensor(x, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("method", INTEGRATORS)
+def test_trajectory_shape_dtype_and_initial_state(method):
+    q0 = torch.randn(7, 3, dtype=torch.float32)
+    p0 = torch.randn(7, 3, dtype=torch.float32)
+    q, p = method(osc_q, osc_p, q0, p0, 0.1, 5)
+    assert q.shape == p.shape == (6, 7, 3)
+    assert q.dtype == torch.float32
+    assert torch.equal(q[0], q0) and torch.equal(p[0], p0)
+    q, p = method(osc_q, osc_p, q0, p0, 0.1, 0)
+    assert q.shape == (1, 7, 3)
+
+
+@pytest.mark.parametrize("method", INTEGRATORS)
+def test_batched_equals_one_by_one(method):
+    q0, p0 = torch.randn(5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    qb, pb = method(pend_q, osc_p, q0, p0, 0.05, 40)
+    for i in range(5):
+        qi, pi = method(pend_q, osc_p, q0[i : i + 1], p0[i : i + 1], 0.05, 40)
+        assert torch.allclose(qb[:, i], qi[:, 0], rtol=0, atol=1e-14)
+        assert torch.allclose(pb[:, i], pi[:, 0], rtol=0, atol=1e-14)
+
+
+def _pendulum_reference(q0, p0, T):
+    sol = solve_ivp(
+        lambda t, z: [z[1], -math.sin(z[0])],
+        (0, T),
+        [q0, p0],
+        method="DOP853",
+        rtol=1e-13,
+        atol=1e-13,
+    )
+    return sol.y[:, -1]
+
+
+@pytest.mark.parametrize("method", INTEGRATORS)
+def test_convergence_order_against_dop853(method):
+    T = 2.0
+    ref = _pendulum_reference(1.0, 0.5, T)
+    errs = []
+    hs = [0.1, 0.05, 0.025]
+    for h in hs:
+        q, p = method(pend_q, osc_p, f64(1.0), f64(0.5), h, round(T / h))
+        errs.append(math.hypot(q[-1].item() - ref[0], p[-1].item() - ref[1]))
+    slope = np.polyfit(np.log(hs), np.log(errs), 1)[0]
+    assert slope == pytest.approx(ORDERS[method], abs=0.25)
+
+
+def test_leapfrog_matches_a_hand_step():
+    q, p = hm.leapfrog(pend_q, osc_p, f64(0.3), f64(-0.2), 0.1, 1)
+    ph = -0.2 - 0.05 * math.sin(0.3)
+    qn = 0.3 + 0.1 * ph
+    assert q[1].item() == pytest.approx(qn, abs=1e-15)
+    assert p[1].item() == pytest.approx(ph - 0.05 * math.sin(qn), abs=1e-15)
+
+
+def test_energy_behaviour_on_the_oscillator():
+    H = lambda q, p: 0.5 * (q**2 + p**2).sum(-1)  # noqa: E731
+    q0, p0 = f64(1.0), f64(0.0)
+    drift = {}
+    for method in INTEGRATORS:
+        q, p = method(osc_q, osc_p, q0, p0, 0.1, 2000)
+        drift[method] = hm.energy_drift(H, q[:, None], p[:, None])
+    # Euler multiplies the energy by exactly 1 + h^2 per step
+    assert drift[hm.euler][-1].item() == pytest.approx(0.5 * (1.01**2000 - 1), rel=1e-9)
+    assert drift[hm.leapfrog].abs().max() < 0.1**2 / 8 * 1.01
+    assert drift[hm.symplectic_euler].abs().max() < 0.1
+    # RK4 drifts monotonically downward
+    assert torch.all(torch.diff(drift[hm.rk4]) <= 0)
+
+
+@pytest.mark.parametrize(
+    "method,symplectic",
+    [(hm.symplectic_euler, True), (hm.leapfrog, True), (hm.euler, False), (hm.rk4, False)],
+)
+def test_phase_space_area(method, symplectic):
+    def step(z):
+        q, p = method(pend_q, osc_p, z[:1], z[1:], 0.3, 1)
+        return torch.cat([q[-1], p[-1]])
+
+    J = torch.autograd.functional.jacobian(step, f64(0.7, 0.4))
+    det = torch.linalg.det(J).item()
+    if symplectic:
+        assert det == pytest.approx(1.0, abs=1e-14)
+    else:
+        assert abs(det - 1.0) > 1e-7
+
+
+def test_leapfrog_is_time_reversible():
+    q0, p0 = torch.randn(100, dtype=torch.float64), torch.randn(100, dtype=torch.float64)
+    q, p = hm.leapfrog(pend_q, osc_p, q0, p0, 0.1, 500)
+    qb, pb = hm.leapfrog(pend_q, osc_p, q[-1], -p[-1], 0.1, 500)
+    assert torch.allclose(qb[-1], q0, atol=1e-10) and torch.allclose(-pb[-1], p0, atol=1e-10)
+
+
+@settings(max_examples=20, deadline=None)
+@given(h=st.floats(0.01, 0.5), q=st.floats(-2, 2), p=st.floats(-2, 2))
+def test_leapfrog_energy_error_is_bounded_on_the_oscillator(h, q, p):
+    H = lambda q, p: 0.5 * (q**2 + p**2)  # noqa: E731
+    qs, ps = hm.leapfrog(osc_q, osc_p, f64(q), f64(p), h, 200)
+    err = hm.energy_drift(H, qs, ps).abs().max().item()
+    # the modified energy q^2/2 + p^2/2 (1 - h^2/4)^{-1}... bounds the error by h^2/4 * H
+    assert err <= h * h / 4 * 0.5 * (q * q + p * p) / (1 - h * h / 4) + 1e-12
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, name",
+    [
+        ({"h": 0.0}, ValueError, "h"),
+        ({"h": math.nan}, ValueError, "h"),
+        ({"n_steps": -1}, ValueError, "n_steps"),
+        ({"n_steps": 2.0}, ValueError, "n_steps"),
+        ({"q0": [1.0]}, TypeError, "q0"),
+        ({"p0": torch.zeros(2)}, ValueError, "q0 and p0"),
+        ({"p0": torch.zeros(3, dtype=torch.float64)}, TypeError, "q0 and p0"),
+        ({"q0": torch.zeros(3, dtype=torch.int64)}, TypeError, "q0"),
+        ({"dH_dq": 3}, TypeError, "dH_dq"),
+    ],
+)
+def test_integrators_reject_bad_input(kwargs, exc, name):
+    args = {
+        "dH_dq": osc_q,
+        "dH_dp": osc_p,
+        "q0": torch.zeros(3),
+        "p0": torch.zeros(3),
+        "h": 0.1,
+        "n_steps": 3,
+    }
+    args.update(kwargs)
+    with pytest.raises(exc, match=name):
+        hm.leapfrog(**args)
+
+
+def test_energy_drift_checks_its_arguments():
+    with pytest.raises(TypeError, match="H must be callable"):
+        hm.energy_drift(None, torch.zeros(2), torch.zeros(2))
+    with pytest.raises(ValueError, match="first dimension is time"):
+        hm.energy_drift(lambda q, p: (q * p).sum(), torch.zeros(3, 2), torch.zeros(3, 2))
+
+
+# ----------------------------------------------------------------------------- HNN
+
+
+def test_hnn_vector_field_is_the_symplectic_gradient_of_its_energy():
+    torch.manual_seed(0)
+    model = HNN = hm.HNN(dim=2, hidden=16).double()
+    q, p = torch.randn(5, 2, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    dq_dt, dp_dt = model.vector_field(q, p)
+    eps = 1e-6
+    for i in range(2):
+        e = torch.zeros(2, dtype=torch.float64)
+        e[i] = eps
+        dHdp_i = (HNN(q, p + e) - HNN(q, p - e)) / (2 * eps)
+        dHdq_i = (HNN(q + e, p) - HNN(q - e, p)) / (2 * eps)
+        assert torch.allclose(dq_dt[:, i], dHdp_i, atol=1e-7)
+        assert torch.allclose(dp_dt[:, i], -dHdq_i, atol=1e-7)
+
+
+def test_hnn_flow_conserves_its_own_energy():
+    torch.manual_seed(1)
+    model = hm.HNN(dim=1, hidden=32).double().eval()
+    q0, p0 = torch.randn(20, 1, dtype=torch.float64), torch.randn(20, 1, dtype=torch.float64)
+    q, p = hm.rk4(model.dH_dq, model.dH_dp, q0, p0, 0.01, 100)
+    with torch.no_grad():
+        drift = hm.energy_drift(model, q, p)
+    assert drift.abs().max() < 1e-8
+
+
+def test_hnn_is_trainable_through_its_vector_field():
+    torch.manual_seed(0)
+    model = hm.HNN(dim=1, hidden=8)
+    q, p = torch.randn(16, 1), torch.randn(16, 1)
+    loss = sum(v.pow(2).sum() for v in model.vector_field(q, p))
+    loss.backward()
+    named = dict(model.named_parameters())
+    # The output bias shifts H by a constant, which no vector field can see: it gets no gradient.
+    assert named.pop("net.4.bias").grad is None
+    assert all(w.grad is not None and torch.isfinite(w.grad).all() for w in named.values())
+
+
+def test_models_reject_bad_shapes():
+    with pytest.raises(ValueError, match="dim"):
+        hm.HNN(dim=0)
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 2\)"):
+        hm.HNN(dim=2)(torch.zeros(3, 1), torch.zeros(3, 1))
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 1\)"):
+        hm.MLPField(dim=1).vector_field(torch.zeros(3, 2), torch.zeros(3, 2))
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def _gauss(cov):
+    prec = torch.linalg.inv(cov)
+    return lambda x: -0.5 * ((x @ prec) * x).sum(-1)
+
+
+def test_hmc_samples_a_correlated_gaussian():
+    cov = f64(1.0, 0.9, 0.9, 1.0).reshape(2, 2)
+    x, acc = hm.hmc(
+        _gauss(cov),
+        torch.zeros(8, 2, dtype=torch.float64),
+        0.2,
+        10,
+        800,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert x.shape == (800, 8, 2) and acc.shape == (8,)
+    assert torch.all(acc > 0.8)
+    flat = x[100:].reshape(-1, 2)
+    assert torch.allclose(torch.cov(flat.T), cov, atol=0.08)
+    assert flat.mean(0).abs().max() < 0.08
+
+
+def test_hmc_with_exact_integration_would_accept_everything_small_steps_nearly_do():
+    lp = _gauss(torch.eye(3, dtype=torch.float64))
+    _, acc = hm.hmc(
+        lp,
+        torch.zeros(2, 3, dtype=torch.float64),
+        0.01,
+        5,
+        200,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert torch.all(acc > 0.99)
+    _, acc = hm.hmc(
+        lp,
+        torch.zeros(2, 3, dtype=torch.float64),
+        2.5,
+        5,
+        200,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert torch.all(acc < 0.2)  # leapfrog is unstable for h > 2 on a unit-variance Gaussian
+
+
+def test_random_walk_metropolis_samples_a_gaussian():
+    lp = _gauss(torch.eye(2, dtype=torch.float64))
+    x, acc = hm.random_walk_metropolis(
+        lp,
+        torch.zeros(8, 2, dtype=torch.float64),
+        1.0,
+        3000,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert torch.all((acc > 0.3) & (acc < 0.8))
+    flat = x[200:].reshape(-1, 2)
+    assert torch.allclose(flat.var(0), torch.ones(2, dtype=torch.float64), atol=0.1)
+
+
+def test_samplers_are_reproducible_with_a_generator():
+    lp = _gauss(torch.eye(2, dtype=torch.float64))
+    a = hm.hmc(
+        lp, torch.zeros(2, 2, dtype=torch.float64), 0.3, 3, 20, torch.Generator().manual_seed(3)
+    )
+    b = hm.hmc(
+        lp, torch.zeros(2, 2, dtype=torch.float64), 0.3, 3, 20, torch.Generator().manual_seed(3)
+    )
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_samplers_reject_bad_input():
+    lp = _gauss(torch.eye(2, dtype=torch.float64))
+    x0 = torch.zeros(2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="n_leapfrog"):
+        hm.hmc(lp, x0, 0.1, 0, 10)
+    with pytest.raises(ValueError, match="step_size"):
+        hm.hmc(lp, x0, -0.1, 3, 10)
+    with pytest.raises(ValueError, match="n_samples"):
+        hm.random_walk_metropolis(lp, x0, 0.1, 0)
+    with pytest.raises(TypeError, match="generator"):
+        hm.hmc(lp, x0, 0.1, 3, 10, generator=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="log_prob must return shape"):
+        hm.hmc(lambda x: x.sum(), torch.zeros(3, 2, dtype=torch.float64), 0.1, 3, 10)
+
+
+def test_ess_of_independent_draws_is_about_n():
+    x = torch.randn(20000, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ess = hm.effective_sample_size(x)
+    assert ess.shape == (3,)
+    assert torch.all((ess > 18000) & (ess < 22000))
+
+
+@pytest.mark.parametrize("phi", [0.5, 0.9])
+def test_ess_of_an_ar1_chain(phi):
+    rng = np.random.default_rng(0)
+    n = 200_000
+    x = lfilter([1.0], [1.0, -phi], rng.standard_normal(n))
+    ess = hm.effective_sample_size(torch.tensor(x)).item()
+    assert ess == pytest.approx(n * (1 - phi) / (1 + phi), rel=0.1)
+
+
+def test_ess_rejects_constant_and_short_chains():
+    with pytest.raises(ValueError, match="constant"):
+        hm.effective_sample_size(torch.ones(10, 2))
+    with pytest.raises(ValueError, match="n >= 4"):
+        hm.effective_sample_size(torch.ones(3))
