@@ -22,9 +22,12 @@ from torch import Tensor, nn
 __all__ = [
     "HNN",
     "MLPField",
+    "attention_particles",
+    "conformal_symplectic_euler",
     "effective_sample_size",
     "energy_drift",
     "euler",
+    "hamiltonian_attention",
     "hmc",
     "leapfrog",
     "random_walk_metropolis",
@@ -173,6 +176,32 @@ def rk4(
     return _integrate(step, q0, p0, n_steps)
 
 
+def conformal_symplectic_euler(
+    dH_dq: Field, dH_dp: Field, q0: Tensor, p0: Tensor, h: float, n_steps: int, gamma: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    r"""Conformal symplectic Euler for :math:`\dot q = H_p`, :math:`\dot p = -H_q - \gamma p`.
+
+    Each step first applies the exact flow of the friction, :math:`p \leftarrow e^{-\gamma h} p`,
+    then a symplectic Euler step. It contracts phase-space volume by exactly
+    :math:`e^{-\gamma h}` per step, as the true flow does (França, Sulam, Robinson & Vidal,
+    "Conformal symplectic and relativistic optimization", NeurIPS 2020). With
+    :math:`H = |p|^2/2 + L(q)`, learning rate :math:`\eta = h^2` and momentum
+    :math:`\beta = e^{-\gamma h}` it *is* Polyak's heavy-ball method, with velocity :math:`v = hp`.
+    ``gamma = 0`` gives symplectic Euler.
+    """
+    h, n_steps = _prepare(dH_dq, dH_dp, q0, p0, h, n_steps)
+    if isinstance(gamma, bool) or not isinstance(gamma, Real) or not gamma >= 0:
+        raise ValueError(f"gamma must be a non-negative number, got {gamma!r}")
+    decay = math.exp(-float(gamma) * h)
+
+    def step(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        p = decay * p
+        p = p - h * dH_dq(q, p)
+        return q + h * dH_dp(q, p), p
+
+    return _integrate(step, q0, p0, n_steps)
+
+
 def energy_drift(H: Callable[[Tensor, Tensor], Tensor], q: Tensor, p: Tensor) -> Tensor:
     r"""Energy error along trajectories: :math:`H(q_t, p_t) - H(q_0, p_0)` for every t.
 
@@ -191,6 +220,64 @@ def energy_drift(H: Callable[[Tensor, Tensor], Tensor], q: Tensor, p: Tensor) ->
     if not isinstance(E, Tensor) or E.ndim < 1 or E.shape[0] != q.shape[0]:
         raise ValueError("H(q, p) must return a tensor whose first dimension is time")
     return E - E[:1]
+
+
+# ----------------------------------------------------------------------------- attention
+def attention_particles(x0: Tensor, beta: float, h: float, n_steps: int) -> Tensor:
+    r"""Tokens on the sphere moved by self-attention (Geshkovski, Letrouit, Polyanskiy & Rigollet,
+    "A mathematical perspective on Transformers", 2023), with Q = K = V = I:
+
+    .. math:: \dot x_i = P_{x_i}\Big(\sum_j \frac{e^{\beta\langle x_i, x_j\rangle}}
+              {\sum_k e^{\beta\langle x_i, x_k\rangle}}\, x_j\Big),
+              \qquad P_x y = y - \langle x, y\rangle x,
+
+    integrated by Euler steps of size h followed by projection back to the sphere (layer norm's
+    role). ``x0`` has shape ``(..., n_tokens, d)`` and is normalized first; returns the trajectory,
+    shape ``(n_steps + 1, *x0.shape)``.
+    """
+    if not isinstance(x0, Tensor) or x0.ndim < 2 or x0.dtype not in (torch.float32, torch.float64):
+        raise TypeError("x0 must be a float tensor of shape (..., n_tokens, d)")
+    if isinstance(beta, bool) or not isinstance(beta, Real) or not math.isfinite(beta):
+        raise ValueError(f"beta must be a finite number, got {beta!r}")
+    h, n_steps = _check_step(h, n_steps)
+    x = x0 / x0.norm(dim=-1, keepdim=True)
+    xs = torch.empty((n_steps + 1, *x.shape), dtype=x.dtype)
+    xs[0] = x
+    for n in range(n_steps):
+        weights = torch.softmax(float(beta) * x @ x.transpose(-1, -2), dim=-1)
+        y = weights @ x
+        v = y - (x * y).sum(-1, keepdim=True) * x
+        x = x + h * v
+        x = x / x.norm(dim=-1, keepdim=True)
+        xs[n + 1] = x
+    return xs
+
+
+def hamiltonian_attention(
+    q: Tensor, k: Tensor, v: Tensor, lam: float, alpha: float, beta: float, gamma: float
+) -> Tensor:
+    r"""The "Hamiltonian attention" proposed in this book's source material, implemented as stated:
+
+    .. math:: \mathrm{softmax}\big(QK^\top/\sqrt d - \lambda H(Q, K)\big)\,V, \qquad
+              H_{ij} = \alpha|Q_i|^2 + \beta|K_j|^2 + \gamma\langle Q_i, K_j\rangle .
+
+    The softmax runs over keys j, so the :math:`\alpha|Q_i|^2` term is constant along each row and
+    cancels; :math:`\gamma` only rescales the temperature of :math:`QK^\top`; :math:`\beta` adds a
+    per-key bias :math:`-\lambda\beta|K_j|^2`. Chapter 5 measures this. Shapes: q (..., n, d),
+    k (..., m, d), v (..., m, e).
+    """
+    if not all(isinstance(t, Tensor) for t in (q, k, v)):
+        raise TypeError("q, k and v must be tensors")
+    if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
+        raise ValueError("q, k and v must have shapes (..., n, d), (..., m, d), (..., m, e)")
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"incompatible shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    d = q.shape[-1]
+    dots = q @ k.transpose(-1, -2)
+    H = alpha * (q * q).sum(-1, keepdim=True) + beta * (k * k).sum(-1).unsqueeze(-2) + gamma * dots
+    return torch.softmax(dots / math.sqrt(d) - lam * H, dim=-1) @ v
 
 
 # ----------------------------------------------------------------------------- learning H

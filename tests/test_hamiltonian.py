@@ -326,3 +326,64 @@ def test_ess_rejects_constant_and_short_chains():
         hm.effective_sample_size(torch.ones(10, 2))
     with pytest.raises(ValueError, match="n >= 4"):
         hm.effective_sample_size(torch.ones(3))
+
+
+#----------------------------------------------------------------------------- optimizers, attention
+
+
+def test_conformal_symplectic_euler_is_heavy_ball():
+    A = torch.diag(f64(1.0, 10.0))
+    eta, beta = 0.01, 0.9
+    theta, v = f64(1.0, -1.0), torch.zeros(2, dtype=torch.float64)
+    path = [theta]
+    for _ in range(50):
+        v = beta * v - eta * (theta @ A)
+        theta = theta + v
+        path.append(theta)
+    h = math.sqrt(eta)
+    q, p = hm.conformal_symplectic_euler(
+        lambda q, p: q @ A,
+        osc_p,
+        path[0],
+        torch.zeros(2, dtype=torch.float64),
+        h,
+        50,
+        gamma=-math.log(beta) / h,
+    )
+    assert torch.allclose(q, torch.stack(path), atol=1e-14)
+
+
+def test_conformal_symplectic_euler_contracts_volume_by_exp_minus_gamma_h():
+    def step(z):
+        q, p = hm.conformal_symplectic_euler(pend_q, osc_p, z[:1], z[1:], 0.2, 1, gamma=0.5)
+        return torch.cat([q[-1], p[-1]])
+
+    det = torch.linalg.det(torch.autograd.functional.jacobian(step, f64(0.3, 0.1))).item()
+    assert det == pytest.approx(math.exp(-0.5 * 0.2), abs=1e-14)
+    with pytest.raises(ValueError, match="gamma"):
+        hm.conformal_symplectic_euler(pend_q, osc_p, f64(0.0), f64(0.0), 0.1, 1, gamma=-1.0)
+
+
+def test_attention_particles_stay_on_the_sphere_and_cluster():
+    x0 = torch.randn(16, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    xs = hm.attention_particles(x0, 1.0, 0.1, 300)
+    assert xs.shape == (301, 16, 3)
+    assert torch.allclose(xs.norm(dim=-1), torch.ones(301, 16, dtype=torch.float64))
+    final = xs[-1] @ xs[-1].T
+    assert final.min() > 0.999
+    with pytest.raises(TypeError, match="x0"):
+        hm.attention_particles(torch.zeros(3), 1.0, 0.1, 3)
+
+
+def test_hamiltonian_attention_reduces_to_rescaled_attention_with_a_key_bias():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 5, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    lam, alpha, beta, gamma = 0.3, 2.0, 0.5, 0.7
+    out = hm.hamiltonian_attention(q, k, v, lam, alpha, beta, gamma)
+    scores = (1 / math.sqrt(8) - lam * gamma) * q @ k.transpose(-1, -2)
+    expected = torch.softmax(scores - lam * beta * (k * k).sum(-1).unsqueeze(-2), -1) @ v
+    assert torch.allclose(out, expected, atol=1e-12)
+    other_alpha = hm.hamiltonian_attention(q, k, v, lam, -5.0, beta, gamma)
+    assert torch.allclose(out, other_alpha, atol=1e-12)
+    with pytest.raises(ValueError, match="incompatible"):
+        hm.hamiltonian_attention(q, k[..., :4], v, lam, alpha, beta, gamma)
