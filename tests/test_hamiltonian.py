@@ -328,7 +328,7 @@ def test_ess_rejects_constant_and_short_chains():
         hm.effective_sample_size(torch.ones(3))
 
 
-#----------------------------------------------------------------------------- optimizers, attention
+# ------------------------------------------------------------ optimizers and attention
 
 
 def test_conformal_symplectic_euler_is_heavy_ball():
