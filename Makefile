@@ -78,7 +78,7 @@ lab: setup
 	  --LabApp.default_url=/lab/tree/book $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 bench: setup
-	$(BIN)/python tools/notebooks.py bench --json _build/bench.json
+	$(BIN)/python -m tools.notebooks bench --json _build/bench.json
 
 clean:
 	rm -rf _build .pytest_cache .mypy_cache .ruff_cache

@@ -308,6 +308,7 @@ class HNN(nn.Module):
             raise ValueError(f"hidden must be a positive int, got {hidden!r}")
         self.dim = dim
         self.net = _mlp(2 * dim, hidden, 1)
+        self._last: tuple[Tensor, Tensor, tuple[int, ...], Tensor, Tensor] | None = None
 
     def _split_check(self, q: Tensor, p: Tensor) -> None:
         if q.shape != p.shape or q.shape[-1:] != (self.dim,):
@@ -335,12 +336,24 @@ class HNN(nn.Module):
         dq, dp = self.grads(q, p)
         return dp, -dq
 
+    def _grads_cached(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        # Integrators ask for dH/dq and dH/dp at the same (q, p) in turn; one backward pass
+        # serves both. The cache holds the tensors themselves, so identity cannot be recycled.
+        # Versions of q, p and the weights detect in-place changes (e.g. an optimizer step).
+        versions = (q._version, p._version, *(w._version for w in self.parameters()))
+        last = self._last
+        if last is not None and last[0] is q and last[1] is p and last[2] == versions:
+            return last[3], last[4]
+        dq, dp = (g.detach() for g in self.grads(q, p))
+        self._last = (q, p, versions, dq, dp)
+        return dq, dp
+
     def dH_dq(self, q: Tensor, p: Tensor) -> Tensor:
-        """For the integrators: ``leapfrog(model.dH_dq, model.dH_dp, ...)``."""
-        return self.grads(q, p)[0].detach()
+        """For the integrators: ``leapfrog(model.dH_dq, model.dH_dp, ...)`` (no graph kept)."""
+        return self._grads_cached(q, p)[0]
 
     def dH_dp(self, q: Tensor, p: Tensor) -> Tensor:
-        return self.grads(q, p)[1].detach()
+        return self._grads_cached(q, p)[1]
 
 
 class MLPField(nn.Module):
@@ -411,6 +424,8 @@ def hmc(
     n_leapfrog: int,
     n_samples: int,
     generator: torch.Generator | None = None,
+    *,
+    jitter: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     r"""Hamiltonian Monte Carlo (Duane et al., 1987; Neal, 2011) with unit mass.
 
@@ -424,17 +439,26 @@ def hmc(
     must map ``(..., dim)`` to ``(...)``. Returns ``(samples, acceptance_rate)`` with samples of
     shape ``(n_samples, *x0.shape)`` and the acceptance rate per chain. Each iteration costs
     ``n_leapfrog + 1`` gradient evaluations.
+
+    ``jitter`` draws each iteration's step size uniformly from ``step_size * (1 +- jitter)``.
+    A fixed trajectory length can be a whole period of some direction of the target, which then
+    barely moves; randomizing the step breaks that resonance (Neal, 2011, section 5.4.2.2).
     """
     _check_sampler_args(log_prob, x0, n_samples, step_size, generator)
     if isinstance(n_leapfrog, bool) or not isinstance(n_leapfrog, int) or n_leapfrog < 1:
         raise ValueError(f"n_leapfrog must be a positive int, got {n_leapfrog!r}")
-    eps = float(step_size)
+    if isinstance(jitter, bool) or not isinstance(jitter, Real) or not 0 <= jitter < 1:
+        raise ValueError(f"jitter must be in [0, 1), got {jitter!r}")
     x = x0.detach().clone()
     lp, g = _logp_and_grad(log_prob, x)
     samples = torch.empty((n_samples, *x.shape), dtype=x.dtype)
     accepted = torch.zeros(x.shape[:-1], dtype=x.dtype)
     for i in range(n_samples):
         p0 = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        eps = float(step_size)
+        if jitter:
+            u_eps = torch.rand((), generator=generator, dtype=torch.float64).item()
+            eps *= 1.0 + jitter * (2.0 * u_eps - 1.0)
         xn, pn, gn = x, p0 + 0.5 * eps * g, g
         for j in range(n_leapfrog):
             xn = xn + eps * pn

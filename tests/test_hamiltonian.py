@@ -387,3 +387,37 @@ def test_hamiltonian_attention_reduces_to_rescaled_attention_with_a_key_bias():
     assert torch.allclose(out, other_alpha, atol=1e-12)
     with pytest.raises(ValueError, match="incompatible"):
         hm.hamiltonian_attention(q, k[..., :4], v, lam, alpha, beta, gamma)
+
+
+def test_hmc_jitter_is_validated_and_changes_the_steps():
+    lp = _gauss(torch.eye(2, dtype=torch.float64))
+    x0 = torch.zeros(2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="jitter"):
+        hm.hmc(lp, x0, 0.1, 3, 10, jitter=1.0)
+    a = hm.hmc(lp, x0, 0.3, 5, 50, torch.Generator().manual_seed(0))[0]
+    b = hm.hmc(lp, x0, 0.3, 5, 50, torch.Generator().manual_seed(0), jitter=0.2)[0]
+    assert not torch.equal(a, b)
+    x, acc = hm.hmc(
+        lp,
+        torch.zeros(8, 2, dtype=torch.float64),
+        0.3,
+        10,
+        600,
+        torch.Generator().manual_seed(1),
+        jitter=0.3,
+    )
+    assert torch.allclose(
+        x[100:].reshape(-1, 2).var(0), torch.ones(2, dtype=torch.float64), atol=0.1
+    )
+
+
+def test_hnn_gradient_cache_is_invalidated_by_weight_updates():
+    torch.manual_seed(0)
+    model = hm.HNN(dim=1, hidden=8).double()
+    q, p = torch.randn(4, 1, dtype=torch.float64), torch.randn(4, 1, dtype=torch.float64)
+    before = model.dH_dq(q, p).clone()
+    assert torch.equal(model.dH_dp(q, p), model.grads(q, p)[1].detach())
+    with torch.no_grad():
+        model.net[0].weight.mul_(2.0)
+    assert not torch.equal(model.dH_dq(q, p), before)
+    assert torch.allclose(model.dH_dq(q, p), model.grads(q, p)[0].detach())
