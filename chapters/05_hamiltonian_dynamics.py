@@ -1042,30 +1042,15 @@ hamlib.check(
 
 # %% tags=["hide-cell"]
 log_p100 = targets["100-D Gaussian"][0]
-acc_below = (
-    hm.hmc(
-        log_p100,
-        torch.zeros(4, 100, dtype=f64),
-        0.05,
-        20,
-        100,
-        generator=torch.Generator().manual_seed(3),
-    )[1]
-    .mean()
-    .item()
-)
-acc_above = (
-    hm.hmc(
-        log_p100,
-        torch.zeros(4, 100, dtype=f64),
-        0.22,
-        20,
-        100,
-        generator=torch.Generator().manual_seed(3),
-    )[1]
-    .mean()
-    .item()
-)
+
+
+def acceptance(step):
+    x0 = torch.zeros(4, 100, dtype=f64)
+    _, acc = hm.hmc(log_p100, x0, step, 20, 100, generator=torch.Generator().manual_seed(3))
+    return acc.mean().item()
+
+
+acc_below, acc_above = acceptance(0.05), acceptance(0.22)
 print(f"acceptance at h = 0.05: {acc_below:.2f}; at h = 0.22: {acc_above:.2f}")
 hamlib.check(
     "exercise 3: acceptance is above 0.8 at h = 0.05 and below 0.05 at h = 0.22",
