@@ -1,0 +1,307 @@
+r"""Variational inference: KL divergences, the ELBO and its tighter cousins, and a VAE (Chapter 2).
+
+For a latent-variable model :math:`p(x, z) = p(x \mid z)\,p(z)` and any distribution
+:math:`q(z)`,
+
+.. math:: \log p(x) = \underbrace{E_q[\log p(x \mid z)]
+          - \mathrm{KL}(q \,\|\, p(z))}_{\mathrm{ELBO}(q)}
+          + \mathrm{KL}(q \,\|\, p(z \mid x)).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from numbers import Integral, Real
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "VAE",
+    "active_units",
+    "bernoulli_log_likelihood",
+    "gaussian_kl",
+    "iwae_bound",
+    "linear_gaussian_elbo",
+    "linear_gaussian_evidence",
+    "linear_gaussian_posterior",
+    "reparam_and_score_gradients",
+    "train_vae",
+]
+
+
+def _float_tensor(name: str, x: object) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    return x
+
+
+def gaussian_kl(
+    mu: Tensor, logvar: Tensor, mu_p: Tensor | None = None, logvar_p: Tensor | None = None
+) -> Tensor:
+    r""":math:`\mathrm{KL}(N(\mu, e^{\mathrm{logvar}}) \,\|\, N(\mu_p, e^{\mathrm{logvar}_p}))` for
+    diagonal Gaussians, summed over the last dimension (one value per example):
+
+    .. math:: \tfrac12 \sum_j \Big[\mathrm{logvar}_{p,j} - \mathrm{logvar}_j
+              + \frac{e^{\mathrm{logvar}_j} + (\mu_j - \mu_{p,j})^2}{e^{\mathrm{logvar}_{p,j}}}
+              - 1\Big].
+
+    With ``mu_p`` and ``logvar_p`` both None the prior is the standard normal.
+    """
+    mu, logvar = _float_tensor("mu", mu), _float_tensor("logvar", logvar)
+    if mu.shape != logvar.shape:
+        raise ValueError(
+            f"mu and logvar must have the same shape, got {tuple(mu.shape)} and "
+            f"{tuple(logvar.shape)}"
+        )
+    if (mu_p is None) != (logvar_p is None):
+        raise ValueError("give both mu_p and logvar_p, or neither (standard normal prior)")
+    if mu_p is None or logvar_p is None:
+        return 0.5 * (logvar.exp() + mu * mu - 1.0 - logvar).sum(-1)
+    mu_p, logvar_p = _float_tensor("mu_p", mu_p), _float_tensor("logvar_p", logvar_p)
+    try:
+        torch.broadcast_shapes(mu.shape, mu_p.shape, logvar_p.shape)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"mu_p {tuple(mu_p.shape)} and logvar_p {tuple(logvar_p.shape)} must "
+            f"broadcast against mu {tuple(mu.shape)}"
+        ) from exc
+    var_ratio = (logvar - logvar_p).exp()
+    return 0.5 * (logvar_p - logvar + var_ratio + (mu - mu_p) ** 2 / logvar_p.exp() - 1.0).sum(-1)
+
+
+def iwae_bound(log_weights: Tensor) -> Tensor:
+    r"""The importance-weighted bound :math:`\log \frac1K \sum_k w_k` from K log-weights.
+
+    ``log_weights`` has shape ``(K, ...)`` with :math:`\log w_k = \log p(x, z_k) - \log q(z_k)`,
+    :math:`z_k \sim q`; the result has shape ``(...)``. Computed as ``logsumexp - log K`` so that
+    weights of :math:`e^{-1000}` do not underflow (Burda, Grosse & Salakhutdinov, ICLR 2016).
+    """
+    log_weights = _float_tensor("log_weights", log_weights)
+    if log_weights.ndim < 1 or log_weights.shape[0] < 1:
+        raise ValueError("log_weights must have a leading dimension of K >= 1 samples")
+    return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])
+
+
+def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
+    r""":math:`\log p(x \mid z) = \sum_j x_j \log \sigma(l_j) + (1 - x_j)\log(1 - \sigma(l_j))`,
+    summed over the last dimension, stable for large logits."""
+    logits, x = _float_tensor("logits", logits), _float_tensor("x", x)
+    try:
+        torch.broadcast_shapes(logits.shape, x.shape)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"logits {tuple(logits.shape)} and x {tuple(x.shape)} do not broadcast"
+        ) from exc
+    return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(
+        -1
+    )
+
+
+# ----------------------------------------------------------------------------- linear Gaussian
+def _check_linear(W: Tensor, b: Tensor, sigma: float) -> None:
+    _float_tensor("W", W)
+    _float_tensor("b", b)
+    if W.ndim != 2 or b.shape != (W.shape[0],):
+        raise ValueError(f"W must be (d, k) and b (d,), got {tuple(W.shape)} and {tuple(b.shape)}")
+    if isinstance(sigma, bool) or not isinstance(sigma, Real) or not sigma > 0:
+        raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+
+
+def linear_gaussian_evidence(x: Tensor, W: Tensor, b: Tensor, sigma: float) -> Tensor:
+    r"""Exact :math:`\log p(x)` for :math:`z \sim N(0, I_k)`,
+    :math:`x \mid z \sim N(Wz + b, \sigma^2 I_d)`:
+    :math:`x \sim N(b, WW^\top + \sigma^2 I)`. ``x`` is (..., d)."""
+    _check_linear(W, b, sigma)
+    cov = W @ W.T + sigma**2 * torch.eye(W.shape[0], dtype=W.dtype)
+    return torch.distributions.MultivariateNormal(b, covariance_matrix=cov).log_prob(x)
+
+
+def linear_gaussian_posterior(
+    x: Tensor, W: Tensor, b: Tensor, sigma: float
+) -> tuple[Tensor, Tensor]:
+    r"""Exact posterior :math:`p(z \mid x) = N(m, S)`, :math:`S = (I + W^\top W/\sigma^2)^{-1}`,
+    :math:`m = S W^\top (x - b)/\sigma^2`. Returns (m of shape (..., k), S of shape (k, k))."""
+    _check_linear(W, b, sigma)
+    k = W.shape[1]
+    S = torch.linalg.inv(torch.eye(k, dtype=W.dtype) + W.T @ W / sigma**2)
+    m = (x - b) @ W @ S / sigma**2  # S is symmetric
+    return m, S
+
+
+def linear_gaussian_elbo(
+    x: Tensor, W: Tensor, b: Tensor, sigma: float, mu_q: Tensor, logvar_q: Tensor
+) -> Tensor:
+    r"""Exact ELBO of :math:`q = N(\mu_q, \mathrm{diag}(e^{\mathrm{logvar}_q}))` in the
+    linear-Gaussian model, in closed form (no sampling):
+
+    .. math:: -\frac d2\log(2\pi\sigma^2) - \frac{\|x - b - W\mu_q\|^2
+              + \mathrm{tr}(W\,\mathrm{diag}(s^2)\,W^\top)}{2\sigma^2}
+              - \mathrm{KL}(q \,\|\, N(0, I)).
+    """
+    _check_linear(W, b, sigma)
+    d = W.shape[0]
+    resid = x - b - mu_q @ W.T
+    trace = (W * W * logvar_q.exp().unsqueeze(-2)).sum((-1, -2))
+    expected_loglik = (
+        -0.5 * d * math.log(2 * math.pi * sigma**2)
+        - 0.5 * ((resid * resid).sum(-1) + trace) / sigma**2
+    )
+    return expected_loglik - gaussian_kl(mu_q, logvar_q)
+
+
+# ----------------------------------------------------------------------------- gradient estimators
+def reparam_and_score_gradients(
+    f: Callable[[Tensor], Tensor],
+    mu: float,
+    log_sigma: float,
+    n_samples: int,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""Single-sample estimates of :math:`\partial_\mu E_{z \sim N(\mu, \sigma^2)}[f(z)]`, two ways.
+
+    *Reparameterization*: :math:`z = \mu + \sigma\epsilon`, estimate :math:`f'(z)` (needs f
+    differentiable). *Score function* (REINFORCE): :math:`f(z)\,\partial_\mu \log q(z) =
+    f(z)(z - \mu)/\sigma^2` (needs only values of f). Both are unbiased; returns the two tensors of
+    ``n_samples`` estimates, drawn from the same :math:`\epsilon`.
+    """
+    if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) or n_samples < 2:
+        raise ValueError(f"n_samples must be an int >= 2, got {n_samples!r}")
+    sigma = math.exp(float(log_sigma))
+    eps = torch.randn(int(n_samples), generator=generator, dtype=torch.float64)
+    z = (float(mu) + sigma * eps).requires_grad_(True)
+    values = f(z)
+    if values.shape != z.shape:
+        raise ValueError("f must map a tensor of samples to a tensor of the same shape")
+    (reparam,) = torch.autograd.grad(values.sum(), z)
+    score = values.detach() * (z.detach() - float(mu)) / sigma**2
+    return reparam.detach(), score
+
+
+# ----------------------------------------------------------------------------- the VAE
+class VAE(nn.Module):
+    r"""A VAE with a Gaussian encoder :math:`q(z \mid x) = N(\mu(x), \mathrm{diag}\,\sigma^2(x))`, a
+    standard normal prior and a Bernoulli decoder :math:`p(x \mid z)` (Kingma & Welling, 2014)."""
+
+    def __init__(self, n_in: int = 64, n_latent: int = 8, hidden: int = 128) -> None:
+        super().__init__()
+        for name, v in (("n_in", n_in), ("n_latent", n_latent), ("hidden", hidden)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        self.n_in, self.n_latent = n_in, n_latent
+        self.encoder = nn.Sequential(
+            nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, 2 * n_latent)
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(n_latent, hidden), nn.Tanh(), nn.Linear(hidden, n_in)
+        )
+
+    def _check_x(self, x: Tensor) -> None:
+        _float_tensor("x", x)
+        if x.shape[-1] != self.n_in:
+            raise ValueError(f"x must have shape (..., {self.n_in}), got {tuple(x.shape)}")
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(mu, logvar) of q(z | x)."""
+        self._check_x(x)
+        mu, logvar = self.encoder(x).chunk(2, dim=-1)
+        return mu, logvar
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Bernoulli logits of p(x | z)."""
+        return self.decoder(z)
+
+    def elbo(
+        self,
+        x: Tensor,
+        beta: float = 1.0,
+        free_bits: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        r"""Per-example (objective, log-likelihood term, KL term) with one reparameterized sample.
+
+        The objective is :math:`E_q[\log p(x|z)] - \beta\,\mathrm{KL}`; with ``free_bits`` > 0 each
+        latent dimension's KL (averaged over the batch) is floored at that many nats in the
+        objective only (Kingma et al., 2016), which keeps the encoder from collapsing to the
+        prior. The returned KL is always the true one, so the returned terms form the real ELBO.
+        """
+        mu, logvar = self.encode(x)
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
+        z = mu + (0.5 * logvar).exp() * eps
+        loglik = bernoulli_log_likelihood(self.decode(z), x)
+        kl_dims = 0.5 * (logvar.exp() + mu * mu - 1.0 - logvar)
+        kl = kl_dims.sum(-1)
+        if free_bits > 0:
+            floored = torch.clamp(kl_dims.mean(0), min=free_bits).sum()
+            objective = loglik - beta * floored
+        else:
+            objective = loglik - beta * kl
+        return objective, loglik, kl
+
+    @torch.no_grad()
+    def log_weights(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        r""":math:`\log p(x, z_k) - \log q(z_k \mid x)` for K samples: shape (K, *x.shape[:-1])."""
+        mu, logvar = self.encode(x)
+        std = (0.5 * logvar).exp()
+        eps = torch.randn((k, *mu.shape), generator=generator, dtype=mu.dtype)
+        z = mu + std * eps
+        log_q = (-0.5 * eps * eps - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_prior = (-0.5 * z * z - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return bernoulli_log_likelihood(self.decode(z), x) + log_prior - log_q
+
+
+def train_vae(
+    model: VAE,
+    x_train: Tensor,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 3e-3,
+    beta: float = 1.0,
+    free_bits: float = 0.0,
+    generator: torch.Generator | None = None,
+    x_test: Tensor | None = None,
+) -> dict[str, list[float]]:
+    """Train with Adam on shuffled minibatches; returns per-epoch averages of the training ELBO, its
+    two terms, and (if ``x_test`` is given) the test ELBO, all in nats per example."""
+    model._check_x(x_train)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    history: dict[str, list[float]] = {"elbo": [], "loglik": [], "kl": [], "test_elbo": []}
+    n = x_train.shape[0]
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=generator)
+        sums = torch.zeros(3, dtype=torch.float64)
+        model.train()
+        for i in range(0, n, batch_size):
+            xb = x_train[perm[i : i + batch_size]]
+            objective, loglik, kl = model.elbo(xb, beta, free_bits, generator)
+            opt.zero_grad()
+            (-objective.mean()).backward()
+            opt.step()
+            with torch.no_grad():
+                sums += torch.stack([(loglik - kl).sum(), loglik.sum(), kl.sum()]).double()
+        history["elbo"].append(sums[0].item() / n)
+        history["loglik"].append(sums[1].item() / n)
+        history["kl"].append(sums[2].item() / n)
+        if x_test is not None:
+            model.eval()
+            with torch.no_grad():
+                _, ll, kl_t = model.elbo(x_test, generator=generator)
+            history["test_elbo"].append((ll - kl_t).mean().item())
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def active_units(model: VAE, x: Tensor, threshold: float = 0.01) -> int:
+    r"""Number of latent dimensions u with :math:`\mathrm{Var}_x(E_q[z_u \mid x]) > ` threshold
+    (Burda, Grosse & Salakhutdinov, 2016): the dimensions the encoder actually uses."""
+    mu, _ = model.encode(x)
+    return int((mu.var(0) > threshold).sum().item())

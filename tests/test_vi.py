@@ -1,0 +1,184 @@
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hamlib import vi
+
+D = torch.distributions
+
+
+def f64(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_gaussian_kl_against_torch_distributions():
+    mu, logvar, mu_p, logvar_p = (
+        f64(5, 3, seed=1),
+        f64(5, 3, seed=2),
+        f64(5, 3, seed=3),
+        f64(5, 3, seed=4),
+    )
+    q = D.Independent(D.Normal(mu, (0.5 * logvar).exp()), 1)
+    p = D.Independent(D.Normal(mu_p, (0.5 * logvar_p).exp()), 1)
+    assert torch.allclose(vi.gaussian_kl(mu, logvar, mu_p, logvar_p), D.kl_divergence(q, p))
+    std = D.Independent(
+        D.Normal(torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)), 1
+    )
+    assert torch.allclose(vi.gaussian_kl(mu, logvar), D.kl_divergence(q, std))
+
+
+def test_gaussian_kl_against_monte_carlo():
+    mu, logvar = (
+        torch.tensor([[0.5, -1.0]], dtype=torch.float64),
+        torch.tensor([[0.2, -0.7]], dtype=torch.float64),
+    )
+    q = D.Normal(mu, (0.5 * logvar).exp())
+    z = q.sample((200_000,))
+    mc = (q.log_prob(z) - D.Normal(0.0, 1.0).log_prob(z)).sum(-1).mean()
+    assert vi.gaussian_kl(mu, logvar).item() == pytest.approx(mc.item(), abs=0.01)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(-3, 3), st.floats(-2, 2), st.floats(-3, 3), st.floats(-2, 2))
+def test_gaussian_kl_is_nonnegative_and_zero_iff_equal(m, lv, mp, lvp):
+    t = lambda v: torch.tensor([[v]], dtype=torch.float64)  # noqa: E731
+    assert vi.gaussian_kl(t(m), t(lv), t(mp), t(lvp)).item() >= -1e-12
+    assert vi.gaussian_kl(t(m), t(lv), t(m), t(lv)).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_gaussian_kl_rejects_bad_input():
+    with pytest.raises(ValueError, match="same shape"):
+        vi.gaussian_kl(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="both mu_p and logvar_p"):
+        vi.gaussian_kl(torch.zeros(2), torch.zeros(2), mu_p=torch.zeros(2))
+    with pytest.raises(TypeError, match="mu must be a floating"):
+        vi.gaussian_kl(torch.zeros(2, dtype=torch.int64), torch.zeros(2))
+    with pytest.raises(ValueError, match="broadcast"):
+        vi.gaussian_kl(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(4), torch.zeros(4))
+
+
+def test_iwae_bound_is_stable_log_mean_exp():
+    lw = torch.tensor([[-1000.0], [-1001.0]], dtype=torch.float64)
+    expected = -1000.0 + math.log((1 + math.exp(-1.0)) / 2)
+    assert vi.iwae_bound(lw).item() == pytest.approx(expected, rel=1e-12)
+    x = f64(7, 4)
+    assert torch.allclose(vi.iwae_bound(x), torch.log(torch.exp(x).mean(0)))
+    assert torch.equal(vi.iwae_bound(x[:1]), x[0])
+    with pytest.raises(ValueError, match="K >= 1"):
+        vi.iwae_bound(torch.zeros(0, 3))
+
+
+def test_bernoulli_log_likelihood_against_torch():
+    logits, x = f64(4, 6), (f64(4, 6, seed=1) > 0).double()
+    ref = D.Bernoulli(logits=logits).log_prob(x).sum(-1)
+    assert torch.allclose(vi.bernoulli_log_likelihood(logits, x), ref)
+    big = torch.tensor([[80.0, -80.0]], dtype=torch.float64)
+    assert (
+        vi.bernoulli_log_likelihood(big, torch.tensor([[1.0, 0.0]], dtype=torch.float64)).item()
+        > -1e-30
+    )
+
+
+def _linear_model(d=5, k=3):
+    return f64(d, k, seed=10), f64(d, seed=11), 0.7
+
+
+def test_linear_gaussian_elbo_identity_and_zero_gap_at_the_posterior():
+    W, b, sigma = _linear_model()
+    x = f64(4, 5, seed=12)
+    log_px = vi.linear_gaussian_evidence(x, W, b, sigma)
+    m, S = vi.linear_gaussian_posterior(x, W, b, sigma)
+    for seed in range(3):
+        mu_q, logvar_q = f64(4, 3, seed=20 + seed), f64(4, 3, seed=30 + seed)
+        elbo = vi.linear_gaussian_elbo(x, W, b, sigma, mu_q, logvar_q)
+        q = D.MultivariateNormal(mu_q, torch.diag_embed(logvar_q.exp()))
+        kl = D.kl_divergence(q, D.MultivariateNormal(m, covariance_matrix=S.expand(4, 3, 3)))
+        assert torch.allclose(elbo, log_px - kl, atol=1e-10)
+        assert torch.all(elbo < log_px)
+    # with one latent dimension the posterior is Gaussian with a scalar variance: q can match it
+    W1 = W[:, :1]
+    m1, S1 = vi.linear_gaussian_posterior(x, W1, b, sigma)
+    elbo1 = vi.linear_gaussian_elbo(x, W1, b, sigma, m1, torch.log(S1.diagonal()).expand(4, 1))
+    assert torch.allclose(elbo1, vi.linear_gaussian_evidence(x, W1, b, sigma), atol=1e-10)
+
+
+def test_linear_gaussian_elbo_against_monte_carlo():
+    W, b, sigma = _linear_model()
+    x = f64(1, 5, seed=13)
+    mu_q, logvar_q = f64(1, 3, seed=14), f64(1, 3, seed=15) - 1
+    z = mu_q + (0.5 * logvar_q).exp() * f64(200_000, 3, seed=16)
+    loglik = D.Normal(z @ W.T + b, sigma).log_prob(x).sum(-1)
+    log_prior = D.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    log_q = D.Normal(mu_q, (0.5 * logvar_q).exp()).log_prob(z).sum(-1)
+    w = loglik + log_prior - log_q
+    se = w.std().item() / math.sqrt(len(w))
+    exact = vi.linear_gaussian_elbo(x, W, b, sigma, mu_q, logvar_q).item()
+    assert abs(exact - w.mean().item()) < 4 * se
+
+
+def test_linear_gaussian_rejects_bad_shapes():
+    W, b, sigma = _linear_model()
+    with pytest.raises(ValueError, match="W must be"):
+        vi.linear_gaussian_evidence(torch.zeros(5, dtype=torch.float64), W, b[:4], sigma)
+    with pytest.raises(ValueError, match="sigma"):
+        vi.linear_gaussian_posterior(torch.zeros(5, dtype=torch.float64), W, b, 0.0)
+
+
+def test_gradient_estimators_are_unbiased_for_a_quadratic():
+    # E[(z - 3)^2] = (mu - 3)^2 + sigma^2, so d/dmu = 2 (mu - 3)
+    reparam, score = vi.reparam_and_score_gradients(
+        lambda z: (z - 3) ** 2, 1.0, math.log(0.5), 400_000, torch.Generator().manual_seed(0)
+    )
+    assert reparam.mean().item() == pytest.approx(-4.0, abs=0.01)
+    assert score.mean().item() == pytest.approx(-4.0, abs=0.1)
+    assert score.var().item() > 10 * reparam.var().item()
+    with pytest.raises(ValueError, match="n_samples"):
+        vi.reparam_and_score_gradients(lambda z: z, 0.0, 0.0, 1)
+    with pytest.raises(ValueError, match="same shape"):
+        vi.reparam_and_score_gradients(lambda z: z.sum(), 0.0, 0.0, 10)
+
+
+def test_vae_shapes_elbo_terms_and_iwae_ordering():
+    torch.manual_seed(0)
+    model = vi.VAE(n_in=10, n_latent=3, hidden=16)
+    x = (torch.rand(32, 10) > 0.5).float()
+    obj, loglik, kl = model.elbo(x)
+    assert obj.shape == loglik.shape == kl.shape == (32,)
+    assert torch.allclose(obj, loglik - kl) and torch.all(kl >= 0)
+    lw = model.log_weights(x, 50, torch.Generator().manual_seed(1))
+    assert lw.shape == (50, 32)
+    assert (
+        vi.iwae_bound(lw).mean() >= lw.mean()
+    )  # Jensen: the IWAE bound is above the ELBO estimate
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 10\)"):
+        model.encode(torch.zeros(4, 9))
+    with pytest.raises(ValueError, match="n_latent"):
+        vi.VAE(n_latent=0)
+
+
+def test_train_vae_improves_the_elbo_and_free_bits_prevent_collapse():
+    g = torch.Generator().manual_seed(0)
+    protos = (torch.rand(4, 16, generator=g) > 0.5).float()
+    x = protos[torch.randint(0, 4, (256,), generator=g)]
+    x = torch.where(torch.rand(x.shape, generator=g) < 0.05, 1 - x, x)
+    torch.manual_seed(0)
+    model = vi.VAE(n_in=16, n_latent=2, hidden=32)
+    hist = vi.train_vae(model, x, 40, 64, generator=torch.Generator().manual_seed(1), x_test=x[:64])
+    assert hist["elbo"][-1] > hist["elbo"][0] + 2
+    assert len(hist["test_elbo"]) == 40
+    assert vi.active_units(model, x) >= 1
+    torch.manual_seed(0)
+    collapsed = vi.VAE(n_in=16, n_latent=2, hidden=32)
+    vi.train_vae(collapsed, x, 40, 64, beta=20.0, generator=torch.Generator().manual_seed(1))
+    assert vi.active_units(collapsed, x) == 0
+    torch.manual_seed(0)
+    kept = vi.VAE(n_in=16, n_latent=2, hidden=32)
+    vi.train_vae(
+        kept, x, 40, 64, beta=20.0, free_bits=1.0, generator=torch.Generator().manual_seed(1)
+    )
+    assert vi.active_units(kept, x) >= 1
+    with pytest.raises(ValueError, match="epochs"):
+        vi.train_vae(model, x, 0)
