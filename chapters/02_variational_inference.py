@@ -128,7 +128,8 @@ for name, (mu_q, logvar_q) in candidates.items():
     elbo = vi.linear_gaussian_elbo(x_obs, W, b, sigma, mu_q, logvar_q).item()
     kl = D.kl_divergence(D.MultivariateNormal(mu_q, torch.diag(logvar_q.exp())), posterior).item()
     gaps[name] = (log_px - elbo, kl)
-    print(f"{name:32s}{elbo:10.3f}{log_px - elbo:17.6f}{kl:20.6f}")
+    gap_shown, kl_shown = round(log_px - elbo, 6) + 0.0, round(kl, 6) + 0.0  # no "-0.000000"
+    print(f"{name:32s}{elbo:10.3f}{gap_shown:17.6f}{kl_shown:20.6f}")
 
 # %%
 hamlib.check(
