@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check hamlib tests tools chapters
+	$(BIN)/ruff check hamlib tests tools chapters conftest.py
 	$(BIN)/ruff format --check hamlib tests tools chapters
 	$(BIN)/mypy
 
