@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
+from scipy.linalg import eigvalsh_tridiagonal
 from torch import Tensor
 
 __all__ = ["gradient_noise_scale", "hessian_spectrum", "hvp", "lanczos", "top_hessian_eigenvalue"]
@@ -96,8 +98,11 @@ def lanczos(
                 m = j + 1
                 break
             q = w / beta[j]
-    T = torch.diag(alpha[:m]) + torch.diag(beta[: m - 1], 1) + torch.diag(beta[: m - 1], -1)
-    return torch.linalg.eigvalsh(T)
+    a, b = alpha[:m].numpy(), beta[: m - 1].numpy()
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("Hessian-vector products returned non-finite values (is the loss finite?)")
+    # LAPACK's tridiagonal solver (stemr) is robust where a dense eigh of T can fail to converge
+    return torch.from_numpy(eigvalsh_tridiagonal(a, b, lapack_driver="stemr"))
 
 
 def top_hessian_eigenvalue(
