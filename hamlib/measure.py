@@ -101,7 +101,7 @@ def lanczos(
     a, b = alpha[:m].numpy(), beta[: m - 1].numpy()
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("Hessian-vector products returned non-finite values (is the loss finite?)")
-    # LAPACK's tridiagonal solver (stemr) is robust where a dense eigh of T can fail to converge
+    # T is symmetric tridiagonal: LAPACK's dedicated solver (stemr) is the right tool for it
     return torch.from_numpy(eigvalsh_tridiagonal(a, b, lapack_driver="stemr"))
 
 

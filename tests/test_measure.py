@@ -118,3 +118,9 @@ def test_gradient_noise_scale_on_synthetic_gradients():
     assert measure.gradient_noise_scale(pure_noise - pure_noise.mean(0)) == math.inf
     with pytest.raises(ValueError, match="2-D"):
         measure.gradient_noise_scale(torch.zeros(5))
+
+
+def test_lanczos_names_non_finite_products():
+    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match="non-finite"):
+        measure.lanczos(lambda: (w**2).sum() * float("nan"), [w], iters=3)
