@@ -44,7 +44,7 @@ lint: setup
 	$(BIN)/mypy
 
 gate: setup
-	$(BIN)/python tools/notebooks.py gate
+	$(BIN)/python -m tools.notebooks gate
 
 unit: setup
 	$(BIN)/pytest -q -m "not slow" tests
@@ -66,12 +66,12 @@ test: check slow nbval build
 	@echo "make test: all gates passed"
 
 book: setup
-	$(BIN)/python tools/notebooks.py refresh --stale
+	$(BIN)/python -m tools.notebooks refresh --stale
 	$(MAKE) --no-print-directory build
 	@echo "open _build/html/index.html"
 
 refresh: setup
-	$(BIN)/python tools/notebooks.py refresh $(CHAPTER)
+	$(BIN)/python -m tools.notebooks refresh $(CHAPTER)
 
 lab: setup
 	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir="$(CURDIR)" \

@@ -1,13 +1,13 @@
 """Chapters as notebooks: the read-only sync gate, staleness, execution and timing.
 
 A chapter's source is ``chapters/NN_slug.py`` (jupytext percent format, inputs only); its stored,
-executed notebook is ``book/NN_slug.ipynb``. This script is what the Makefile calls:
+executed notebook is ``book/NN_slug.ipynb``. The Makefile runs it from the repository root:
 
-    python tools/notebooks.py gate              # fail if any source and stored notebook disagree
-    python tools/notebooks.py stale             # list chapters whose stored notebook is stale
-    python tools/notebooks.py refresh [NAMES]   # re-execute (all, or the named) and store outputs
-    python tools/notebooks.py refresh --stale   # re-execute only the stale ones
-    python tools/notebooks.py bench             # execute every chapter in a scratch copy, time it
+    python -m tools.notebooks gate              # fail if any source and stored notebook disagree
+    python -m tools.notebooks stale             # list chapters whose stored notebook is stale
+    python -m tools.notebooks refresh [NAMES]   # re-execute (all, or the named) and store outputs
+    python -m tools.notebooks refresh --stale   # re-execute only the stale ones
+    python -m tools.notebooks bench             # execute every chapter in a scratch copy, time it
 
 ``gate`` never writes a file. It does not trust timestamps (a fresh clone has arbitrary ones);
 it compares cell types, inputs and tags, and requires every code cell of a stored notebook to
