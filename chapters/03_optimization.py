@@ -278,18 +278,12 @@ hamlib.show_source(measure.gradient_noise_scale)
 
 
 # %%
+hamlib.show_source(measure.per_example_gradients)
+
+
+# %%
 def per_example_grads(model):
-    names = [n for n, _ in model.named_parameters()]
-    values = tuple(p.detach() for p in model.parameters())
-
-    def loss_one(ps, x, y):
-        out = torch.func.functional_call(model, dict(zip(names, ps, strict=True)), (x[None],))
-        return torch.nn.functional.cross_entropy(out, y[None])
-
-    grads = torch.func.vmap(torch.func.grad(loss_one), in_dims=(None, 0, 0))(
-        values, X_train, y_train
-    )
-    return torch.cat([g.reshape(len(X_train), -1) for g in grads], dim=1)
+    return measure.per_example_gradients(model, torch.nn.functional.cross_entropy, X_train, y_train)
 
 
 noise_scale = {}

@@ -15,7 +15,14 @@ import torch
 from scipy.linalg import eigvalsh_tridiagonal
 from torch import Tensor
 
-__all__ = ["gradient_noise_scale", "hessian_spectrum", "hvp", "lanczos", "top_hessian_eigenvalue"]
+__all__ = [
+    "gradient_noise_scale",
+    "hessian_spectrum",
+    "hvp",
+    "lanczos",
+    "per_example_gradients",
+    "top_hessian_eigenvalue",
+]
 
 LossFn = Callable[[], Tensor]
 
@@ -130,6 +137,29 @@ def hessian_spectrum(loss_fn: LossFn, params: Sequence[Tensor], max_params: int 
     rows = [_flat(torch.autograd.grad(g[i], params, retain_graph=True)) for i in range(n)]
     H = torch.stack(rows).double()
     return torch.linalg.eigvalsh(0.5 * (H + H.T))
+
+
+def per_example_gradients(
+    model: torch.nn.Module, loss: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor
+) -> Tensor:
+    """Gradient of ``loss(model(x_i), y_i)`` with respect to all of ``model``'s parameters, for
+    every example i at once (``torch.func.vmap`` of ``torch.func.grad``): a tensor of shape
+    (n_examples, n_params), columns in the order of ``model.parameters()``. ``loss`` receives a
+    batch of one example, e.g. ``torch.nn.functional.cross_entropy``.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor) or len(x) != len(y) or len(x) < 1:
+        raise ValueError("x and y must be tensors with the same, non-zero number of examples")
+    names = [n for n, _ in model.named_parameters()]
+    values = tuple(p.detach() for p in model.parameters())
+
+    def loss_one(ps: tuple[Tensor, ...], xi: Tensor, yi: Tensor) -> Tensor:
+        out = torch.func.functional_call(model, dict(zip(names, ps, strict=True)), (xi[None],))
+        return loss(out, yi[None])
+
+    grads = torch.func.vmap(torch.func.grad(loss_one), in_dims=(None, 0, 0))(values, x, y)
+    return torch.cat([g.reshape(len(x), -1) for g in grads], dim=1)
 
 
 def gradient_noise_scale(per_example_grads: Tensor) -> float:

@@ -124,3 +124,18 @@ def test_lanczos_names_non_finite_products():
     w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     with pytest.raises(ValueError, match="non-finite"):
         measure.lanczos(lambda: (w**2).sum() * float("nan"), [w], iters=3)
+
+
+def test_per_example_gradients_match_one_backward_pass_per_example():
+    _, params, net, x, y = _mlp(seed=3)
+    G = measure.per_example_gradients(net, torch.nn.functional.cross_entropy, x, y)
+    assert G.shape == (40, sum(p.numel() for p in params))
+    for i in (0, 17, 39):
+        grads = torch.autograd.grad(
+            torch.nn.functional.cross_entropy(net(x[i : i + 1]), y[i : i + 1]), params
+        )
+        assert torch.allclose(G[i], torch.cat([g.reshape(-1) for g in grads]), atol=1e-12)
+    with pytest.raises(ValueError, match="same"):
+        measure.per_example_gradients(net, torch.nn.functional.cross_entropy, x, y[:5])
+    with pytest.raises(TypeError, match="model"):
+        measure.per_example_gradients(lambda t: t, torch.nn.functional.cross_entropy, x, y)
