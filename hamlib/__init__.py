@@ -39,7 +39,7 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_SUBJECTS = {"geometry", "hamiltonian", "measure", "optim", "plotting", "repro", "vi"}
+_SUBJECTS = {"geometry", "hamiltonian", "kernels", "measure", "optim", "plotting", "repro", "vi"}
 
 
 def __getattr__(name: str) -> Any:

@@ -155,6 +155,9 @@ def show_source(obj: Any) -> Source:
 
     Only hamlib's own objects are accepted: the book displays the code that it runs.
     """
+    wrapped = getattr(obj, "fn", None)  # a @triton.jit kernel wraps the Python function
+    if inspect.isfunction(wrapped):
+        obj = wrapped
     module = getattr(obj, "__module__", None) or ""
     if not (module == "hamlib" or module.startswith("hamlib.")):
         raise TypeError(f"obj must be a hamlib function or class, got {obj!r} from {module!r}")

@@ -1,0 +1,646 @@
+r"""GPU kernels written in Triton, with torch references, that run everywhere.
+
+``backend()`` says where the kernels run:
+
+- ``"cuda"``: triton is installed and a CUDA GPU is visible; kernels are compiled for it and take
+  CUDA tensors.
+- ``"interpreter"``: triton is installed but there is no GPU. Importing this module sets
+  ``TRITON_INTERPRET=1`` (before the kernels are defined), so every kernel runs on the CPU through
+  Triton's interpreter (numpy underneath) and takes CPU tensors. The results are the same; the
+  speed means nothing.
+- ``"torch"``: triton cannot be imported (e.g. macOS); every function falls back to its torch
+  reference, so a chapter still runs.
+
+The wrappers check device, dtype, shape and contiguity and raise ``TypeError``/``ValueError``
+naming the argument, because a kernel given the wrong strides or a tensor on the wrong device
+does not fail: it reads whatever memory the addresses point at.
+
+Besides the kernels, the module holds the small models the GPU chapter computes with: the
+published figures of one data-centre GPU, FLOP and byte counts of common operations, a byte
+counter for unfused torch code, and toy models of warp divergence and latency hiding.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+__all__ = [
+    "CUDA_ADD_SOURCE",
+    "H100_SXM",
+    "GPUSpec",
+    "Traffic",
+    "add",
+    "attainable_flops",
+    "backend",
+    "count_traffic",
+    "cuda_add",
+    "flash_attention",
+    "latency_hiding",
+    "layer_norm",
+    "matmul",
+    "op_cost",
+    "reference",
+    "softmax",
+    "softmax_unfused",
+    "warp_efficiency",
+]
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _select_backend() -> str:
+    if os.environ.get("HAMLIB_KERNELS_BACKEND") == "torch":  # force the fallback (for tests)
+        return "torch"
+    try:
+        found = importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):  # e.g. sys.modules["triton"] = None blocks it
+        found = False
+    if not found:
+        return "torch"
+    if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        return "cuda"
+    # Must happen before any @triton.jit runs: the decorator reads it.
+    os.environ["TRITON_INTERPRET"] = "1"
+    return "interpreter"
+
+
+_BACKEND = _select_backend()
+_tk: Any = None
+if _BACKEND != "torch":
+    try:
+        from hamlib import _triton_kernels as _tk
+    except Exception as exc:  # pragma: no cover - a broken triton install
+        import warnings
+
+        warnings.warn(
+            f"triton is installed but could not be used ({exc}); using torch references",
+            stacklevel=1,
+        )
+        _BACKEND = "torch"
+
+
+def backend() -> str:
+    """``"cuda"``, ``"interpreter"`` or ``"torch"``: where this module's kernels run."""
+    return _BACKEND
+
+
+def _device() -> str:
+    return "cuda" if _BACKEND == "cuda" else "cpu"
+
+
+def _check_tensor(name: str, t: Any, ndim: int | None = None) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16 or float32, got {t.dtype}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
+    if t.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)}")
+    if _BACKEND != "torch" and t.device.type != _device():
+        where = "CUDA tensors" if _BACKEND == "cuda" else "CPU tensors (no GPU: interpreter)"
+        raise ValueError(
+            f"{name} is on {t.device}, but the {_BACKEND!r} backend takes {where}; "
+            f"move it with .to({_device()!r})"
+        )
+    if not t.is_contiguous():
+        raise ValueError(
+            f"{name} must be contiguous (the kernels compute addresses from the shape); "
+            "call .contiguous() first"
+        )
+    return t
+
+
+def _same(name: str, t: Tensor, ref_name: str, ref: Tensor) -> None:
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has {ref.dtype}")
+    if t.device != ref.device:
+        raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}")
+
+
+def _empty(shape: tuple[int, ...] | torch.Size, like: Tensor) -> Tensor:
+    # The interpreter rounds fp32 -> bf16 toward zero (a GPU rounds to nearest even): there, a
+    # bf16 result is stored in fp32 and rounded by torch afterwards (see _result).
+    dtype = torch.float32 if _BACKEND == "interpreter" and like.dtype == torch.bfloat16 else None
+    return torch.empty(tuple(shape), dtype=dtype or like.dtype, device=like.device)
+
+
+def _result(out: Tensor, like: Tensor) -> Tensor:
+    return out.to(like.dtype)
+
+
+def _upcast(*ts: Tensor) -> bool:
+    # The interpreter's bf16 arithmetic (tl.dot included) is silently wrong: use fp32 there.
+    return _BACKEND == "interpreter" and any(t.dtype == torch.bfloat16 for t in ts)
+
+
+# ----------------------------------------------------------------------------------- kernels
+
+
+def add(x: Tensor, y: Tensor) -> Tensor:
+    """Elementwise ``x + y`` for tensors of equal shape and dtype: one program per 1024 elements."""
+    _check_tensor("x", x)
+    _check_tensor("y", y)
+    _same("y", y, "x", x)
+    if x.shape != y.shape:
+        raise ValueError(
+            f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    if _BACKEND == "torch":
+        return x + y
+    out = _empty(x.shape, x)
+    n = x.numel()
+    block = 1024
+    _tk.add_kernel[(math.ceil(n / block),)](x, y, out, n, BLOCK=block)
+    return _result(out, x)
+
+
+# Rows longer than this use the two-pass online kernel instead of holding the row in registers.
+SOFTMAX_MAX_FUSED = 16384
+
+
+def softmax(x: Tensor) -> Tensor:
+    """Softmax over the last dimension of a 2-D tensor, computed in float32, returned in x.dtype.
+
+    One program per row. A row of up to ``SOFTMAX_MAX_FUSED`` elements is read once and written
+    once; longer rows take the online-softmax kernel (read twice, written once)."""
+    return _softmax(x, SOFTMAX_MAX_FUSED)
+
+
+def _softmax(x: Tensor, max_fused: int) -> Tensor:
+    _check_tensor("x", x, ndim=2)
+    if _BACKEND == "torch":
+        return torch.softmax(x.float(), dim=-1).to(x.dtype)
+    rows, cols = x.shape
+    out = _empty(x.shape, x)
+    if cols <= max_fused:
+        block = triton_next_power_of_2(cols)
+        warps = 4 if block <= 2048 else (8 if block <= 8192 else 16)
+        _tk.softmax_kernel[(rows,)](
+            out, x, x.stride(0), out.stride(0), cols, BLOCK=block, num_warps=warps
+        )
+    else:
+        block = min(4096, triton_next_power_of_2(max_fused))
+        _tk.softmax_online_kernel[(rows,)](
+            out, x, x.stride(0), out.stride(0), cols, BLOCK=block, num_warps=8
+        )
+    return _result(out, x)
+
+
+def triton_next_power_of_2(n: int) -> int:
+    """Smallest power of two >= n (block sizes in Triton must be powers of two)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return 1 << (n - 1).bit_length()
+
+
+def _matmul_blocks(m: int, n: int, k: int) -> dict[str, int]:
+    if _BACKEND == "cuda":
+        big = m >= 128 and n >= 128
+        return {
+            "BLOCK_M": 128 if big else 64,
+            "BLOCK_N": 128 if big else 64,
+            "BLOCK_K": 64 if k >= 64 else 32,
+            "GROUP_M": 8,
+            "num_warps": 8 if big else 4,
+            "num_stages": 3,
+        }
+    # The interpreter runs programs one after another: big tiles mean fewer of them.
+    return {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4}
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` for 2-D tensors (M, K) and (K, N) of one dtype, accumulated in float32.
+
+    Tiles of C are handed out in grouped order (``GROUP_M`` tile-rows at a time) so that
+    neighbouring programs reuse the tiles of A and B they load."""
+    _check_tensor("a", a, ndim=2)
+    _check_tensor("b", b, ndim=2)
+    _same("b", b, "a", a)
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(
+            f"inner dimensions differ: a is {tuple(a.shape)}, b is {tuple(b.shape)} "
+            "(need a.shape[1] == b.shape[0])"
+        )
+    if _BACKEND == "torch":
+        return (a.float() @ b.float()).to(a.dtype)
+    m, k = a.shape
+    n = b.shape[1]
+    c = _empty((m, n), a)
+    cfg = _matmul_blocks(m, n, k)
+    grid = (math.ceil(m / cfg["BLOCK_M"]) * math.ceil(n / cfg["BLOCK_N"]),)
+    _tk.matmul_kernel[grid](
+        a,
+        b,
+        c,
+        m,
+        n,
+        k,
+        a.stride(0),
+        a.stride(1),
+        b.stride(0),
+        b.stride(1),
+        c.stride(0),
+        c.stride(1),
+        UPCAST=_upcast(a),
+        IEEE=a.dtype == torch.float32,
+        **cfg,
+    )
+    return _result(c, a)
+
+
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    r"""Layer norm over the last dimension: :math:`y = (x - \mu)/\sqrt{\sigma^2 + \epsilon}\,w + b`
+    with the biased variance, as ``torch.nn.functional.layer_norm``. x may have any leading
+    dimensions; weight and bias have shape (N,)."""
+    _check_tensor("x", x)
+    _check_tensor("weight", weight, ndim=1)
+    _check_tensor("bias", bias, ndim=1)
+    _same("weight", weight, "x", x)
+    _same("bias", bias, "x", x)
+    n = x.shape[-1]
+    if weight.shape[0] != n or bias.shape[0] != n:
+        raise ValueError(
+            f"weight and bias must have shape ({n},) to match x's last dimension, got "
+            f"{tuple(weight.shape)} and {tuple(bias.shape)}"
+        )
+    if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be a positive finite number, got {eps!r}")
+    if _BACKEND == "torch":
+        return F.layer_norm(x.float(), (n,), weight.float(), bias.float(), eps).to(x.dtype)
+    rows = x.numel() // n
+    x2 = x.reshape(rows, n)
+    y = _empty(x2.shape, x2)
+    block = min(4096, triton_next_power_of_2(n))
+    _tk.layer_norm_kernel[(rows,)](
+        x2, y, weight, bias, x2.stride(0), n, float(eps), BLOCK=block, num_warps=4
+    )
+    return _result(y, x).reshape(x.shape)
+
+
+def flash_attention(
+    q: Tensor, k: Tensor, v: Tensor, causal: bool = False, sm_scale: float | None = None
+) -> Tensor:
+    r"""Attention :math:`\mathrm{softmax}(QK^\top s)V` for (batch, heads, seq, head_dim) tensors,
+    :math:`s` = ``sm_scale`` (default :math:`1/\sqrt{d}`), without forming the score matrix.
+
+    k and v share their shape; q may have another sequence length unless ``causal`` (then the
+    query i sees keys 0..i, as ``scaled_dot_product_attention(is_causal=True)``). head_dim from
+    16 to 128, any sequence length."""
+    _check_tensor("q", q, ndim=4)
+    _check_tensor("k", k, ndim=4)
+    _check_tensor("v", v, ndim=4)
+    _same("k", k, "q", q)
+    _same("v", v, "q", q)
+    b, h, s_q, d = q.shape
+    if k.shape != v.shape:
+        raise ValueError(
+            f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}"
+        )
+    if k.shape[0] != b or k.shape[1] != h or k.shape[3] != d:
+        raise ValueError(
+            f"q {tuple(q.shape)} and k {tuple(k.shape)} must agree in batch, heads and head_dim"
+        )
+    if not 16 <= d <= 128:
+        raise ValueError(f"head_dim must be between 16 and 128, got {d}")
+    s_k = k.shape[2]
+    if causal and s_q != s_k:
+        raise ValueError(f"causal attention needs equal query and key lengths, got {s_q} and {s_k}")
+    if sm_scale is None:
+        sm_scale = 1.0 / math.sqrt(d)
+    if not (isinstance(sm_scale, (int, float)) and math.isfinite(sm_scale)):
+        raise ValueError(f"sm_scale must be a finite number, got {sm_scale!r}")
+    if _BACKEND == "torch":
+        return _attention_reference(q, k, v, causal, float(sm_scale))
+    o = _empty(q.shape, q)
+    block_d = max(16, triton_next_power_of_2(d))
+    if _BACKEND == "cuda":
+        block_m, block_n = 128, (64 if d <= 64 else 32)
+        launch = {"num_warps": 8 if d > 64 else 4, "num_stages": 3}
+    else:
+        block_m, block_n, launch = 32, 32, {}
+    grid = (math.ceil(s_q / block_m), b * h)
+    _tk.flash_attention_kernel[grid](
+        q,
+        k,
+        v,
+        o,
+        float(sm_scale),
+        s_q,
+        s_k,
+        d,
+        CAUSAL=bool(causal),
+        UPCAST=_upcast(q),
+        IEEE=q.dtype == torch.float32,
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+        **launch,
+    )
+    return _result(o, q)
+
+
+def _attention_reference(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float) -> Tensor:
+    out = F.scaled_dot_product_attention(
+        q.float(), k.float(), v.float(), is_causal=causal, scale=scale
+    )
+    return out.to(q.dtype)
+
+
+def reference(name: str) -> Callable[..., Tensor]:
+    """The torch computation each kernel is tested against (float32 inside, input dtype out)."""
+    refs: dict[str, Callable[..., Tensor]] = {
+        "add": lambda x, y: x + y,
+        "softmax": lambda x: torch.softmax(x.float(), dim=-1).to(x.dtype),
+        "matmul": lambda a, b: (a.float() @ b.float()).to(a.dtype),
+        "layer_norm": lambda x, w, b, eps=1e-5: F.layer_norm(
+            x.float(), (x.shape[-1],), w.float(), b.float(), eps
+        ).to(x.dtype),
+        "flash_attention": lambda q, k, v, causal=False, sm_scale=None: _attention_reference(
+            q, k, v, causal, 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else sm_scale
+        ),
+    }
+    if name not in refs:
+        raise ValueError(f"name must be one of {sorted(refs)}, got {name!r}")
+    return refs[name]
+
+
+# ------------------------------------------------------------------------------------ CUDA C
+
+CUDA_ADD_SOURCE = r"""
+// One thread per element. The grid is ceil(n / 256) blocks of 256 threads; threads past the
+// end of the tensor (the last block) do nothing: the `if` is the mask.
+__global__ void add_kernel(const float* x, const float* y, float* out, long n) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;   // this thread's element
+    if (i < n) out[i] = x[i] + y[i];
+}
+
+torch::Tensor add(torch::Tensor x, torch::Tensor y) {
+    auto out = torch::empty_like(x);
+    long n = x.numel();
+    int threads = 256;
+    long blocks = (n + threads - 1) / threads;
+    add_kernel<<<blocks, threads>>>(x.data_ptr<float>(), y.data_ptr<float>(),
+                                    out.data_ptr<float>(), n);
+    return out;
+}
+"""
+
+_cuda_module: Any = None
+
+
+def cuda_add(x: Tensor, y: Tensor) -> Tensor:
+    """``CUDA_ADD_SOURCE`` compiled with nvcc (``torch.utils.cpp_extension.load_inline``) and run.
+
+    Needs a CUDA GPU, nvcc and ninja; raises ``RuntimeError`` saying which is missing."""
+    global _cuda_module
+    if not torch.cuda.is_available():
+        raise RuntimeError("cuda_add needs a CUDA GPU; none is visible to torch")
+    from torch.utils import cpp_extension
+
+    if cpp_extension.CUDA_HOME is None:
+        raise RuntimeError("cuda_add needs nvcc (the CUDA toolkit); CUDA_HOME was not found")
+    for name, t in (("x", x), ("y", y)):
+        if not (isinstance(t, Tensor) and t.is_cuda and t.dtype == torch.float32):
+            raise TypeError(f"{name} must be a float32 CUDA tensor")
+        if not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous")
+    if x.shape != y.shape:
+        raise ValueError(
+            f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    if _cuda_module is None:
+        _cuda_module = cpp_extension.load_inline(
+            name="hamlib_cuda_add",
+            cpp_sources="torch::Tensor add(torch::Tensor x, torch::Tensor y);",
+            cuda_sources=CUDA_ADD_SOURCE,
+            functions=["add"],
+        )
+    return _cuda_module.add(x, y)
+
+
+# ------------------------------------------------------------------------- models of the GPU
+
+
+@dataclass(frozen=True)
+class GPUSpec:
+    """Published figures of one GPU (dense, i.e. without 2:4 sparsity)."""
+
+    name: str
+    sms: int
+    warp_size: int
+    max_warps_per_sm: int
+    registers_per_sm: int  # 32-bit registers
+    shared_memory_per_sm_kib: int  # configurable L1/shared; the shared-memory maximum
+    l2_mib: int
+    hbm_gib: int
+    hbm_bandwidth: float  # bytes / s
+    fp16_tensor_flops: float  # FLOP / s, dense fp16/bf16 tensor cores, fp32 accumulate
+    fp32_flops: float  # FLOP / s, non-tensor fp32
+    source: str
+
+
+H100_SXM = GPUSpec(
+    name="NVIDIA H100 SXM5 80GB",
+    sms=132,
+    warp_size=32,
+    max_warps_per_sm=64,
+    registers_per_sm=65536,
+    shared_memory_per_sm_kib=228,
+    l2_mib=50,
+    hbm_gib=80,
+    hbm_bandwidth=3.35e12,
+    fp16_tensor_flops=989.4e12,
+    fp32_flops=66.9e12,
+    source=(
+        "NVIDIA H100 Tensor Core GPU datasheet (SXM5: 3.35 TB/s HBM3, 989 TFLOPS dense FP16 "
+        "Tensor Core, 67 TFLOPS FP32) and NVIDIA H100 Tensor Core GPU Architecture whitepaper "
+        "(132 SMs, 64K 32-bit registers, 228 KB shared memory and 64 warps per SM, 50 MB L2)"
+    ),
+)
+
+
+def attainable_flops(intensity: float | np.ndarray, peak_flops: float, bandwidth: float) -> Any:
+    r"""Roofline (Williams, Waterman & Patterson, 2009): :math:`\min(P, I \cdot B)` FLOP/s for
+    arithmetic intensity I (FLOP/byte), peak compute P (FLOP/s) and memory bandwidth B (byte/s)."""
+    if peak_flops <= 0 or bandwidth <= 0:
+        raise ValueError("peak_flops and bandwidth must be positive")
+    i = np.asarray(intensity, dtype=float)
+    if np.any(i < 0):
+        raise ValueError("intensity must be >= 0")
+    return np.minimum(peak_flops, i * bandwidth)
+
+
+def op_cost(op: str, dtype_bytes: int = 2, **shape: int) -> tuple[float, float]:
+    """(FLOPs, bytes moved to and from HBM) of one operation done in a single fused pass.
+
+    Conventions: exp, max and divide count as one FLOP each; a multiply-add is two. Bytes count
+    every input read once and every output written once (the minimum traffic):
+
+    - ``add(n)``: n FLOPs; 3n elements.
+    - ``softmax(m, n)``: max, subtract, exp, sum, divide = 5mn FLOPs; 2mn elements.
+    - ``layer_norm(m, n)``: mean (1), variance (3), normalize and affine (4) = 8mn FLOPs; 2mn + 2n.
+    - ``matmul(m, n, k)``: 2mnk FLOPs; mk + kn + mn elements.
+    - ``attention(batch, heads, seq, head_dim)``: QK^T and PV, 4 s^2 d per head, plus softmax
+      5 s^2; reads Q, K, V and writes O, 4sd elements per head (flash attention's traffic).
+    - ``attention_unfused(...)``: the same FLOPs; the s x s scores are also written, read by the
+      softmax, written again and read by PV: 4 s^2 more elements per head.
+    """
+    if dtype_bytes not in (1, 2, 4, 8):
+        raise ValueError(f"dtype_bytes must be 1, 2, 4 or 8, got {dtype_bytes!r}")
+    need = {
+        "add": ("n",),
+        "softmax": ("m", "n"),
+        "layer_norm": ("m", "n"),
+        "matmul": ("m", "n", "k"),
+        "attention": ("batch", "heads", "seq", "head_dim"),
+        "attention_unfused": ("batch", "heads", "seq", "head_dim"),
+    }
+    if op not in need:
+        raise ValueError(f"op must be one of {sorted(need)}, got {op!r}")
+    if set(shape) != set(need[op]):
+        raise ValueError(f"op {op!r} takes sizes {need[op]}, got {tuple(shape)}")
+    for key, val in shape.items():
+        if not isinstance(val, (int, np.integer)) or val < 1:
+            raise ValueError(f"{key} must be a positive integer, got {val!r}")
+    s = {key: float(val) for key, val in shape.items()}
+    if op == "add":
+        flops, elems = s["n"], 3 * s["n"]
+    elif op == "softmax":
+        flops, elems = 5 * s["m"] * s["n"], 2 * s["m"] * s["n"]
+    elif op == "layer_norm":
+        flops, elems = 8 * s["m"] * s["n"], 2 * s["m"] * s["n"] + 2 * s["n"]
+    elif op == "matmul":
+        flops = 2 * s["m"] * s["n"] * s["k"]
+        elems = s["m"] * s["k"] + s["k"] * s["n"] + s["m"] * s["n"]
+    else:
+        bh, sq, d = s["batch"] * s["heads"], s["seq"], s["head_dim"]
+        flops = bh * (4 * sq * sq * d + 5 * sq * sq)
+        elems = bh * 4 * sq * d + (bh * 4 * sq * sq if op == "attention_unfused" else 0.0)
+    return flops, elems * dtype_bytes
+
+
+@dataclass
+class Traffic:
+    """Bytes each torch call read and wrote, in call order: ``(name, read, written)``."""
+
+    ops: list[tuple[str, int, int]]
+
+    @property
+    def total(self) -> int:
+        return sum(r + w for _, r, w in self.ops)
+
+
+def _tensors(obj: Any) -> Iterator[Tensor]:
+    if isinstance(obj, Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            yield from _tensors(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _tensors(item)
+
+
+class _TrafficMode(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[tuple[str, int, int]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        outs = list(_tensors(out))
+        if outs:
+            ins = list(_tensors(args)) + list(_tensors(kwargs or {}))
+            storages = {t.untyped_storage().data_ptr() for t in ins}
+            written = [t for t in outs if t.untyped_storage().data_ptr() not in storages]
+            if written:  # a view of an input moves no data
+                read = sum(t.numel() * t.element_size() for t in ins)
+                wrote = sum(t.numel() * t.element_size() for t in written)
+                self.ops.append((getattr(func, "__name__", str(func)), read, wrote))
+        return out
+
+
+def count_traffic(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Traffic:
+    """Run ``fn(*args, **kwargs)`` and count the bytes every torch operation in it reads and
+    writes, as if each operation were a separate kernel that finds nothing in cache: the traffic
+    of unfused code. Views (reshapes, slices) move nothing and are not counted."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    mode = _TrafficMode()
+    with mode:
+        fn(*args, **kwargs)
+    return Traffic(mode.ops)
+
+
+def softmax_unfused(x: Tensor) -> Tensor:
+    """Softmax over the last dimension as five separate operations, each a pass over memory."""
+    row_max = x.amax(dim=-1, keepdim=True)
+    shifted = x - row_max
+    numerator = shifted.exp()
+    denominator = numerator.sum(dim=-1, keepdim=True)
+    return numerator / denominator
+
+
+def warp_efficiency(branch: np.ndarray | list[int], warp_size: int = 32) -> float:
+    """Fraction of lane-cycles doing useful work when thread i takes branch ``branch[i]``.
+
+    SIMT model: the threads of a warp share one instruction stream, so a warp whose lanes take
+    b distinct branches runs all b one after another with the other lanes masked off (branches
+    of equal cost assumed). Efficiency = threads / (warp_size x sum over warps of b)."""
+    if not isinstance(warp_size, int) or warp_size < 1:
+        raise ValueError(f"warp_size must be a positive int, got {warp_size!r}")
+    b = np.asarray(branch)
+    if b.ndim != 1 or b.size == 0 or b.size % warp_size:
+        raise ValueError(
+            f"branch must be a 1-D array whose length is a multiple of warp_size={warp_size}, "
+            f"got shape {b.shape}"
+        )
+    passes = sum(len(np.unique(w)) for w in b.reshape(-1, warp_size))
+    return b.size / (warp_size * passes)
+
+
+def latency_hiding(
+    n_warps: int, compute_cycles: int, latency_cycles: int, iters: int = 50
+) -> dict[str, Any]:
+    """Toy scheduler: each warp repeats (compute for ``compute_cycles``, then wait
+    ``latency_cycles`` for memory); one issue slot runs one ready warp at a time.
+
+    Returns the issue-slot ``utilization`` (busy cycles / total) and the ``timeline``: for each
+    warp, its (start, end) compute intervals. With W warps utilization approaches
+    min(1, W c / (c + L)): enough warps in flight hide the memory latency."""
+    for name, val in (
+        ("n_warps", n_warps),
+        ("compute_cycles", compute_cycles),
+        ("latency_cycles", latency_cycles),
+        ("iters", iters),
+    ):
+        lowest = 0 if name == "latency_cycles" else 1
+        if not isinstance(val, int) or isinstance(val, bool) or val < lowest:
+            raise ValueError(f"{name} must be an int >= {lowest}, got {val!r}")
+    ready = [0] * n_warps
+    left = [iters] * n_warps
+    timeline: list[list[tuple[int, int]]] = [[] for _ in range(n_warps)]
+    clock = 0
+    busy = 0
+    while any(left):
+        w = min((i for i in range(n_warps) if left[i]), key=lambda i: (ready[i], i))
+        start = max(clock, ready[w])
+        clock = start + compute_cycles
+        busy += compute_cycles
+        timeline[w].append((start, clock))
+        ready[w] = clock + latency_cycles
+        left[w] -= 1
+    total = max(ready)  # the last warp's last load must also come back
+    return {"utilization": busy / total, "timeline": timeline, "cycles": total}

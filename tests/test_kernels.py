@@ -1,0 +1,317 @@
+"""hamlib.kernels: every kernel against its torch reference on odd shapes, in whichever backend
+this machine has (the Triton interpreter on a CPU), plus the input checks and the GPU models."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hamlib import kernels as K
+
+DEV = "cuda" if K.backend() == "cuda" else "cpu"
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+# Kernels and references both accumulate in fp32 and round once; what differs is summation order.
+TOL = {
+    torch.float32: {"atol": 1e-5, "rtol": 1e-5},
+    torch.float16: {"atol": 2e-3, "rtol": 2e-3},
+    torch.bfloat16: {"atol": 2e-2, "rtol": 2e-2},
+}
+FEW = settings(max_examples=6, deadline=None)
+
+
+def randn(*shape: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g).to(dtype=dtype, device=DEV)
+
+
+def close(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, scale: float = 1.0) -> None:
+    assert out.dtype == ref.dtype and out.shape == ref.shape
+    tol = TOL[dtype]
+    torch.testing.assert_close(out.float(), ref.float(), atol=tol["atol"] * scale, rtol=tol["rtol"])
+
+
+def test_backend_is_known_and_interpreter_flag_set() -> None:
+    assert K.backend() in {"cuda", "interpreter", "torch"}
+    if K.backend() == "interpreter":
+        assert os.environ["TRITON_INTERPRET"] == "1"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 7, 1023, 1025, 5000])
+def test_add(dtype: torch.dtype, n: int) -> None:
+    x, y = randn(n, dtype=dtype), randn(n, dtype=dtype, seed=1)
+    assert torch.equal(K.add(x, y), x + y)  # one rounding from the exact sum: bit-equal
+
+
+def test_add_keeps_shape() -> None:
+    x, y = randn(3, 5, 7), randn(3, 5, 7, seed=1)
+    assert torch.equal(K.add(x, y), x + y)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@FEW
+@given(rows=st.integers(1, 9), cols=st.integers(1, 700))
+def test_softmax(dtype: torch.dtype, rows: int, cols: int) -> None:
+    x = randn(rows, cols, dtype=dtype) * 4
+    close(K.softmax(x), K.reference("softmax")(x), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cols", [1, 63, 64, 65, 300])
+def test_softmax_online_path(dtype: torch.dtype, cols: int) -> None:
+    # Force the two-pass online kernel with short rows (several 64-wide chunks per row).
+    x = randn(5, cols, dtype=dtype) * 4
+    close(K._softmax(x, 64), K.reference("softmax")(x), dtype)
+
+
+@pytest.mark.parametrize("max_fused", [64, K.SOFTMAX_MAX_FUSED])
+def test_softmax_extreme_values(max_fused: int) -> None:
+    x = torch.tensor([[1e4, 0.0, -1e4, -math.inf] * 40, [-math.inf] * 159 + [3.0]], device=DEV)
+    out = K._softmax(x, max_fused)
+    torch.testing.assert_close(out, torch.softmax(x, dim=-1))
+    assert out[1, -1] == 1.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@FEW
+@given(m=st.integers(1, 70), n=st.integers(1, 70), k=st.integers(1, 90))
+def test_matmul(dtype: torch.dtype, m: int, n: int, k: int) -> None:
+    a, b = randn(m, k, dtype=dtype), randn(k, n, dtype=dtype, seed=1)
+    close(K.matmul(a, b), K.reference("matmul")(a, b), dtype, scale=math.sqrt(k))
+
+
+def test_matmul_many_tiles_grouped_order_covers_every_tile() -> None:
+    # 5 x 7 tiles of 32 with GROUP_M = 4: the last group is one tile-row high.
+    a, b = randn(150, 40), randn(40, 220, seed=1)
+    close(K.matmul(a, b), a @ b, torch.float32, scale=10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 300), (2, 3, 77), (4, 5000)])
+def test_layer_norm(dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+    x = randn(*shape, dtype=dtype) * 3 + 1
+    w, b = randn(shape[-1], dtype=dtype, seed=1), randn(shape[-1], dtype=dtype, seed=2)
+    for eps in (1e-5, 0.1):
+        close(K.layer_norm(x, w, b, eps), K.reference("layer_norm")(x, w, b, eps), dtype, 4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@FEW
+@given(
+    seq=st.integers(1, 100),
+    head_dim=st.sampled_from([16, 24, 40, 64, 100, 128]),
+    batch=st.integers(1, 2),
+    heads=st.integers(1, 3),
+)
+def test_flash_attention(
+    dtype: torch.dtype, causal: bool, seq: int, head_dim: int, batch: int, heads: int
+) -> None:
+    q, k, v = (randn(batch, heads, seq, head_dim, dtype=dtype, seed=s) for s in range(3))
+    out = K.flash_attention(q, k, v, causal=causal)
+    close(out, K.reference("flash_attention")(q, k, v, causal), dtype)
+
+
+def test_flash_attention_cross_lengths_and_scale() -> None:
+    q = randn(2, 2, 33, 32)
+    k, v = randn(2, 2, 70, 32, seed=1), randn(2, 2, 70, 32, seed=2)
+    for scale in (None, 0.05, 1.0):
+        out = K.flash_attention(q, k, v, sm_scale=scale)
+        close(out, K.reference("flash_attention")(q, k, v, False, scale), torch.float32)
+
+
+def test_flash_attention_matches_explicit_formula() -> None:
+    q, k, v = (randn(1, 1, 50, 16, seed=s) for s in range(3))
+    scores = q[0, 0] @ k[0, 0].T / 4.0
+    scores = scores.masked_fill(torch.ones(50, 50, dtype=torch.bool).triu(1), -math.inf)
+    expected = torch.softmax(scores, dim=-1) @ v[0, 0]
+    close(K.flash_attention(q, k, v, causal=True)[0, 0], expected, torch.float32)
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def test_rejects_bad_inputs() -> None:
+    x = randn(4, 6)
+    with pytest.raises(TypeError, match="x must be float16, bfloat16 or float32"):
+        K.softmax(x.double())
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        K.softmax([[1.0]])
+    with pytest.raises(ValueError, match="x must be 2-D"):
+        K.softmax(randn(2, 3, 4))
+    with pytest.raises(ValueError, match="x must be contiguous"):
+        K.softmax(x.t())
+    with pytest.raises(ValueError, match="x must not be empty"):
+        K.softmax(randn(0, 4))
+    with pytest.raises(TypeError, match="y has dtype"):
+        K.add(x, x.half())
+    with pytest.raises(ValueError, match="same shape"):
+        K.add(x, randn(6, 4))
+    with pytest.raises(ValueError, match="inner dimensions"):
+        K.matmul(x, randn(5, 3))
+    with pytest.raises(ValueError, match="weight and bias must have shape"):
+        K.layer_norm(x, randn(5), randn(6))
+    with pytest.raises(ValueError, match="eps must be"):
+        K.layer_norm(x, randn(6), randn(6), eps=0.0)
+    q = randn(1, 2, 8, 16)
+    with pytest.raises(ValueError, match="head_dim must be between 16 and 128"):
+        K.flash_attention(randn(1, 2, 8, 8), randn(1, 2, 8, 8), randn(1, 2, 8, 8))
+    with pytest.raises(ValueError, match="causal attention needs equal"):
+        K.flash_attention(q, randn(1, 2, 9, 16), randn(1, 2, 9, 16), causal=True)
+    with pytest.raises(ValueError, match="k and v must have the same shape"):
+        K.flash_attention(q, randn(1, 2, 9, 16), randn(1, 2, 8, 16))
+    with pytest.raises(ValueError, match="must agree in batch, heads and head_dim"):
+        K.flash_attention(q, randn(1, 3, 8, 16), randn(1, 3, 8, 16))
+    with pytest.raises(ValueError, match="sm_scale"):
+        K.flash_attention(q, q, q, sm_scale=math.nan)
+
+
+@pytest.mark.skipif(K.backend() == "torch", reason="the torch fallback takes any device")
+def test_rejects_wrong_device() -> None:
+    wrong = "meta" if K.backend() == "interpreter" else "cpu"
+    x = torch.empty(4, 4, device=wrong)
+    with pytest.raises(ValueError, match=r"x is on .* backend takes"):
+        K.softmax(x)
+
+
+def test_reference_names() -> None:
+    with pytest.raises(ValueError, match="name must be one of"):
+        K.reference("gelu")
+
+
+def test_next_power_of_2() -> None:
+    assert [K.triton_next_power_of_2(n) for n in (1, 2, 3, 64, 65)] == [1, 2, 4, 64, 128]
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        K.triton_next_power_of_2(0)
+
+
+# ------------------------------------------------------------------ backends and CUDA C
+
+
+def _run(code: str, **env: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+FALLBACK = """
+import torch
+from hamlib import kernels as K
+x = torch.randn(5, 77)
+assert torch.equal(K.softmax(x), torch.softmax(x, -1))
+q = torch.randn(1, 2, 9, 16)
+torch.testing.assert_close(K.flash_attention(q, q, q, causal=True),
+    torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True))
+print(K.backend())
+"""
+
+
+def test_torch_fallback_when_forced() -> None:
+    assert _run(FALLBACK, HAMLIB_KERNELS_BACKEND="torch") == "torch"
+
+
+def test_torch_fallback_without_triton() -> None:
+    code = "import sys; sys.modules['triton'] = None\n" + FALLBACK
+    assert _run(code, HAMLIB_KERNELS_BACKEND="") == "torch"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without GPU")
+def test_cuda_add_says_what_is_missing() -> None:
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        K.cuda_add(torch.ones(3), torch.ones(3))
+    assert "__global__ void add_kernel" in K.CUDA_ADD_SOURCE
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU and nvcc")
+def test_cuda_add_on_gpu() -> None:  # pragma: no cover - GPU runners only
+    x, y = torch.randn(10_001, device="cuda"), torch.randn(10_001, device="cuda")
+    assert torch.equal(K.cuda_add(x, y), x + y)
+
+
+# ---------------------------------------------------------------------------- the models
+
+
+def test_op_cost() -> None:
+    assert K.op_cost("add", n=10) == (10.0, 60.0)
+    assert K.op_cost("matmul", dtype_bytes=4, m=2, n=3, k=5) == (60.0, 4.0 * (10 + 15 + 6))
+    flops, fused = K.op_cost("attention", batch=1, heads=1, seq=8, head_dim=4)
+    flops2, unfused = K.op_cost("attention_unfused", batch=1, heads=1, seq=8, head_dim=4)
+    assert flops == flops2 == 4 * 64 * 4 + 5 * 64
+    assert unfused - fused == 2 * 4 * 64
+    with pytest.raises(ValueError, match="op must be one of"):
+        K.op_cost("conv", n=3)
+    with pytest.raises(ValueError, match="takes sizes"):
+        K.op_cost("matmul", m=3, n=3)
+    with pytest.raises(ValueError, match="m must be a positive integer"):
+        K.op_cost("softmax", m=0, n=3)
+    with pytest.raises(ValueError, match="dtype_bytes"):
+        K.op_cost("add", dtype_bytes=3, n=3)
+
+
+def test_attainable_flops_is_the_roofline() -> None:
+    spec = K.H100_SXM
+    ridge = spec.fp16_tensor_flops / spec.hbm_bandwidth
+    got = K.attainable_flops(np.array([ridge / 10, ridge, ridge * 10]), 989.4e12, 3.35e12)
+    np.testing.assert_allclose(got, [98.94e12, 989.4e12, 989.4e12])
+    with pytest.raises(ValueError, match="intensity"):
+        K.attainable_flops(-1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="positive"):
+        K.attainable_flops(1.0, 0.0, 1.0)
+
+
+def test_count_traffic_of_unfused_softmax_is_four_passes_more() -> None:
+    m, n = 16, 100
+    x = torch.randn(m, n)
+    unfused = K.count_traffic(K.softmax_unfused, x)
+    assert [name for name, _, _ in unfused.ops] == ["amax", "sub", "exp", "sum", "div"]
+    # reads: x five times plus the two (m, 1) columns; writes: three (m, n) and two (m, 1)
+    assert unfused.total == 4 * (5 * m * n + 2 * m + 3 * m * n + 2 * m)
+    assert K.count_traffic(torch.softmax, x, -1).total == 4 * 2 * m * n
+    assert K.count_traffic(lambda t: (t.view(-1), t[0], t.t()), x).ops == []
+    with pytest.raises(TypeError, match="fn must be callable"):
+        K.count_traffic(3)
+
+
+def test_warp_efficiency() -> None:
+    lanes = np.arange(128)
+    assert K.warp_efficiency(lanes % 2) == 0.5  # every warp runs both branches
+    assert K.warp_efficiency(lanes // 32 % 2) == 1.0  # branch per warp: no divergence
+    assert K.warp_efficiency(lanes % 32) == 1 / 32
+    with pytest.raises(ValueError, match="multiple of warp_size"):
+        K.warp_efficiency(np.arange(33))
+
+
+@given(st.lists(st.integers(0, 3), min_size=32, max_size=32))
+def test_warp_efficiency_bounds(branch: list[int]) -> None:
+    eff = K.warp_efficiency(branch)
+    assert 1 / 32 <= eff <= 1.0
+    assert eff == 1 / len(set(branch))
+
+
+@pytest.mark.parametrize("warps", [1, 2, 4, 8, 11, 16])
+def test_latency_hiding_matches_littles_law(warps: int) -> None:
+    c, lat = 4, 40
+    r = K.latency_hiding(warps, c, lat, iters=400)
+    assert r["utilization"] == pytest.approx(min(1.0, warps * c / (c + lat)), rel=0.02)
+    assert sum(len(t) for t in r["timeline"]) == warps * 400
+
+
+def test_latency_hiding_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="n_warps must be an int >= 1"):
+        K.latency_hiding(0, 4, 40)
+    with pytest.raises(ValueError, match="latency_cycles must be an int >= 0"):
+        K.latency_hiding(2, 4, -1)
