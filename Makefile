@@ -26,7 +26,7 @@ help:
 	@echo "make check    the fast gate (< 2 min): lint, sync gate, hamlib unit tests"
 	@echo "make refresh  re-execute chapters and store their outputs [CHAPTER=01_high_dimensional_geometry]"
 	@echo "make lab      JupyterLab on 127.0.0.1 (token auth), opened on book/"
-	@echo "make bench    time every chapter (2 threads, fresh kernel)"
+	@echo "make bench    time every chapter (2 threads, fresh kernel); kernel table on a CUDA GPU"
 
 setup: $(STAMP)
 

@@ -27,6 +27,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ __all__ = [
     "Traffic",
     "add",
     "attainable_flops",
+    "benchmark",
     "backend",
     "count_traffic",
     "cuda_add",
@@ -53,6 +55,7 @@ __all__ = [
     "reference",
     "softmax",
     "softmax_unfused",
+    "tile_order",
     "warp_efficiency",
 ]
 
@@ -218,6 +221,23 @@ def _matmul_blocks(m: int, n: int, k: int) -> dict[str, int]:
         }
     # The interpreter runs programs one after another: big tiles mean fewer of them.
     return {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4}
+
+
+def tile_order(tiles_m: int, tiles_n: int, group_m: int) -> np.ndarray:
+    """The (tile-row, tile-column) of C that each program id computes in ``matmul_kernel``:
+    the kernel's grouped-ordering arithmetic, in Python. ``group_m = 1`` is row-major order.
+
+    Returns an int array of shape (tiles_m * tiles_n, 2)."""
+    for name, val in (("tiles_m", tiles_m), ("tiles_n", tiles_n), ("group_m", group_m)):
+        if not isinstance(val, int) or val < 1:
+            raise ValueError(f"{name} must be a positive int, got {val!r}")
+    pid = np.arange(tiles_m * tiles_n)
+    per_group = group_m * tiles_n
+    first_m = (pid // per_group) * group_m
+    rows_in_group = np.minimum(tiles_m - first_m, group_m)
+    pid_m = first_m + (pid % per_group) % rows_in_group
+    pid_n = (pid % per_group) // rows_in_group
+    return np.stack([pid_m, pid_n], axis=1)
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
@@ -644,3 +664,101 @@ def latency_hiding(
         left[w] -= 1
     total = max(ready)  # the last warp's last load must also come back
     return {"utilization": busy / total, "timeline": timeline, "cycles": total}
+
+
+# ------------------------------------------------------------------------- measuring speed
+
+
+def benchmark(
+    sizes: dict[str, list[Any]] | None = None,
+    timer: Callable[[Callable[[], Any]], float] | None = None,
+    spec: GPUSpec = H100_SXM,
+    dtype: torch.dtype = torch.float16,
+) -> list[dict[str, Any]]:
+    """Time each kernel against its torch baseline; one row per (kernel, size).
+
+    ``timer(fn)`` returns milliseconds per call (default: ``triton.testing.do_bench``, the median
+    over repeated runs after warm-up, on a CUDA GPU). Rows give both times, ``speedup`` = torch
+    time / kernel time, the achieved rate (GB/s for memory-bound kernels, TFLOP/s for matmul and
+    attention) and ``of_peak``, its fraction of the device's peak: the measured copy bandwidth for
+    ``add``, the published HBM bandwidth for softmax, ``spec.fp16_tensor_flops`` for the others.
+    Without a GPU, pass ``timer`` (and small sizes) to exercise the bookkeeping only.
+    """
+    if timer is None:
+        if _BACKEND != "cuda":
+            raise RuntimeError(
+                f"benchmark needs a CUDA GPU (backend is {_BACKEND!r}); on a CPU the "
+                "interpreter's speed means nothing"
+            )
+        from triton.testing import do_bench
+
+        timer = do_bench
+    if sizes is None:
+        sizes = {
+            "add": [2**24, 2**27],
+            "softmax": [(4096, n) for n in (1024, 4096, 16384)],
+            "matmul": [1024, 4096, 8192],
+            "attention": [(1, 16, s, 128) for s in (1024, 4096, 16384)],
+        }
+    dev = _device()
+    gen = torch.Generator(device=dev).manual_seed(0)
+
+    def rand(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=gen, device=dev).to(dtype)
+
+    rows: list[dict[str, Any]] = []
+
+    def row(kernel: str, size: str, ours: float, theirs: float, work: float, unit: str) -> None:
+        rate = work / (ours * 1e-3)
+        peak = {"GB/s": copy_peak if kernel == "add" else spec.hbm_bandwidth}.get(
+            unit, spec.fp16_tensor_flops
+        )
+        rows.append(
+            {
+                "kernel": kernel,
+                "size": size,
+                "ms": ours,
+                "torch_ms": theirs,
+                "speedup": theirs / ours,
+                "rate": rate / (1e9 if unit == "GB/s" else 1e12),
+                "unit": unit,
+                "of_peak": rate / peak,
+            }
+        )
+
+    nbytes = torch.empty((), dtype=dtype).element_size()
+    copy_peak = spec.hbm_bandwidth
+    for n in sizes.get("add", []):
+        x, y = rand(n), rand(n)
+        dst = torch.empty_like(x)
+        copy_peak = 2 * n * nbytes / (timer(partial(dst.copy_, x)) * 1e-3)
+        ours = timer(partial(add, x, y))
+        theirs = timer(partial(torch.add, x, y))
+        row("add", f"n = {n:,}", ours, theirs, 3 * n * nbytes, "GB/s")
+    for m, n in sizes.get("softmax", []):
+        x = rand(m, n)
+        ours = timer(partial(softmax, x))
+        theirs = timer(partial(torch.softmax, x, -1))
+        row("softmax", f"{m} x {n}", ours, theirs, 2 * m * n * nbytes, "GB/s")
+    for n in sizes.get("matmul", []):
+        a, b = rand(n, n), rand(n, n)
+        ours = timer(partial(matmul, a, b))
+        theirs = timer(partial(torch.matmul, a, b))
+        row("matmul", f"{n}^3", ours, theirs, 2.0 * n**3, "TFLOP/s")
+    for shape in sizes.get("attention", []):
+        q, k, v = rand(*shape), rand(*shape), rand(*shape)
+        ours = timer(partial(flash_attention, q, k, v))
+        theirs = timer(partial(_sdpa_flash, q, k, v))
+        b, h, s, d = shape
+        row("attention", f"b{b} h{h} s{s} d{d}", ours, theirs, 4.0 * b * h * s * s * d, "TFLOP/s")
+    return rows
+
+
+def _sdpa_flash(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """PyTorch's scaled_dot_product_attention, restricted to its flash backend on a GPU."""
+    if q.is_cuda:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            return F.scaled_dot_product_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v)

@@ -315,3 +315,37 @@ def test_latency_hiding_rejects_bad_input() -> None:
         K.latency_hiding(0, 4, 40)
     with pytest.raises(ValueError, match="latency_cycles must be an int >= 0"):
         K.latency_hiding(2, 4, -1)
+
+
+def test_tile_order_is_a_permutation_in_groups() -> None:
+    for tm, tn, g in [(5, 7, 4), (8, 8, 8), (3, 2, 1), (1, 9, 4)]:
+        order = K.tile_order(tm, tn, g)
+        assert sorted(map(tuple, order.tolist())) == [(i, j) for i in range(tm) for j in range(tn)]
+    row_major = K.tile_order(4, 6, 1)
+    assert row_major[:6].tolist() == [[0, j] for j in range(6)]
+    grouped = K.tile_order(8, 8, 4)
+    assert grouped[:5].tolist() == [[0, 0], [1, 0], [2, 0], [3, 0], [0, 1]]
+    with pytest.raises(ValueError, match="group_m must be a positive int"):
+        K.tile_order(4, 4, 0)
+
+
+def test_benchmark_bookkeeping_with_a_fake_timer() -> None:
+    calls = []
+
+    def timer(fn) -> float:
+        fn()
+        calls.append(1)
+        return 2.0  # every call "takes" 2 ms
+
+    sizes = {"add": [1000], "softmax": [(3, 50)], "matmul": [40], "attention": [(1, 2, 33, 16)]}
+    rows = K.benchmark(sizes=sizes, timer=timer, dtype=torch.float32)
+    assert [r["kernel"] for r in rows] == ["add", "softmax", "matmul", "attention"]
+    assert len(calls) == 9  # one copy for the bandwidth, then ours and torch's for each
+    add_row, _, mm_row, _ = rows
+    assert add_row["speedup"] == 1.0 and add_row["unit"] == "GB/s"
+    assert add_row["rate"] == pytest.approx(3 * 1000 * 4 / 2e-3 / 1e9)
+    assert add_row["of_peak"] == pytest.approx(1.5)  # 3 arrays moved vs 2 in the copy
+    assert mm_row["rate"] == pytest.approx(2 * 40**3 / 2e-3 / 1e12)
+    if K.backend() != "cuda":
+        with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+            K.benchmark()

@@ -9,6 +9,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 from hamlib import hamiltonian as hm
+from hamlib import kernels
 
 
 def batched_pendulum(
@@ -44,6 +45,31 @@ def batched_pendulum(
     }
 
 
+def kernel_table() -> dict[str, dict[str, float]]:
+    """hamlib.kernels against torch on a CUDA GPU; on anything else, say why there is no table."""
+    if kernels.backend() != "cuda":
+        print(
+            f"kernel table: not measured (backend {kernels.backend()!r}: no CUDA GPU here; "
+            "the interpreter's speed means nothing)"
+        )
+        return {}
+    print(f"kernel table on {torch.cuda.get_device_name()} (fp16, median of triton do_bench):")
+    print(
+        f"{'kernel':10s} {'size':22s} {'ms':>8s} {'torch ms':>9s} {'x torch':>8s} {'rate':>14s} "
+        f"{'of peak':>8s}"
+    )
+    out = {}
+    for r in kernels.benchmark():
+        print(
+            f"{r['kernel']:10s} {r['size']:22s} {r['ms']:8.3f} {r['torch_ms']:9.3f} "
+            f"{r['speedup']:8.2f} {r['rate']:9.1f} {r['unit']:7s} {r['of_peak']:7.1%}"
+        )
+        out[f"kernel {r['kernel']} {r['size']}"] = {
+            k: float(r[k]) for k in ("ms", "torch_ms", "speedup", "rate", "of_peak")
+        }
+    return out
+
+
 def run() -> dict[str, dict[str, float]]:
     results = {"pendulum 10,000 x 1,000 leapfrog steps": batched_pendulum()}
     for name, r in results.items():
@@ -51,4 +77,5 @@ def run() -> dict[str, dict[str, float]]:
             f"{name}: batched {r['batched_leapfrog_s']:.2f} s, scipy one by one "
             f"{r['scipy_one_by_one_s']:.1f} s (extrapolated), ratio {r['ratio']:.0f}x"
         )
+    results.update(kernel_table())
     return results
