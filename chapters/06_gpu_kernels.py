@@ -1,0 +1,1011 @@
+# %% [markdown]
+# # 6. GPU kernels: the execution model, the roofline, and Triton kernels that run everywhere
+#
+# A GPU is a machine for hiding memory latency behind enormous parallelism, and almost every
+# question about the speed of a deep-learning operation reduces to two numbers: how many bytes it
+# must move and how many floating-point operations it does per byte. This chapter builds the
+# model of the hardware those numbers come from, places the operations of a Transformer on a
+# roofline, and then writes the kernels themselves in Triton: vector add, a fused softmax, a tiled
+# matrix multiply, layer norm and flash attention. Every kernel is checked against PyTorch on odd
+# shapes. On a laptop without a GPU the same kernels run through Triton's interpreter, so every
+# cell here runs everywhere; only the speed measurements need a GPU, and they say so.
+#
+# **You will be able to** reason about warps, blocks, SMs and the memory hierarchy; compute the
+# arithmetic intensity of an operation and read off from a roofline whether memory or compute
+# bounds it; write a Triton kernel with pointer arithmetic and masks, and launch it on a grid;
+# explain why fusion and flash attention are about bytes, not FLOPs; and avoid the traps of
+# debugging kernels on a CPU.
+#
+# **Run time:** under a minute on two CPU cores (the last code cell prints the measured time).
+
+# %%
+import hamlib
+
+hamlib.setup()
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hamlib import kernels as K  # sets TRITON_INTERPRET=1 on a machine without a GPU
+from hamlib.plotting import COLORS, CYCLE
+
+TRITON = K.backend() != "torch"
+if TRITON:
+    import triton
+    import triton.language as tl
+DEV = "cuda" if K.backend() == "cuda" else "cpu"
+
+# %% tags=["nbval-ignore-output"]
+print(f"kernels run on: {K.backend()!r}")
+
+# %% [markdown]
+# The cell above depends on the machine: `'interpreter'` on a CPU with Triton installed,
+# `'cuda'` on a GPU, `'torch'` where Triton cannot be installed. The book was executed with the
+# interpreter. Section 6.5 explains how the choice is made.
+#
+# ## 6.1 The execution model
+#
+# **Threads, warps, blocks, grids.** A CUDA kernel is one function run by many threads. Threads
+# are grouped into *blocks* (up to 1024 threads) and blocks into a *grid*; the programmer picks
+# both sizes at launch. The hardware schedules each block onto one *streaming multiprocessor*
+# (SM), where it stays until it finishes, and splits it into *warps* of 32 threads. A warp is
+# the unit of execution: its 32 threads share one instruction stream and execute each
+# instruction together, each on its own data (NVIDIA calls this SIMT, single instruction,
+# multiple threads). Blocks of a grid run in any order and cannot wait for each other; threads
+# of one block can cooperate through the SM's *shared memory* and barriers.
+#
+# **The memory hierarchy.** Each thread has private *registers*, the fastest storage; the
+# threads of a block share the SM's *shared memory* (the same SRAM as its L1 cache); all SMs share
+# an *L2 cache*; and the tensors live in *HBM*, the high-bandwidth DRAM stacked beside the chip.
+# Each level is larger and slower than the one before. The published figures of one current
+# data-centre GPU, which this chapter uses as its running example:
+
+# %%
+spec = K.H100_SXM
+threads = spec.sms * spec.max_warps_per_sm * spec.warp_size
+reg_mib = spec.sms * spec.registers_per_sm * 4 / 2**20
+smem_mib = spec.sms * spec.shared_memory_per_sm_kib / 2**10
+ridge = spec.fp16_tensor_flops / spec.hbm_bandwidth
+table = [
+    ("streaming multiprocessors", f"{spec.sms}"),
+    ("threads per warp", f"{spec.warp_size}"),
+    ("resident warps per SM (max)", f"{spec.max_warps_per_sm}"),
+    ("resident threads, whole GPU (max)", f"{threads:,}"),
+    (
+        "registers per SM",
+        f"{spec.registers_per_sm:,} x 32 bit = {spec.registers_per_sm // 256} KiB",
+    ),
+    ("registers, whole GPU", f"{reg_mib:.1f} MiB"),
+    ("shared memory per SM (max)", f"{spec.shared_memory_per_sm_kib} KiB"),
+    ("shared memory, whole GPU", f"{smem_mib:.1f} MiB"),
+    ("L2 cache", f"{spec.l2_mib} MiB"),
+    ("HBM3", f"{spec.hbm_gib} GiB at {spec.hbm_bandwidth / 1e12:.2f} TB/s"),
+    ("FP16/BF16 tensor cores (dense)", f"{spec.fp16_tensor_flops / 1e12:.0f} TFLOP/s"),
+    ("FP32 (no tensor cores)", f"{spec.fp32_flops / 1e12:.0f} TFLOP/s"),
+    ("FLOPs per byte of HBM traffic at peak", f"{ridge:.0f}"),
+]
+print(spec.name)
+for name, value in table:
+    print(f"  {name:38s} {value}")
+print(f"source: {spec.source}")
+
+# %% [markdown]
+# Two numbers deserve a second look. The register files of all SMs together are larger than
+# all the shared memory, and not far from the L2 cache: a GPU keeps most of its working data in
+# registers. And the last line: to keep the tensor cores busy, every byte fetched from HBM must
+# take part in hundreds of floating-point operations. Section 6.2 turns that ratio into the
+# roofline.
+#
+# **Divergence.** Because a warp has one instruction stream, a branch on which its threads
+# disagree is executed one side after the other, with the threads of the other side masked off.
+# The cost is per warp: a condition that changes only between warps costs nothing. Under the
+# model in `K.warp_efficiency` (equal-cost branches), the fraction of lane-cycles doing useful
+# work for a block of 1,024 threads:
+
+# %%
+hamlib.show_source(K.warp_efficiency)
+
+# %%
+lane = np.arange(1024)
+rng = np.random.default_rng(0)
+branches = {
+    "if (i % 2)": lane % 2,
+    "switch (i % 4)": lane % 4,
+    "if (i < 512)": lane < 512,
+    "if (i < 500)": lane < 500,
+    "if ((i / 32) % 2)": (lane // 32) % 2,
+    "if (data[i] > 0), random data": rng.integers(0, 2, size=1024),
+}
+eff = {name: K.warp_efficiency(b) for name, b in branches.items()}
+for name, e in eff.items():
+    print(f"{name:32s} efficiency {e:.3f}")
+hamlib.check(
+    "alternating lanes halve the throughput; a branch that is uniform within each warp costs "
+    "nothing; a threshold at 500 splits one warp of 32",
+    eff["if (i % 2)"] == 0.5
+    and eff["if ((i / 32) % 2)"] == 1.0
+    and eff["if (i < 500)"] == 1024 / (32 * 33),
+)
+
+# %% [markdown]
+# **Latency hiding and occupancy.** A load from HBM takes hundreds of cycles to return
+# (microbenchmarks such as Jia et al., 2018, measure it); an arithmetic instruction issues every
+# cycle or so. A GPU does not wait: each SM keeps many warps resident at once, and its schedulers
+# issue from whichever warp has its operands ready. If each warp computes for $c$ cycles and then
+# waits $L$ cycles for memory, $W$ warps keep an issue slot busy a fraction
+# $\min(1, Wc/(c+L))$ of the time: this is Little's law, with $(c+L)/c$ warps needed to cover the
+# latency. The toy scheduler in `K.latency_hiding` simulates one issue slot; with $c = 4$ and
+# $L = 28$ it needs 8 warps:
+
+# %%
+c, L = 4, 28
+fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
+for ax, n_warps in zip(axes[:2], [2, 8], strict=True):
+    sim = K.latency_hiding(n_warps, c, L, iters=12)
+    for w, spans in enumerate(sim["timeline"]):
+        for start, end in spans:
+            if start < 96:
+                ax.broken_barh([(start, end - start)], (w - 0.3, 0.6), color=CYCLE[0])
+                ax.broken_barh([(end, min(L, 96 - end))], (w - 0.06, 0.12), color=COLORS["muted"])
+    ax.set(xlim=(0, 96), ylim=(-0.7, max(n_warps, 4) - 0.3), xlabel="cycle", ylabel="warp")
+    ax.set_yticks(range(n_warps))
+    ax.set_title(f"{n_warps} warps, 12 iterations each: busy {sim['utilization']:.0%}")
+warps = np.arange(1, 17)
+measured = [K.latency_hiding(int(w), c, L, iters=200)["utilization"] for w in warps]
+axes[2].plot(
+    warps, np.minimum(1, warps * c / (c + L)), "--", color=COLORS["theory"], label="Little"
+)
+axes[2].plot(warps, measured, "o", color=COLORS["measured"], label="simulated")
+axes[2].set(xlabel="resident warps", ylabel="issue-slot utilization", title="200 iterations each")
+axes[2].legend()
+fig.suptitle(f"Latency hiding: compute {c} cycles (blue), then wait {L} for memory (grey)")
+plt.show()
+hamlib.check(
+    "simulated utilization matches min(1, W c / (c + L)) within 2% for 1..16 warps",
+    np.allclose(measured, np.minimum(1, warps * c / (c + L)), rtol=0.02),
+)
+
+# %% [markdown]
+# How many warps an SM can hold is its *occupancy*, and it is limited by whichever resource runs
+# out first: the warp slots, the registers or the shared memory. Registers are the usual limit.
+# A kernel whose threads each need $r$ registers fits at most
+# $\lfloor 65536 / (32 r) \rfloor$ warps on an SM (ignoring allocation granularity):
+
+# %%
+for r in [32, 64, 128, 255]:
+    fit = min(spec.max_warps_per_sm, spec.registers_per_sm // (spec.warp_size * r))
+    print(
+        f"{r:3d} registers per thread -> {fit:2d} resident warps per SM ({fit / 64:.0%} occupancy)"
+    )
+
+# %% [markdown]
+# A kernel that keeps a large tile in registers (a matmul, flash attention) gives up warps, and
+# hides latency differently: each warp issues many independent loads before it needs the first
+# result, and Hopper copies tiles from HBM to shared memory asynchronously while the tensor cores
+# work on the previous tile (Volkov, 2010, showed the first idea; software pipelining is the
+# second, `num_stages` in Triton). High occupancy is a means, not the goal.
+#
+# ## 6.2 The roofline
+#
+# An operation that does $F$ FLOPs and moves $Q$ bytes between HBM and the chip has *arithmetic
+# intensity* $I = F/Q$. On a device with peak compute $P$ and bandwidth $B$ it cannot run faster
+# than $\min(P, I\,B)$ FLOP/s (Williams, Waterman & Patterson, 2009): below the *ridge point*
+# $I = P/B$ the operation is memory-bound, above it compute-bound. `K.op_cost` counts both for a
+# single pass that reads each input once and writes each output once; its docstring states the
+# conventions.
+
+# %%
+ops = [
+    ("add", "vector add, n = 2^27", {"n": 2**27}),
+    ("layer_norm", "layer norm 4096 x 8192", {"m": 4096, "n": 8192}),
+    ("softmax", "softmax 4096 x 16384", {"m": 4096, "n": 16384}),
+    ("matmul", "matmul 16 x 8192 x 8192", {"m": 16, "n": 8192, "k": 8192}),
+    ("matmul", "matmul 8192^3", {"m": 8192, "n": 8192, "k": 8192}),
+    ("attention_unfused", "attention, scores in HBM", {}),
+    ("attention", "flash attention", {}),
+]
+attn = {"batch": 1, "heads": 32, "seq": 4096, "head_dim": 128}
+print(
+    f"{'fp16, H100 SXM':26s}{'GFLOP':>9s}{'MB moved':>10s}{'FLOP/B':>9s}{'bound':>9s}"
+    f"{'TFLOP/s':>9s}{'us':>9s}"
+)
+placed = {}
+for op, label, shape in ops:
+    flops, nbytes = K.op_cost(op, **(shape or attn))
+    intensity = flops / nbytes
+    roof = float(K.attainable_flops(intensity, spec.fp16_tensor_flops, spec.hbm_bandwidth))
+    bound = "memory" if intensity < ridge else "compute"
+    placed[label] = (intensity, roof)
+    print(
+        f"{label:26s}{flops / 1e9:9.2f}{nbytes / 1e6:10.1f}{intensity:9.2f}{bound:>9s}"
+        f"{roof / 1e12:9.1f}{flops / roof * 1e6:9.1f}"
+    )
+print(f"ridge point: {ridge:.0f} FLOP/byte; attention: batch 1, 32 heads, seq 4096, head_dim 128")
+
+# %% [markdown]
+# The last column is the shortest time the roofline allows. The elementwise and row-wise
+# operations sit more than two orders of magnitude left of the ridge: their FLOPs are free,
+# their time is their bytes. A square matmul sits far right of it. The same matmul with 16 rows,
+# the shape of one decoding step of a language model with 16 sequences in the batch, is
+# memory-bound: all of $B$ is read to do 16 multiply-adds per element. Attention moves from one
+# side to the other
+# depending on whether the $s \times s$ scores go through HBM.
+
+# %%
+fig, ax = plt.subplots(figsize=(7.5, 4.6))
+x = np.logspace(-1.5, 4, 200)
+for peak, name, style in [
+    (spec.fp16_tensor_flops, "FP16 tensor cores", "-"),
+    (spec.fp32_flops, "FP32 (no tensor cores)", ":"),
+]:
+    ax.loglog(
+        x,
+        K.attainable_flops(x, peak, spec.hbm_bandwidth) / 1e12,
+        style,
+        color=COLORS["theory"],
+        label=f"roof: {name}",
+    )
+offsets = {"matmul 8192^3": (0, 9), "flash attention": (-95, -16)}  # the two on the roof
+for label, (intensity, roof) in placed.items():
+    ax.loglog(intensity, roof / 1e12, "o", color=COLORS["measured"], markersize=7)
+    ax.annotate(
+        label,
+        (intensity, roof / 1e12),
+        xytext=offsets.get(label, (8, -12)),
+        textcoords="offset points",
+        fontsize=8,
+    )
+ax.axvline(ridge, color=COLORS["highlight"], lw=1, ls="--")
+ax.text(ridge * 1.15, 0.15, f"ridge point\n{ridge:.0f} FLOP/B", color=COLORS["highlight"])
+ax.set(
+    xlabel="arithmetic intensity (FLOP / byte of HBM traffic)",
+    ylabel="attainable TFLOP/s",
+    ylim=(0.05, 3000),
+    title=f"Roofline of the {spec.name} (fp16), with the operations of the table",
+)
+ax.legend(fontsize=8, loc="upper left")
+plt.show()
+
+# %% [markdown]
+# **The traffic argument for fusion.** Written as five PyTorch operations, softmax makes five
+# passes over memory, each a separate kernel that reads its inputs from HBM and writes its
+# result back:
+
+# %%
+hamlib.show_source(K.softmax_unfused)
+
+# %% [markdown]
+# `K.count_traffic` runs a function under a `TorchFunctionMode` and adds up the bytes that every
+# torch operation reads and writes, assuming (as a kernel launch must, for tensors larger than the
+# caches) that nothing stays on chip between operations:
+
+# %%
+x = torch.randn(512, 4096)
+unfused = K.count_traffic(K.softmax_unfused, x)
+fused = K.count_traffic(torch.softmax, x, -1)
+print(f"{'operation':10s}{'MB read':>10s}{'MB written':>12s}")
+for name, read, wrote in unfused.ops:
+    print(f"{name:10s}{read / 1e6:10.3f}{wrote / 1e6:12.3f}")
+ratio = unfused.total / fused.total
+print(f"unfused total {unfused.total / 1e6:.2f} MB, fused {fused.total / 1e6:.2f} MB: {ratio:.3f}x")
+hamlib.check(
+    "unfused softmax moves 4 + 2/n times the bytes of a fused one (8 passes of the matrix vs 2)",
+    math.isclose(ratio, 4 + 2 / x.shape[1]),
+)
+
+# %% [markdown]
+# A fused kernel reads each row once, keeps it in registers through all five steps, and writes
+# the result once: a quarter of the traffic, so, being memory-bound, about a quarter of the time.
+# The same count for attention written the textbook way, scores materialized:
+
+
+# %%
+def attention_unfused(q, k, v):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    return torch.softmax(scores, dim=-1) @ v
+
+
+b, h, s, d = 1, 4, 512, 64
+q, k, v = (torch.randn(b, h, s, d) for _ in range(3))
+naive = K.count_traffic(attention_unfused, q, k, v)
+minimum = 4 * b * h * s * d * 4  # read Q, K, V and write O once (fp32)
+print(f"operations: {[name for name, _, _ in naive.ops]}")
+print(
+    f"unfused {naive.total / 1e6:.1f} MB, flash attention's minimum {minimum / 1e6:.1f} MB: "
+    f"{naive.total / minimum:.1f}x"
+)
+hamlib.check(
+    "unfused attention moves (4sd + 6s^2) elements per head: the s x s matrix passes through "
+    "HBM six times",
+    naive.total == b * h * (4 * s * d + 6 * s * s) * 4,
+)
+
+# %% [markdown]
+# ## 6.3 Kernels in Triton
+#
+# Triton (Tillet, Kung & Cox, 2019) moves the programmer one level up from CUDA: a kernel is
+# written for one *program*, an instance that owns a block of the output, and operates on whole
+# blocks of values (`tl.arange(0, BLOCK)` is a vector of offsets). The compiler decides how to
+# spread a block over the threads of a warp, and when to stage data through shared memory. What
+# stays with the programmer is the part that decides performance: which program computes which
+# block, how addresses are computed from strides, and which loads and stores are masked.
+#
+# ### Vector add
+#
+# The smallest kernel shows every ingredient. Program `pid` handles elements
+# `pid * BLOCK ... pid * BLOCK + BLOCK - 1`; the last program's block hangs over the end of the
+# tensor, and the mask stops its loads and stores there.
+
+# %%
+hamlib.show_source(K._tk.add_kernel) if TRITON else print("triton is not installed here")
+
+# %% [markdown]
+# The wrapper checks its inputs (section 6.5 says why that matters), allocates the output and
+# launches a one-dimensional grid of $\lceil n / 1024 \rceil$ programs:
+
+# %%
+hamlib.show_source(K.add)
+
+# %% [markdown]
+# Each kernel is checked against its torch reference (`K.reference`, computing in float32) in
+# the three floating-point types, on shapes chosen to be awkward: lengths that are not multiples
+# of the block, single rows and columns, primes. The table of errors depends on the backend (the
+# interpreter and a GPU sum in different orders), so the next cell's output is not part of the
+# regression test; the checks after it are.
+
+# %%
+TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+DTYPES = list(TOL)
+
+
+def rand(*shape, dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=gen).to(dtype=dtype, device=DEV)
+
+
+results = {}
+
+
+def verify(name, cases, scale=lambda *args: 1.0):
+    """Run kernel `name` on every case (a tuple of tensors) and compare with the reference."""
+    kernel, ref = getattr(K, name), K.reference(name)
+    for dtype in DTYPES:
+        worst, ok = 0.0, True
+        for make in cases:
+            args = make(dtype)
+            out, expected = kernel(*args), ref(*args)
+            err = (out.float() - expected.float()).abs().max().item()
+            tol = TOL[dtype] * (1 + expected.float().abs().max().item())
+            worst, ok = max(worst, err), ok and out.dtype == expected.dtype and err <= tol
+        results[name, dtype] = (len(cases), worst, ok)
+
+
+verify(
+    "add", [lambda t, n=n: (rand(n, dtype=t), rand(n, dtype=t, seed=1)) for n in [1, 1023, 4099]]
+)
+
+# %% [markdown]
+# ### Softmax, fused
+#
+# One program per row. The row is loaded once into registers, padded with $-\infty$ (which
+# changes neither the maximum nor, since $e^{-\infty} = 0$, the sum), and the maximum is
+# subtracted before exponentiating so that nothing overflows: $\mathrm{softmax}(x) =
+# \mathrm{softmax}(x - \max x)$.
+
+# %%
+hamlib.show_source(K._tk.softmax_kernel) if TRITON else None
+
+# %% [markdown]
+# A row of $n$ elements must fit in one block, and registers run out somewhere past $10^4$
+# elements. For longer rows `K.softmax` switches to the *online* softmax (Milakov & Gimelshein,
+# 2018): walk the row in chunks, keeping a running maximum $m$ and a running sum $\ell$ of
+# $e^{x_j - m}$. When a chunk raises the maximum to $m'$, everything summed so far is rescaled by
+# $e^{m - m'}$:
+# $$\ell' = \ell\, e^{m - m'} + \sum_{j \in \text{chunk}} e^{x_j - m'}.$$
+# A second pass writes $e^{x_j - m}/\ell$. The same recurrence, carried over blocks of keys, is
+# the heart of flash attention below.
+
+# %%
+hamlib.show_source(K._tk.softmax_online_kernel) if TRITON else None
+
+# %%
+softmax_shapes = [(1, 1), (7, 1000), (3, 5003), (2, K.SOFTMAX_MAX_FUSED + 3001)]
+verify("softmax", [lambda t, s=s: (rand(*s, dtype=t) * 5,) for s in softmax_shapes])
+
+# %% [markdown]
+# The last shape is longer than `K.SOFTMAX_MAX_FUSED` and goes through the online kernel.
+#
+# ### Matrix multiply, tiled, in grouped order
+#
+# Program `pid` computes one `BLOCK_M x BLOCK_N` tile of $C = AB$: it walks along $K$ in steps of
+# `BLOCK_K`, loads a tile of $A$ and a tile of $B$, and accumulates their product with `tl.dot`
+# (on a GPU, tensor-core instructions) into a float32 accumulator. Out-of-range rows, columns and
+# the ragged end of $K$ load as zeros, which add nothing to the dot products.
+
+# %%
+hamlib.show_source(K._tk.matmul_kernel) if TRITON else None
+
+# %% [markdown]
+# The first lines of the kernel decide which tile program `pid` computes. In row-major order
+# consecutive programs sweep a whole row of tiles of $C$: they share one strip of $A$ but each
+# needs a different strip of $B$. In *grouped* order they walk down `GROUP_M` tile-rows before
+# moving right, so the programs running at the same time touch fewer distinct strips, and more of
+# what they load is still in L2 when a neighbour asks for it. `K.tile_order` is the same
+# arithmetic in Python:
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(8.5, 4))
+for ax, group in zip(axes, [1, 4], strict=True):
+    order = K.tile_order(8, 8, group)
+    grid = np.empty((8, 8), dtype=int)
+    grid[order[:, 0], order[:, 1]] = np.arange(64)
+    ax.imshow(grid < 16, cmap="Blues", vmin=0, vmax=1.6)
+    for (i, j), pid in np.ndenumerate(grid):
+        ax.text(j, i, pid, ha="center", va="center", fontsize=8)
+    ax.set(xlabel="tile column of C", ylabel="tile row of C", xticks=[], yticks=[])
+    name = "row-major" if group == 1 else f"grouped, GROUP_M = {group}"
+    rows_used, cols_used = len(set(order[:16, 0])), len(set(order[:16, 1]))
+    ax.set_title(f"{name}\nfirst 16 programs need {rows_used} + {cols_used} strips")
+fig.suptitle("Which tile each program computes (shaded: the first 16 programs)")
+plt.show()
+
+# %% [markdown]
+# At full scale: an $8192^3$ fp16 matmul in $128 \times 128$ tiles is a $64 \times 64$ grid of
+# programs, of which about one per SM runs at a time. The distinct strips of $A$ and $B$ that the
+# first 132 programs need, each $128 \times 8192$ fp16 values:
+
+# %%
+strip_mb = 128 * 8192 * 2 / 2**20
+working = {}
+for group in [1, 8]:
+    first = K.tile_order(64, 64, group)[: spec.sms]
+    strips = len(set(first[:, 0])) + len(set(first[:, 1]))
+    working[group] = strips * strip_mb
+    print(
+        f"GROUP_M = {group}: {strips:3d} strips = {working[group]:5.0f} MiB (L2: {spec.l2_mib} MiB)"
+    )
+hamlib.check(
+    "grouped order cuts the working set of the resident programs by more than 2x, to about the "
+    "size of L2",
+    working[1] / working[8] > 2 and working[8] <= 1.05 * spec.l2_mib,
+)
+
+# %% [markdown]
+# (The real schedule is less tidy: programs do not start in exact `pid` order, and an H100's L2
+# is split in two halves. The point survives: the order of programs is a free parameter, and it
+# changes how often the same bytes come from HBM.)
+
+# %%
+mm_shapes = [(1, 1, 1), (33, 65, 17), (100, 37, 129), (64, 64, 64)]
+verify(
+    "matmul",
+    [
+        lambda t, s=s: (rand(s[0], s[2], dtype=t), rand(s[2], s[1], dtype=t, seed=1))
+        for s in mm_shapes
+    ],
+)
+
+# %% [markdown]
+# ### Layer norm
+#
+# $y = (x - \mu)/\sqrt{\sigma^2 + \epsilon} \cdot w + b$ over the last dimension, one program per
+# row, in three passes over the row: the mean, the variance about the mean (more accurate than
+# $\mathbb{E}[x^2] - \mu^2$, which cancels catastrophically when $|\mu| \gg \sigma$), and the
+# normalized output. Rows that fit in one block stay in cache between passes.
+
+# %%
+hamlib.show_source(K._tk.layer_norm_kernel) if TRITON else None
+
+# %%
+ln_shapes = [(1, 1), (5, 300), (2, 3, 77), (3, 5000)]
+verify(
+    "layer_norm",
+    [
+        lambda t, s=s: (
+            rand(*s, dtype=t) * 3 + 2,
+            rand(s[-1], dtype=t, seed=1),
+            rand(s[-1], dtype=t, seed=2),
+        )
+        for s in ln_shapes
+    ],
+)
+
+# %% [markdown]
+# ### Flash attention
+#
+# Attention $O = \mathrm{softmax}(QK^\top/\sqrt d)\,V$ for one head is a row-wise softmax between
+# two matmuls. Flash attention (Dao et al., 2022) never forms the $s \times s$ score matrix: one
+# program owns a block of queries, keeps their rows of $O$ in registers, and streams blocks of
+# keys and values past them. For each block it computes the scores, updates each row's running
+# maximum $m$ and sum $\ell$ exactly as the online softmax does, and rescales the accumulated
+# output by the same factor before adding the new block's contribution:
+# $$O' = O\,e^{m - m'} + e^{S_{\text{block}} - m'}\,V_{\text{block}}, \qquad
+#   \ell' = \ell\, e^{m - m'} + \textstyle\sum e^{S_{\text{block}} - m'}.$$
+# At the end each row is divided by $\ell$. With a causal mask, blocks of keys entirely in the
+# query block's future are skipped, half the work.
+
+# %%
+hamlib.show_source(K._tk.flash_attention_kernel) if TRITON else None
+
+# %%
+attn_cases = [  # (batch, heads, seq_q, seq_k, head_dim, causal)
+    (1, 1, 1, 1, 16, True),
+    (2, 3, 77, 77, 64, True),
+    (1, 2, 100, 100, 128, False),
+    (1, 2, 33, 70, 40, False),
+    (2, 1, 65, 65, 24, True),
+]
+
+
+def attn_args(t, case):
+    bb, hh, sq, sk, dd, causal = case
+    return (
+        rand(bb, hh, sq, dd, dtype=t),
+        rand(bb, hh, sk, dd, dtype=t, seed=1),
+        rand(bb, hh, sk, dd, dtype=t, seed=2),
+        causal,
+    )
+
+
+verify("flash_attention", [lambda t, c=c: attn_args(t, c) for c in attn_cases])
+
+# %% tags=["nbval-ignore-output"]
+print(f"{'kernel':16s}{'dtype':>16s}{'cases':>7s}{'max |error|':>13s}  within tolerance")
+for (name, dtype), (n_cases, worst, ok) in results.items():
+    print(f"{name:16s}{str(dtype):>16s}{n_cases:7d}{worst:13.2e}  {ok}")
+
+# %%
+for name in ["add", "softmax", "matmul", "layer_norm", "flash_attention"]:
+    hamlib.check(
+        f"{name} equals its torch reference in fp32, fp16 and bf16 on every odd shape",
+        all(results[name, t][2] for t in DTYPES),
+    )
+hamlib.check(
+    "vector add is exact: one rounding of the exact sum, as torch does",
+    results["add", torch.float32][1] == 0.0 and results["add", torch.bfloat16][1] == 0.0,
+)
+
+# %% [markdown]
+# ## 6.4 One kernel in CUDA C
+#
+# The same vector add in CUDA C, as `K.cuda_add` compiles it with `nvcc` through
+# `torch.utils.cpp_extension.load_inline`:
+
+# %%
+print(K.CUDA_ADD_SOURCE)
+
+# %% [markdown]
+# Set against the Triton kernel, the two views of the same computation:
+#
+# | | CUDA C | Triton |
+# |---|---|---|
+# | written for | one thread | one program (a block of data) |
+# | index | `blockIdx.x * blockDim.x + threadIdx.x` | `pid * BLOCK + tl.arange(0, BLOCK)` |
+# | bounds | `if (i < n)` per thread | `mask=offsets < n` per block |
+# | launch | `<<<blocks, threads>>>` | `kernel[(programs,)](...)` |
+# | threads per block | chosen by the programmer | `num_warps * 32`, mapped by the compiler |
+# | shared memory, barriers | explicit | implicit |
+#
+# For a vector add the difference is cosmetic. For a matmul it is not: in CUDA C the programmer
+# stages tiles through shared memory, synchronizes threads, lays out data to avoid bank
+# conflicts and issues tensor-core instructions; in Triton those are the compiler's job.
+# The cell below compiles and runs the CUDA version where a GPU and `nvcc` exist:
+
+# %% tags=["nbval-ignore-output"]
+try:
+    xa, ya = torch.randn(10_001, device="cuda"), torch.randn(10_001, device="cuda")
+    print("CUDA C add equals torch:", torch.equal(K.cuda_add(xa, ya), xa + ya))
+except (RuntimeError, AssertionError) as exc:  # no GPU, no nvcc, or no CUDA build of torch
+    print(f"not compiled here: {exc}")
+
+# %% [markdown]
+# ## 6.5 Running everywhere, and the traps of running on a CPU
+#
+# `hamlib.kernels` picks its backend when it is imported. Triton decides whether to compile or
+# interpret a kernel when `@triton.jit` runs, from the environment variable `TRITON_INTERPRET`,
+# so the module sets it *before* defining its kernels:
+
+# %%
+hamlib.show_source(K._select_backend)
+
+# %% [markdown]
+# The interpreter executes each program of the grid one after another, with numpy arrays standing
+# in for blocks. The results above show it computes what a GPU computes; three differences bite
+# anyone who debugs kernels this way.
+#
+# **Trap 1: an unmasked access is not an error.** Drop the masks from vector add and launch it on
+# 1,000 elements with blocks of 256: the last program reads and writes 24 elements past the end.
+# Nothing checks this, on a GPU or in the interpreter. To see what happens without touching
+# memory we do not own, the three tensors below are the first 1,000 elements of larger buffers;
+# the 24 elements after `out` stand for whatever tensor happens to live there.
+
+# %%
+if TRITON:
+
+    @triton.jit
+    def add_unmasked(x_ptr, y_ptr, out_ptr, BLOCK: tl.constexpr):
+        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        tl.store(out_ptr + offsets, tl.load(x_ptr + offsets) + tl.load(y_ptr + offsets))
+
+    n, block, spill = 1000, 256, 24
+    x_buf = torch.full((n + spill,), 100.0, device=DEV)
+    y_buf = torch.full((n + spill,), 100.0, device=DEV)
+    x_buf[:n], y_buf[:n] = torch.arange(n, device=DEV), 1.0
+    neighbour = torch.full((n + spill,), -1.0, device=DEV)
+    add_unmasked[(triton.cdiv(n, block),)](x_buf[:n], y_buf[:n], neighbour[:n], BLOCK=block)
+    print("the neighbour after the unmasked kernel:", neighbour[n:].tolist()[:6], "...")
+    correct = torch.equal(neighbour[:n], torch.arange(n, device=DEV) + 1.0)
+    hamlib.check(
+        "without masks the valid results are right and the 24 elements past the end are silently "
+        "overwritten (with 100 + 100, read past the end of x and y)",
+        correct and bool((neighbour[n:] == 200.0).all()),
+    )
+    neighbour.fill_(-1.0)
+    K._tk.add_kernel[(triton.cdiv(n, block),)](x_buf[:n], y_buf[:n], neighbour[:n], n, BLOCK=block)
+    hamlib.check("with masks the neighbour is untouched", bool((neighbour[n:] == -1.0).all()))
+else:
+    print("triton is not installed here: the kernels fall back to torch")
+
+# %% [markdown]
+# hamlib's kernels mask every load and store whose address can fall outside a tensor; the tests
+# run each kernel on sizes that are not multiples of its blocks, where a missing mask shows.
+#
+# **Trap 2: a kernel sees pointers, not tensors.** It computes addresses from the strides it is
+# given. A transposed view shares memory with the original and differs only in its strides; a
+# kernel that assumes a contiguous layout reads it in storage order:
+
+# %%
+a = torch.arange(12.0, device=DEV).reshape(3, 4)
+at = a.t()  # shape (4, 3), strides (1, 4): not contiguous
+if TRITON:
+    wrong = torch.empty(4, 3, device=DEV)
+    K._tk.add_kernel[(1,)](at, torch.zeros_like(wrong), wrong, 12, BLOCK=16)
+    print("the raw kernel on a.t():\n", wrong.cpu().numpy())
+    hamlib.check("the raw kernel returns a in storage order, not a.t()", not torch.equal(wrong, at))
+try:
+    K.add(at, torch.zeros(4, 3, device=DEV))
+except ValueError as exc:
+    print(f"K.add refuses: {exc}")
+
+# %% [markdown]
+# Every hamlib wrapper checks device, dtype, shape and contiguity before launching, and names the
+# argument that is wrong.
+#
+# **Trap 3: bfloat16 in the interpreter.** Numpy has no bfloat16, and Triton 3.9's interpreter
+# gets it wrong in two ways: arithmetic on bf16 values returns garbage (a `tl.dot` as well as a
+# `+`), and converting float32 to bf16 truncates instead of rounding to the nearest value, as a
+# GPU does. The output of the next cell depends on the backend:
+
+# %% tags=["nbval-ignore-output"]
+if K.backend() == "interpreter":
+
+    @triton.jit
+    def add_native(x_ptr, y_ptr, out_ptr, n, BLOCK: tl.constexpr):
+        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = offsets < n
+        tl.store(
+            out_ptr + offsets,
+            tl.load(x_ptr + offsets, mask=mask) + tl.load(y_ptr + offsets, mask=mask),
+            mask=mask,
+        )
+
+    @triton.jit
+    def to_bf16(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = offsets < n
+        tl.store(out_ptr + offsets, tl.load(x_ptr + offsets, mask=mask).to(tl.bfloat16), mask=mask)
+
+    xb, yb = rand(1000, dtype=torch.bfloat16), rand(1000, dtype=torch.bfloat16, seed=1)
+    garbage = torch.empty_like(xb)
+    add_native[(4,)](xb, yb, garbage, 1000, BLOCK=256)
+    bad = (garbage.float() - (xb + yb).float()).abs().max()
+    print(f"bf16 + bf16 in the interpreter: max |error| {bad:.3g}")
+    x32 = rand(1000)
+    cast = torch.empty(1000, dtype=torch.bfloat16)
+    to_bf16[(4,)](x32, cast, 1000, BLOCK=256)
+    toward_zero = (cast.float().abs() <= x32.abs()).float().mean().item()
+    nearest = (cast == x32.to(torch.bfloat16)).float().mean().item()
+    print(
+        f"fp32 -> bf16: |result| <= |x| for {toward_zero:.0%}, round-to-nearest for {nearest:.0%}"
+    )
+    hamlib.check(
+        "the interpreter's bf16 add is wrong and its bf16 cast truncates",
+        not torch.allclose(garbage.float(), (xb + yb).float()) and toward_zero == 1.0,
+    )
+    hamlib.check(
+        "K.add, K.matmul and K.flash_attention avoid both: bf16 is computed in fp32 and rounded "
+        "by torch",
+        torch.equal(K.add(xb, yb), xb + yb)
+        and all(results[name, torch.bfloat16][2] for name in ["matmul", "flash_attention"]),
+    )
+else:
+    print(f"backend {K.backend()!r}: the interpreter's bf16 traps do not apply")
+
+# %% [markdown]
+# hamlib's kernels never do arithmetic in half precision: they load, convert to float32, compute
+# and convert back on the store, which is also what a GPU kernel should do for accuracy. On the
+# interpreter, `tl.dot` tiles are converted to float32 first, and bf16 results are written in
+# float32 and rounded by torch.
+#
+# Two more differences need no demonstration. The interpreter runs programs one at a time, so a
+# race between programs, or a missing barrier, cannot show up; and `triton.testing.do_bench`,
+# `triton.autotune` and queries about the device need a GPU.
+#
+# ## 6.6 Measuring speed honestly
+#
+# Speed is a property of a kernel *on a device*. The interpreter's times say nothing about a GPU,
+# so on a CPU the measurement cells below print what they would measure and no number. On a GPU,
+# `K.benchmark` times each kernel and its torch counterpart with `triton.testing.do_bench` (the
+# median over repeated runs after warm-up, with the L2 cache flushed between runs) and reports
+# the ratio to torch and the fraction of the device's peak: of the *measured* copy bandwidth for
+# vector add, of the published HBM bandwidth for softmax, of the published tensor-core peak for
+# matmul and attention. Before measuring, the roofline says what to expect at best:
+
+# %%
+expect = [
+    ("add", {"n": 2**27}, "x + y"),
+    ("softmax", {"m": 4096, "n": 16384}, "torch.softmax"),
+    ("matmul", {"m": 8192, "n": 8192, "k": 8192}, "cuBLAS (a @ b)"),
+    ("attention", {"batch": 1, "heads": 16, "seq": 16384, "head_dim": 128}, "flash SDPA"),
+]
+print(f"{'kernel, fp16':14s}{'baseline':>16s}{'roofline bound':>16s}")
+for op, shape, baseline in expect:
+    flops, nbytes = K.op_cost(op, **shape)
+    best = max(nbytes / spec.hbm_bandwidth, flops / spec.fp16_tensor_flops)
+    print(f"{op:14s}{baseline:>16s}{best * 1e3:13.3f} ms")
+
+# %% tags=["nbval-ignore-output"]
+if K.backend() == "cuda":
+    rows = K.benchmark()
+    print(f"{'kernel':10s}{'size':>20s}{'ms':>9s}{'x torch':>9s}{'rate':>16s}{'of peak':>9s}")
+    for r in rows:
+        print(
+            f"{r['kernel']:10s}{r['size']:>20s}{r['ms']:9.3f}{r['speedup']:9.2f}"
+            f"{r['rate']:9.1f} {r['unit']:7s}{r['of_peak']:8.0%}"
+        )
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.bar(
+        [f"{r['kernel']}\n{r['size']}" for r in rows],
+        [r["speedup"] for r in rows],
+        color=COLORS["measured"],
+    )
+    ax.axhline(1, color=COLORS["theory"], ls="--")
+    ax.set(
+        ylabel="speed relative to torch", title=f"hamlib kernels on {torch.cuda.get_device_name()}"
+    )
+    ax.tick_params(axis="x", labelsize=7)
+    plt.show()
+else:
+    print(f"no CUDA GPU (backend {K.backend()!r}), so no timing. On a GPU this cell times")
+    print("add, softmax, matmul and flash attention against x + y, torch.softmax, cuBLAS")
+    print("and PyTorch's flash SDPA at the sizes above, and plots the speed relative to torch.")
+
+# %% [markdown]
+# `make bench` prints the same table on a GPU machine.
+#
+# ## 6.7 Claims in circulation
+#
+# **"Flash attention is faster because it does fewer FLOPs."** It does exactly the same FLOPs in
+# the forward pass (the backward pass does more: it recomputes the scores rather than storing
+# them). What it saves is traffic:
+
+# %%
+shape = {"batch": 1, "heads": 32, "seq": 4096, "head_dim": 128}
+f_flash, b_flash = K.op_cost("attention", **shape)
+f_naive, b_naive = K.op_cost("attention_unfused", **shape)
+print(f"FLOPs: flash {f_flash / 1e9:.1f} G, unfused {f_naive / 1e9:.1f} G")
+ratio = b_naive / b_flash
+print(f"bytes: flash {b_flash / 1e6:.0f} MB, unfused {b_naive / 1e6:.0f} MB ({ratio:.0f}x)")
+hamlib.check(
+    "equal FLOPs; the unfused version moves 1 + s/d = 33 times the bytes",
+    f_flash == f_naive and b_naive / b_flash == 1 + shape["seq"] / shape["head_dim"],
+)
+
+# %% [markdown]
+# **Verdict: false as stated; true about memory.** The speed-up comes from moving an $s \times s$
+# matrix through HBM zero times instead of several, and the memory saving (no $s \times s$ buffer
+# at all) is what makes long contexts fit.
+#
+# **"The Triton interpreter runs your kernels on a CPU with the same results."** Section 6.3
+# verified it for five kernels in fp32 and fp16; section 6.5 found two exceptions in bf16 (wrong
+# arithmetic and truncating casts in Triton 3.9) and noted that races cannot show up when
+# programs run one at a time. **Verdict: true for fp32 and fp16 arithmetic; false for bf16
+# unless the kernel converts to fp32, and silent about concurrency.**
+#
+# **"Triton kernels reach the speed of cuBLAS and hand-written CUDA."** This machine has no GPU,
+# so the book cannot test it here and makes no claim; on a GPU the cells of section 6.6 and
+# `make bench` measure it. What a demanding reader should expect from the roofline: a
+# memory-bound kernel that moves the minimum bytes can match any other that does (softmax,
+# vector add); a compute-bound matmul depends on tiling, pipelining and tensor-core instruction
+# selection that the compiler does for Triton and experts do by hand for cuBLAS.
+#
+# ## Summary
+
+# %%
+hamlib.summary()
+
+# %% tags=["nbval-ignore-output"]
+print(f"chapter run time: {hamlib.elapsed():.1f} s")
+
+# %% [markdown]
+# ### References
+#
+# - NVIDIA. *H100 Tensor Core GPU* datasheet, 2023; *NVIDIA H100 Tensor Core GPU Architecture*
+#   whitepaper, 2022.
+# - S. Williams, A. Waterman, D. Patterson. Roofline: an insightful visual performance model for
+#   multicore architectures. *Communications of the ACM* 52(4), 2009.
+# - P. Tillet, H. T. Kung, D. Cox. Triton: an intermediate language and compiler for tiled neural
+#   network computations. *MAPL*, 2019. The Triton tutorials (fused softmax, matrix
+#   multiplication, layer norm, fused attention) take the same route as this chapter.
+# - M. Milakov, N. Gimelshein. Online normalizer calculation for softmax. arXiv:1805.02867, 2018.
+# - T. Dao, D. Y. Fu, S. Ermon, A. Rudra, C. Ré. FlashAttention: fast and memory-efficient exact
+#   attention with IO-awareness. *NeurIPS*, 2022.
+# - T. Dao. FlashAttention-2: faster attention with better parallelism and work partitioning.
+#   *ICLR*, 2024.
+# - V. Volkov. Better performance at lower occupancy. *GPU Technology Conference*, 2010.
+# - Z. Jia, M. Maggioni, B. Staiger, D. P. Scarpazza. Dissecting the NVIDIA Volta GPU
+#   architecture via microbenchmarking. arXiv:1804.06826, 2018.
+#
+# ## Exercises
+#
+# **1. A fused epilogue.** A linear layer followed by GELU as two kernels writes its
+# $m \times n$ output, reads it back and writes it again. Write a matmul kernel that adds a
+# bias and applies $\mathrm{GELU}(x) = \tfrac{x}{2}(1 + \mathrm{erf}(x/\sqrt 2))$ before its
+# store, and check it against `F.gelu(a @ b + bias)`.
+#
+# ```{admonition} Solution
+# :class: dropdown
+# Keep the tile loop of `matmul_kernel` and change only what happens to the float32 accumulator
+# before the store: load the bias for the tile's columns (masked), add it to every row, apply
+# GELU with `tl.math.erf`. The saving is one write and one read of the output per epilogue.
+# ```
+
+# %% tags=["hide-cell"]
+if TRITON:
+
+    @triton.jit
+    def matmul_bias_gelu_kernel(
+        a_ptr,
+        b_ptr,
+        bias_ptr,
+        c_ptr,
+        M,
+        N,
+        K_,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        ks = tl.arange(0, BLOCK_K)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K_, BLOCK_K):
+            k = k0 + ks
+            a = tl.load(
+                a_ptr + rows[:, None] * K_ + k[None, :],
+                mask=(rows[:, None] < M) & (k[None, :] < K_),
+                other=0.0,
+            ).to(tl.float32)
+            b = tl.load(
+                b_ptr + k[:, None] * N + cols[None, :],
+                mask=(k[:, None] < K_) & (cols[None, :] < N),
+                other=0.0,
+            ).to(tl.float32)
+            acc = tl.dot(a, b, acc, input_precision="ieee")
+        acc += tl.load(bias_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
+        out = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
+        tl.store(
+            c_ptr + rows[:, None] * N + cols[None, :],
+            out.to(c_ptr.dtype.element_ty),
+            mask=(rows[:, None] < M) & (cols[None, :] < N),
+        )
+
+    def linear_gelu(a, b, bias):
+        c = torch.empty(a.shape[0], b.shape[1], dtype=torch.float32, device=a.device)
+        grid = (triton.cdiv(a.shape[0], 32), triton.cdiv(b.shape[1], 32))
+        matmul_bias_gelu_kernel[grid](
+            a, b, bias, c, a.shape[0], b.shape[1], a.shape[1], BLOCK_M=32, BLOCK_N=32, BLOCK_K=32
+        )
+        return c.to(a.dtype)
+
+    ok = []
+    for m_, n_, k_ in [(37, 50, 70), (64, 1, 33)]:
+        for t in [torch.float32, torch.float16]:
+            a_, b_, bias_ = (
+                rand(m_, k_, dtype=t),
+                rand(k_, n_, dtype=t, seed=1),
+                rand(n_, dtype=t, seed=2),
+            )
+            expected = F.gelu(a_.float() @ b_.float() + bias_.float())
+            ok.append(
+                torch.allclose(
+                    linear_gelu(a_, b_, bias_).float(),
+                    expected,
+                    rtol=TOL[t],
+                    atol=TOL[t] * math.sqrt(k_),
+                )
+            )
+    hamlib.check(
+        "exercise 1: matmul + bias + GELU in one kernel equals F.gelu(a @ b + bias)", all(ok)
+    )
+
+# %% [markdown]
+# **2. A backward pass for softmax.** For $y = \mathrm{softmax}(x)$ along a row and an upstream
+# gradient $g = \partial \mathcal L / \partial y$, show that
+# $\partial \mathcal L / \partial x = y \odot (g - \langle g, y\rangle)$, write it as a Triton
+# kernel (one program per row) and check it against `torch.autograd`.
+#
+# ```{admonition} Solution
+# :class: dropdown
+# $\partial y_i / \partial x_j = y_i(\delta_{ij} - y_j)$, so
+# $\sum_i g_i\, \partial y_i/\partial x_j = y_j g_j - y_j \sum_i g_i y_i$. The kernel loads a
+# row of $y$ and of $g$, reduces $\langle g, y\rangle$ with `tl.sum`, and stores
+# $y(g - \langle g, y\rangle)$: like the forward pass, one read of each input and one write.
+# ```
+
+# %% tags=["hide-cell"]
+if TRITON:
+
+    @triton.jit
+    def softmax_backward_kernel(dx_ptr, y_ptr, g_ptr, n_cols, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        mask = cols < n_cols
+        y = tl.load(y_ptr + row * n_cols + cols, mask=mask, other=0.0).to(tl.float32)
+        g = tl.load(g_ptr + row * n_cols + cols, mask=mask, other=0.0).to(tl.float32)
+        dx = y * (g - tl.sum(g * y, axis=0))
+        tl.store(dx_ptr + row * n_cols + cols, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+    ok = []
+    for rows_, cols_ in [(1, 1), (6, 333), (3, 1024)]:
+        xg = rand(rows_, cols_).requires_grad_()
+        g_ = rand(rows_, cols_, seed=3)
+        y_ = torch.softmax(xg, dim=-1)
+        (expected,) = torch.autograd.grad(y_, xg, g_)
+        dx_ = torch.empty_like(g_)
+        softmax_backward_kernel[(rows_,)](
+            dx_, y_.detach(), g_, cols_, BLOCK=triton.next_power_of_2(cols_)
+        )
+        ok.append(torch.allclose(dx_, expected, atol=1e-6, rtol=1e-5))
+    hamlib.check("exercise 2: the softmax backward kernel equals torch.autograd", all(ok))
+
+# %% [markdown]
+# **3. When does attention become compute-bound?** With the conventions of `K.op_cost` and
+# head_dim 128 in fp16, find the sequence length from which flash attention sits right of the
+# H100's ridge point. Does attention with the scores in HBM ever get there?
+#
+# ```{admonition} Solution
+# :class: dropdown
+# Per head, flash attention does $4s^2d + 5s^2$ FLOPs on $8sd$ bytes: $I = s/2 + 5s/(8d)$, which
+# grows without bound and crosses the ridge at a few hundred tokens (the cell computes it).
+# With the scores in HBM the bytes are $8sd + 8s^2$, and $I \to (4d + 5)/8 \approx 64.6$ as
+# $s \to \infty$: below the ridge at every length. Materialized attention is memory-bound however
+# long the sequence.
+# ```
+
+
+# %% tags=["hide-cell"]
+def intensity(op, seq):
+    flops, nbytes = K.op_cost(op, batch=1, heads=1, seq=seq, head_dim=128)
+    return flops / nbytes
+
+
+crossing = next(s for s in range(1, 10_000) if intensity("attention", s) >= ridge)
+limit = (4 * 128 + 5) / 8
+print(
+    f"flash attention is compute-bound from seq = {crossing}; "
+    f"unfused intensity tends to {limit:.1f} FLOP/B (ridge {ridge:.0f})"
+)
+hamlib.check(
+    "exercise 3: flash attention crosses the ridge at s = ceil(ridge / (1/2 + 5/(8d)))",
+    crossing == math.ceil(ridge / (0.5 + 5 / (8 * 128))),
+)
+hamlib.check(
+    "exercise 3: with the scores in HBM the intensity stays below (4d + 5)/8 < ridge",
+    all(intensity("attention_unfused", s) < limit < ridge for s in [10**3, 10**5, 10**7]),
+)
