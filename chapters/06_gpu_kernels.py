@@ -341,7 +341,7 @@ hamlib.check(
 # tensor, and the mask stops its loads and stores there.
 
 # %%
-hamlib.show_source(K._tk.add_kernel) if TRITON else print("triton is not installed here")
+hamlib.show_source(K._tk.add_kernel) if TRITON else print("triton is not available here")
 
 # %% [markdown]
 # The wrapper checks its inputs (section 6.5 says why that matters), allocates the output and
@@ -648,7 +648,7 @@ if TRITON:
     K._tk.add_kernel[(triton.cdiv(n, block),)](x_buf[:n], y_buf[:n], neighbour[:n], n, BLOCK=block)
     hamlib.check("with masks the neighbour is untouched", bool((neighbour[n:] == -1.0).all()))
 else:
-    print("triton is not installed here: the kernels fall back to torch")
+    print("triton is not available here: the kernels fall back to torch")
 
 # %% [markdown]
 # hamlib's kernels mask every load and store whose address can fall outside a tensor; the tests
@@ -699,6 +699,18 @@ if K.backend() == "interpreter":
         mask = offsets < n
         tl.store(out_ptr + offsets, tl.load(x_ptr + offsets, mask=mask).to(tl.bfloat16), mask=mask)
 
+    @triton.jit
+    def dot_16x16(a_ptr, b_ptr, c_ptr):
+        r = tl.arange(0, 16)
+        a = tl.load(a_ptr + r[:, None] * 16 + r[None, :])
+        b = tl.load(b_ptr + r[:, None] * 16 + r[None, :])
+        tl.store(c_ptr + r[:, None] * 16 + r[None, :], tl.dot(a, b))  # fp32 accumulator
+
+    ab, bb = rand(16, 16, dtype=torch.bfloat16), rand(16, 16, dtype=torch.bfloat16, seed=1)
+    c_dot = torch.empty(16, 16)
+    dot_16x16[(1,)](ab, bb, c_dot)
+    dot_err = (c_dot - ab.float() @ bb.float()).abs().max()
+    print(f"bf16 tl.dot in the interpreter: max |error| {dot_err:.3g}")
     xb, yb = rand(1000, dtype=torch.bfloat16), rand(1000, dtype=torch.bfloat16, seed=1)
     garbage = torch.empty_like(xb)
     add_native[(4,)](xb, yb, garbage, 1000, BLOCK=256)
@@ -713,8 +725,10 @@ if K.backend() == "interpreter":
         f"fp32 -> bf16: |result| <= |x| for {toward_zero:.0%}, round-to-nearest for {nearest:.0%}"
     )
     hamlib.check(
-        "the interpreter's bf16 add is wrong and its bf16 cast truncates",
-        not torch.allclose(garbage.float(), (xb + yb).float()) and toward_zero == 1.0,
+        "the interpreter's bf16 dot and add are wrong and its bf16 cast truncates",
+        not torch.allclose(garbage.float(), (xb + yb).float())
+        and not dot_err < 1.0
+        and toward_zero == 1.0,
     )
     hamlib.check(
         "K.add, K.matmul and K.flash_attention avoid both: bf16 is computed in fp32 and rounded "
