@@ -39,7 +39,17 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_SUBJECTS = {"geometry", "hamiltonian", "kernels", "measure", "optim", "plotting", "repro", "vi"}
+_SUBJECTS = {
+    "geometry",
+    "hamiltonian",
+    "kernels",
+    "measure",
+    "optim",
+    "plotting",
+    "repro",
+    "transformer",
+    "vi",
+}
 
 
 def __getattr__(name: str) -> Any:
