@@ -233,3 +233,15 @@ def test_training_lowers_the_loss() -> None:
     assert sum(losses[-10:]) / 10 < losses[0] - 0.8
     with pytest.raises(ValueError, match="steps must be"):
         T.train_gpt(T.GPT(cfg), tok.encode(text), steps=0)
+
+
+@pytest.mark.parametrize("n_kv", [4, 2])
+def test_mha_fused_path_equals_the_written_out_attention(n_kv: int) -> None:
+    torch.manual_seed(0)
+    mha = T.MultiHeadAttention(16, 4, n_kv_heads=n_kv, rope=True).double()
+    x = rnd(2, 9, 16)
+    for causal in (False, True):
+        fused = mha(x, causal=causal)
+        written, weights = mha(x, causal=causal, return_weights=True)
+        torch.testing.assert_close(fused, written)
+        assert weights.shape == (2, 4, 9, 9)
