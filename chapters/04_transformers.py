@@ -45,7 +45,11 @@ def randn(*shape, seed=0, dtype=torch.float32):
 #
 # Each query $q_i$ scores every key $k_j$ by a dot product, the scores become weights by a
 # softmax, and the output is the weighted mean of the values:
-# $$\mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt d} + M\right) V,$$
+#
+# $$
+# \mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt d} + M\right) V,
+# $$
+#
 # with $M_{ij} = -\infty$ where query $i$ may not see key $j$ (for a causal model, $j > i$).
 
 # %%
@@ -112,7 +116,11 @@ hamlib.check(
 # $W_O$. Parameters (without biases): $4d^2$, whatever $h$. FLOPs for a sequence of $s$ tokens,
 # counting a multiply-add as two: the four projections $8 s d^2$, the scores $QK^\top$ and the
 # weighted sum of values $2 s^2 d$ each, so per token
-# $$\text{FLOPs/token} = 8d^2 + 4sd.$$
+#
+# $$
+# \text{FLOPs/token} = 8d^2 + 4sd.
+# $$
+#
 # The first term is the same for every token; the second grows with the context. PyTorch's
 # `FlopCounterMode` counts the matrix multiplications that actually run. (The module normally
 # hands attention to PyTorch's fused kernel, whose CPU version the counter cannot see inside;
@@ -175,7 +183,11 @@ hamlib.check(
 # *Rotary* embeddings (RoPE, Su et al., 2021) instead rotate each pair of coordinates of the
 # queries and keys by the angle $p\,\theta_i$ in every layer. Rotations preserve norms, and since
 # $R_m^\top R_n = R_{n-m}$,
-# $$\langle R_m q, R_n k\rangle = \langle q, R_{n-m} k\rangle:$$
+#
+# $$
+# \langle R_m q, R_n k\rangle = \langle q, R_{n-m} k\rangle:
+# $$
+#
 # the score depends on the positions only through $m - n$.
 
 # %%

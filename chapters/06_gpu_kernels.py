@@ -405,7 +405,11 @@ hamlib.show_source(K._tk.softmax_kernel) if TRITON else None
 # 2018): walk the row in chunks, keeping a running maximum $m$ and a running sum $\ell$ of
 # $e^{x_j - m}$. When a chunk raises the maximum to $m'$, everything summed so far is rescaled by
 # $e^{m - m'}$:
-# $$\ell' = \ell\, e^{m - m'} + \sum_{j \in \text{chunk}} e^{x_j - m'}.$$
+#
+# $$
+# \ell' = \ell\, e^{m - m'} + \sum_{j \in \text{chunk}} e^{x_j - m'}.
+# $$
+#
 # A second pass writes $e^{x_j - m}/\ell$. The same recurrence, carried over blocks of keys, is
 # the heart of flash attention below.
 
@@ -523,8 +527,12 @@ verify(
 # keys and values past them. For each block it computes the scores, updates each row's running
 # maximum $m$ and sum $\ell$ exactly as the online softmax does, and rescales the accumulated
 # output by the same factor before adding the new block's contribution:
-# $$O' = O\,e^{m - m'} + e^{S_{\text{block}} - m'}\,V_{\text{block}}, \qquad
-#   \ell' = \ell\, e^{m - m'} + \textstyle\sum e^{S_{\text{block}} - m'}.$$
+#
+# $$
+# O' = O\,e^{m - m'} + e^{S_{\text{block}} - m'}\,V_{\text{block}}, \qquad
+#   \ell' = \ell\, e^{m - m'} + \textstyle\sum e^{S_{\text{block}} - m'}.
+# $$
+#
 # At the end each row is divided by $\ell$. With a causal mask, blocks of keys entirely in the
 # query block's future are skipped, half the work.
 

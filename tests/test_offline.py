@@ -61,3 +61,18 @@ def test_missing_or_incomplete_search_is_flagged(tmp_path):
     assert problems(site) == ["other.html is not in the search index"]
     (site / "searchindex.js").unlink()
     assert problems(site) == ["missing searchindex.js: the search page would not work"]
+
+
+def test_untypeset_math_is_flagged_but_code_and_math_are_not(tmp_path):
+    site = _site(tmp_path)
+    page = site / "chapter.html"
+    fine = (
+        '<pre>echo "$HOME"</pre><p><code>a $ b</code> and '
+        '<span class="math notranslate nohighlight">\\(\\$5\\)</span></p>'
+    )
+    page.write_text(page.read_text().replace("</body>", fine + "</body>"))
+    assert problems(site) == []
+    broken = '<p>values: $<span class="math">\\(V\\)</span>, with M_{ij} where j &gt; i$).</p>'
+    page.write_text(page.read_text().replace("</body>", broken + "</body>"))
+    found = problems(site)
+    assert len(found) == 2 and all("untypeset math" in f for f in found)

@@ -4,7 +4,8 @@
 
 Fails (exit 1) when any HTML page has a <script src>, <link href>, <img src>, <iframe src>,
 <source src> or <video|audio src> that points off the machine (http:, https: or //), when a
-stylesheet pulls a remote url(...), when math would be typeset by a remote MathJax, or when the
+stylesheet pulls a remote url(...), when math would be typeset by a remote MathJax, when a `$`
+is left in the prose (math that MyST did not parse, e.g. `$$` inside a paragraph), or when the
 search page or its index is missing. Ordinary <a href> links to papers are allowed: a reader
 clicks them; the page does not load them.
 """
@@ -48,6 +49,31 @@ class _Loads(HTMLParser):
                     self.mathjax_local = True
 
 
+class _StrayDollars(HTMLParser):
+    """Text outside code, scripts and typeset math that still contains a `$`."""
+
+    SKIP = {"script", "style", "pre", "code", "textarea"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[bool] = []  # per open element: are we inside something to skip?
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        classes = dict(attrs).get("class") or ""
+        inside = bool(self.stack and self.stack[-1])
+        if tag not in {"br", "img", "hr", "input", "meta", "link"}:
+            self.stack.append(inside or tag in self.SKIP or "math" in classes.split())
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.stack and tag not in {"br", "img", "hr", "input", "meta", "link"}:
+            self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        if "$" in data and not (self.stack and self.stack[-1]):
+            self.found.append(" ".join(data.split())[:80])
+
+
 def problems(html_dir: Path) -> list[str]:
     out = []
     pages = sorted(html_dir.rglob("*.html"))
@@ -59,6 +85,9 @@ def problems(html_dir: Path) -> list[str]:
         parser = _Loads()
         parser.feed(text)
         out += [f"{page.relative_to(html_dir)}: loads {r}" for r in parser.remote]
+        dollars = _StrayDollars()
+        dollars.feed(text)
+        out += [f"{page.relative_to(html_dir)}: untypeset math {d!r}" for d in dollars.found]
         if "\\(" in text or "\\[" in text or "math notranslate" in text:
             math_pages += 1
             if not parser.mathjax_local:
