@@ -40,6 +40,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 _SUBJECTS = {
+    "dynamics",
     "geometry",
     "hamiltonian",
     "kernels",

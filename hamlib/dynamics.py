@@ -1,0 +1,257 @@
+r"""Estimators for training dynamics: what to log during training, and how to locate and fit
+transitions and scaling laws in what was logged.
+
+- :class:`Tracker` records named scalars every ``every`` steps and plots them.
+- :func:`effective_rank` of a representation (Roy & Vetterli, 2007).
+- :func:`fit_sigmoid_transition`: midpoint and width of a sigmoidal jump.
+- :func:`change_points`: optimal piecewise-constant segmentation (least squares, exact by
+  dynamic programming).
+- :func:`fit_power_law`: :math:`L(N) = E + A N^{-\alpha}` with standard errors.
+
+The gradient noise scale and the top Hessian eigenvalue live in :mod:`hamlib.measure`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import curve_fit
+from torch import Tensor
+
+__all__ = [
+    "Tracker",
+    "change_points",
+    "effective_rank",
+    "fit_power_law",
+    "fit_sigmoid_transition",
+]
+
+
+def _clean(name: str, values: Any, min_len: int) -> np.ndarray:
+    arr = np.asarray(values.detach().cpu() if isinstance(values, Tensor) else values, dtype=float)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size < min_len:
+        raise ValueError(f"{name} needs at least {min_len} points, got {arr.size}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+class Tracker:
+    """Record scalars every ``every`` steps: ``tracker.log(step, loss=..., grad_norm=...)``.
+
+    ``log`` ignores steps that are not multiples of ``every`` (so it can be called every step);
+    ``due(step)`` says whether a step will be recorded, to skip computing expensive estimators.
+    """
+
+    def __init__(self, every: int = 1) -> None:
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive int, got {every!r}")
+        self.every = every
+        self.steps: list[int] = []
+        self.values: dict[str, list[float]] = {}
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def log(self, step: int, **values: float | Tensor) -> None:
+        if not self.due(step):
+            return
+        if self.steps and step <= self.steps[-1]:
+            raise ValueError(f"steps must increase, got {step} after {self.steps[-1]}")
+        if self.steps:  # check everything before recording anything
+            missing, new = set(self.values) - set(values), set(values) - set(self.values)
+            if missing:
+                raise ValueError(f"log every quantity at every recorded step: {missing} missing")
+            if new:
+                raise ValueError(f"{new} was not logged from the first recorded step")
+        for name, v in values.items():
+            self.values.setdefault(name, []).append(float(v.item() if isinstance(v, Tensor) else v))
+        self.steps.append(step)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.values:
+            raise KeyError(f"{name!r} was never logged; logged: {sorted(self.values)}")
+        return np.asarray(self.values[name])
+
+    def plot(self, names: Sequence[str] | None = None, logx: bool = False) -> Any:
+        """One panel per quantity, against the step. Returns the matplotlib figure."""
+        import matplotlib.pyplot as plt
+
+        names = list(names) if names is not None else sorted(self.values)
+        fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), squeeze=False)
+        for ax, name in zip(axes[0], names, strict=True):
+            ax.plot(self.steps, self[name])
+            ax.set(xlabel="step", title=name, xscale="log" if logx else "linear")
+        return fig
+
+
+def effective_rank(features: Tensor | np.ndarray) -> float:
+    r"""Roy & Vetterli (2007): :math:`\exp(H(p))` with :math:`p_i = \sigma_i / \sum_j \sigma_j`
+    the normalized singular values of the (n, d) feature matrix. Between 1 (rank one) and
+    :math:`\min(n, d)` (all singular values equal). Features are not centred."""
+    x = torch.as_tensor(features, dtype=torch.float64)
+    if x.dim() != 2 or min(x.shape) < 1:
+        raise ValueError(f"features must be a non-empty 2-D (n, d) matrix, got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("features contains NaN or infinite values")
+    s = torch.linalg.svdvals(x)
+    if s.sum() == 0:
+        raise ValueError("features is all zeros: its effective rank is undefined")
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def _sigmoid(t: np.ndarray, low: float, high: float, mid: float, width: float) -> np.ndarray:
+    return low + (high - low) / (1.0 + np.exp(-np.clip((t - mid) / width, -60, 60)))
+
+
+def fit_sigmoid_transition(
+    steps: Sequence[float] | np.ndarray,
+    values: Sequence[float] | np.ndarray,
+    log_steps: bool = False,
+) -> dict[str, float]:
+    r"""Least-squares fit of :math:`v(t) = \mathrm{low} + (\mathrm{high} - \mathrm{low}) /
+    (1 + e^{-(t - \mathrm{mid})/w})`.
+
+    Returns ``midpoint``, ``width`` (both in steps; with ``log_steps`` the fit is in
+    :math:`\log_{10} t`, and ``midpoint`` is converted back, ``width`` stays in decades),
+    ``low``, ``high`` and ``midpoint_se`` (the standard error of the midpoint in the fitted
+    coordinate)."""
+    t = _clean("steps", steps, 5)
+    v = _clean("values", values, 5)
+    if t.size != v.size:
+        raise ValueError(f"steps and values differ in length: {t.size} and {v.size}")
+    if log_steps:
+        if np.any(t <= 0):
+            raise ValueError("log_steps needs positive steps")
+        t = np.log10(t)
+    if np.ptp(v) == 0:
+        raise ValueError("values are constant: there is no transition to fit")
+    low, high = (
+        float(np.mean(v[: max(1, v.size // 10)])),
+        float(np.mean(v[-max(1, v.size // 10) :])),
+    )
+    mid0 = float(t[np.argmin(np.abs(v - (low + high) / 2))])
+    width0 = max(float(np.ptp(t)) / 20, 1e-12)
+    try:
+        params, cov = curve_fit(_sigmoid, t, v, p0=[low, high, mid0, width0], maxfev=20000)
+    except RuntimeError as exc:
+        raise ValueError(f"the sigmoid fit did not converge: {exc}") from exc
+    low, high, mid, width = (float(p) for p in params)
+    se = float(np.sqrt(cov[2, 2])) if np.all(np.isfinite(cov)) else math.nan
+    return {
+        "midpoint": 10**mid if log_steps else mid,
+        "width": abs(width),
+        "low": low,
+        "high": high,
+        "midpoint_se": se,
+    }
+
+
+def change_points(signal: Sequence[float] | np.ndarray | Tensor, n_breaks: int) -> list[int]:
+    """Indices where a piecewise-constant fit with ``n_breaks`` breaks changes level, chosen to
+    minimize the total squared error (exact, by dynamic programming in O(n_breaks n^2)).
+
+    A break at index i means the segment before it ends at i - 1 and the next starts at i."""
+    y = _clean("signal", signal, 2)
+    n = y.size
+    if not isinstance(n_breaks, int) or not 1 <= n_breaks < n:
+        raise ValueError(
+            f"n_breaks must be an int in [1, {n - 1}] for {n} points, got {n_breaks!r}"
+        )
+    c1 = np.concatenate([[0.0], np.cumsum(y)])
+    c2 = np.concatenate([[0.0], np.cumsum(y * y)])
+
+    def cost(i: np.ndarray, j: int) -> np.ndarray:  # squared error of segments y[i:j]
+        length = j - i
+        s = c1[j] - c1[i]
+        return (c2[j] - c2[i]) - s * s / length
+
+    ends = np.arange(1, n + 1)
+    best = np.concatenate([[0.0], c2[1:] - c1[1:] ** 2 / ends])  # one segment y[0:j]
+    back = np.zeros((n_breaks + 1, n + 1), dtype=int)
+    for k in range(1, n_breaks + 1):
+        new = np.full(n + 1, np.inf)
+        for j in range(k + 1, n + 1):
+            i = np.arange(k, j)  # the last segment is y[i:j], at least one point
+            total = best[i] + cost(i, j)
+            m = int(np.argmin(total))
+            new[j], back[k, j] = total[m], i[m]
+        best = new
+    breaks, j = [], n
+    for k in range(n_breaks, 0, -1):
+        j = int(back[k, j])
+        breaks.append(j)
+    return sorted(breaks)
+
+
+def _power(n: np.ndarray, e: float, a: float, alpha: float) -> np.ndarray:
+    return e + a * n ** (-alpha)
+
+
+def fit_power_law(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, fit_offset: bool = True
+) -> dict[str, float]:
+    r"""Fit :math:`y = E + A x^{-\alpha}` by least squares on :math:`\log y` (relative errors, the
+    usual choice for losses spanning a range). With ``fit_offset=False``, E = 0 and the fit is a
+    straight line in log-log coordinates.
+
+    Returns ``E``, ``A``, ``alpha`` and their standard errors ``E_se``, ``A_se``, ``alpha_se``
+    (from the fit's covariance: they assume the model is right and the residuals independent)."""
+    xs = _clean("x", x, 4 if fit_offset else 3)
+    ys = _clean("y", y, 4 if fit_offset else 3)
+    if xs.size != ys.size:
+        raise ValueError(f"x and y differ in length: {xs.size} and {ys.size}")
+    if np.any(xs <= 0) or np.any(ys <= 0):
+        raise ValueError("x and y must be positive")
+    if not fit_offset:
+        slope, intercept = np.polyfit(np.log(xs), np.log(ys), 1)
+        resid = np.log(ys) - (intercept + slope * np.log(xs))
+        dof = max(1, xs.size - 2)
+        lx = np.log(xs)
+        s2 = float(resid @ resid) / dof
+        sxx = float(((lx - lx.mean()) ** 2).sum())
+        alpha_se = math.sqrt(s2 / sxx)
+        a_se = math.exp(intercept) * math.sqrt(s2 * (1 / xs.size + lx.mean() ** 2 / sxx))
+        return {
+            "E": 0.0,
+            "A": math.exp(intercept),
+            "alpha": -slope,
+            "E_se": 0.0,
+            "A_se": a_se,
+            "alpha_se": alpha_se,
+        }
+
+    def log_model(n: np.ndarray, e: float, a: float, alpha: float) -> np.ndarray:
+        return np.log(np.maximum(_power(n, e, a, alpha), 1e-300))
+
+    e0 = 0.9 * float(ys.min())
+    slope, intercept = np.polyfit(np.log(xs), np.log(np.maximum(ys - e0, 1e-12)), 1)
+    p0 = [e0, math.exp(intercept), max(-slope, 1e-3)]
+    try:
+        params, cov = curve_fit(
+            log_model,
+            xs,
+            np.log(ys),
+            p0=p0,
+            bounds=([0.0, 0.0, 0.0], [float(ys.min()), np.inf, 10.0]),
+            maxfev=50000,
+        )
+    except RuntimeError as exc:
+        raise ValueError(f"the power-law fit did not converge: {exc}") from exc
+    se = np.sqrt(np.diag(cov)) if np.all(np.isfinite(cov)) else np.full(3, math.nan)
+    return {
+        "E": float(params[0]),
+        "A": float(params[1]),
+        "alpha": float(params[2]),
+        "E_se": float(se[0]),
+        "A_se": float(se[1]),
+        "alpha_se": float(se[2]),
+    }

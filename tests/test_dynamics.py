@@ -1,0 +1,126 @@
+"""hamlib.dynamics: estimators recover what synthetic data was built with, and refuse bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hamlib import dynamics as D
+
+
+def test_tracker_records_every_k_steps() -> None:
+    tr = D.Tracker(every=10)
+    for step in range(35):
+        tr.log(step, loss=1.0 / (step + 1), norm=torch.tensor(float(step)))
+    assert tr.steps == [0, 10, 20, 30]
+    np.testing.assert_allclose(tr["norm"], [0, 10, 20, 30])
+    assert tr.due(40) and not tr.due(41)
+    with pytest.raises(ValueError, match="missing"):
+        tr.log(40, loss=0.1)
+    with pytest.raises(ValueError, match="not logged from the first"):
+        tr.log(40, loss=0.1, norm=1.0, extra=2.0)
+    with pytest.raises(ValueError, match="steps must increase"):
+        tr.log(30, loss=0.1, norm=1.0)
+    with pytest.raises(KeyError, match="never logged"):
+        tr["acc"]
+    with pytest.raises(ValueError, match="every must be"):
+        D.Tracker(every=0)
+    fig = tr.plot()
+    assert len(fig.axes) == 2
+
+
+def test_effective_rank() -> None:
+    assert D.effective_rank(torch.eye(7)) == pytest.approx(7.0)
+    assert D.effective_rank(torch.ones(20, 5)) == pytest.approx(1.0)
+    x = np.diag([1.0, 1.0, 0.0, 0.0])
+    assert D.effective_rank(x) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="2-D"):
+        D.effective_rank(torch.ones(3))
+    with pytest.raises(ValueError, match="NaN"):
+        D.effective_rank(torch.tensor([[1.0, math.nan]]))
+    with pytest.raises(ValueError, match="all zeros"):
+        D.effective_rank(torch.zeros(3, 3))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 12), st.integers(2, 12))
+def test_effective_rank_bounds(n: int, d: int) -> None:
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(n * 13 + d))
+    assert 1.0 - 1e-9 <= D.effective_rank(x) <= min(n, d) + 1e-9
+
+
+def test_sigmoid_fit_recovers_a_transition() -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(0, 5000, 25.0)
+    v = 0.05 + 0.9 / (1 + np.exp(-(t - 3100) / 120)) + rng.normal(0, 0.02, t.size)
+    fit = D.fit_sigmoid_transition(t, v)
+    assert abs(fit["midpoint"] - 3100) < 3 * fit["midpoint_se"] + 20
+    assert fit["width"] == pytest.approx(120, rel=0.2)
+    assert fit["low"] == pytest.approx(0.05, abs=0.02) and fit["high"] == pytest.approx(
+        0.95, abs=0.02
+    )
+    logfit = D.fit_sigmoid_transition(t[1:], v[1:], log_steps=True)
+    assert logfit["midpoint"] == pytest.approx(3100, rel=0.05)
+
+
+def test_sigmoid_fit_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="at least 5"):
+        D.fit_sigmoid_transition([1, 2, 3], [0, 1, 1])
+    with pytest.raises(ValueError, match="NaN"):
+        D.fit_sigmoid_transition(range(6), [0, 0, math.nan, 1, 1, 1])
+    with pytest.raises(ValueError, match="constant"):
+        D.fit_sigmoid_transition(range(6), [1] * 6)
+    with pytest.raises(ValueError, match="differ in length"):
+        D.fit_sigmoid_transition(range(6), range(7))
+    with pytest.raises(ValueError, match="positive steps"):
+        D.fit_sigmoid_transition(range(6), range(6), log_steps=True)
+
+
+def test_change_points_finds_level_shifts() -> None:
+    rng = np.random.default_rng(1)
+    y = np.concatenate([np.zeros(60), 3 * np.ones(40), np.ones(50)]) + rng.normal(0, 0.3, 150)
+    assert D.change_points(y, 2) == [60, 100]
+    assert D.change_points(torch.tensor([0.0, 0, 0, 5, 5]), 1) == [3]
+    with pytest.raises(ValueError, match="n_breaks must be"):
+        D.change_points([1.0, 2.0], 2)
+    with pytest.raises(ValueError, match="NaN"):
+        D.change_points([1.0, math.inf, 2.0], 1)
+
+
+def test_change_points_is_optimal_against_brute_force() -> None:
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=12)
+
+    def sse(seg: np.ndarray) -> float:
+        return float(((seg - seg.mean()) ** 2).sum())
+
+    best = min(
+        ((i, j) for i in range(1, 12) for j in range(i + 1, 12)),
+        key=lambda b: sse(y[: b[0]]) + sse(y[b[0] : b[1]]) + sse(y[b[1] :]),
+    )
+    assert D.change_points(y, 2) == list(best)
+
+
+def test_power_law_fit_recovers_parameters() -> None:
+    n = np.logspace(4, 9, 12)
+    rng = np.random.default_rng(3)
+    y = (1.7 + 400 * n**-0.34) * np.exp(rng.normal(0, 0.005, n.size))
+    fit = D.fit_power_law(n, y)
+    assert fit["alpha"] == pytest.approx(0.34, abs=4 * fit["alpha_se"] + 0.02)
+    assert fit["E"] == pytest.approx(1.7, abs=4 * fit["E_se"] + 0.05)
+    pure = D.fit_power_law(n, 5 * n**-0.5, fit_offset=False)
+    assert pure["alpha"] == pytest.approx(0.5) and pure["A"] == pytest.approx(5)
+
+
+def test_power_law_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="at least 4"):
+        D.fit_power_law([1, 2, 3], [3, 2, 1])
+    with pytest.raises(ValueError, match="positive"):
+        D.fit_power_law([1, 2, 3, -4], [3, 2, 1, 1])
+    with pytest.raises(ValueError, match="NaN"):
+        D.fit_power_law([1, 2, 3, 4], [3, 2, math.nan, 1])
