@@ -238,20 +238,18 @@ plt.show()
 # At inference, each generated token reads the keys and values of all previous tokens. Multi-query
 # attention (Shazeer, 2019) keeps one key-value head for all query heads; grouped-query attention
 # (Ainslie et al., 2023) keeps $g$, each shared by $h/g$ query heads. GQA is exactly multi-head
-# attention whose key and value heads come in identical copies:
+# attention whose key and value heads come in identical copies (Ainslie et al. go the other way:
+# they turn a trained multi-head checkpoint into GQA by mean-pooling each group's heads):
+
+# %%
+hamlib.show_source(T.MultiHeadAttention.expand_kv_heads)
 
 # %%
 torch.manual_seed(0)
 d, h, g = 32, 8, 2
 gqa = T.MultiHeadAttention(d, h, n_kv_heads=g).double()
-mha_copy = T.MultiHeadAttention(d, h).double()
-hd = d // h
+mha_copy = gqa.expand_kv_heads()
 with torch.no_grad():
-    mha_copy.q_proj.weight.copy_(gqa.q_proj.weight)
-    mha_copy.o_proj.weight.copy_(gqa.o_proj.weight)
-    for proj in ("k_proj", "v_proj"):
-        w = getattr(gqa, proj).weight.view(g, hd, d).repeat_interleave(h // g, dim=0)
-        getattr(mha_copy, proj).weight.copy_(w.reshape(d, d))
     x = randn(2, 11, d, dtype=f64)
     gap = (gqa(x) - mha_copy(x)).abs().max().item()
 print(f"GQA ({g} kv heads) vs MHA with repeated kv weights: max difference {gap:.1e}")

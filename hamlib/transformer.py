@@ -182,6 +182,31 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, kv_dim, bias=bias)
         self.o_proj = nn.Linear(d_model, d_model, bias=bias)
 
+    def expand_kv_heads(self) -> MultiHeadAttention:
+        """The equivalent multi-head attention with n_kv_heads = n_heads: each key/value head's
+        weights copied to the n_heads / n_kv_heads query heads it serves (what
+        ``repeat_interleave`` does to the keys and values in ``forward``)."""
+        full = MultiHeadAttention(
+            self.d_model,
+            self.n_heads,
+            rope=self.rope,
+            rope_base=self.rope_base,
+            bias=self.q_proj.bias is not None,
+        ).to(self.q_proj.weight)
+        group = self.n_heads // self.n_kv_heads
+        with torch.no_grad():
+            for name in ("q_proj", "o_proj"):
+                getattr(full, name).load_state_dict(getattr(self, name).state_dict())
+            for name in ("k_proj", "v_proj"):
+                src: nn.Linear = getattr(self, name)
+                dst: nn.Linear = getattr(full, name)
+                w = src.weight.view(self.n_kv_heads, self.head_dim, self.d_model)
+                dst.weight.copy_(w.repeat_interleave(group, dim=0).reshape(self.d_model, -1))
+                if src.bias is not None:
+                    b = src.bias.view(self.n_kv_heads, self.head_dim)
+                    dst.bias.copy_(b.repeat_interleave(group, dim=0).reshape(-1))
+        return full
+
     def forward(
         self,
         x: Tensor,

@@ -104,21 +104,18 @@ def test_mha_equals_torch_multihead_attention() -> None:
     assert T.count_parameters(mine) == T.count_parameters(ref) == 4 * d * d + 4 * d
 
 
-def test_gqa_equals_mha_with_repeated_kv_heads() -> None:
+@pytest.mark.parametrize("bias", [False, True])
+def test_gqa_equals_mha_with_repeated_kv_heads(bias: bool) -> None:
     torch.manual_seed(0)
     d, h, kv = 32, 8, 2
-    gqa = T.MultiHeadAttention(d, h, n_kv_heads=kv).double()
-    mha = T.MultiHeadAttention(d, h).double()
-    hd = d // h
-    with torch.no_grad():
-        mha.q_proj.weight.copy_(gqa.q_proj.weight)
-        mha.o_proj.weight.copy_(gqa.o_proj.weight)
-        for proj in ("k_proj", "v_proj"):
-            w = getattr(gqa, proj).weight.view(kv, hd, d).repeat_interleave(h // kv, dim=0)
-            getattr(mha, proj).weight.copy_(w.reshape(d, d))
+    gqa = T.MultiHeadAttention(d, h, n_kv_heads=kv, rope=True, bias=bias).double()
+    mha = gqa.expand_kv_heads()
+    assert mha.n_kv_heads == h and mha.q_proj.weight.dtype == f64
     x = rnd(3, 7, d)
     torch.testing.assert_close(gqa(x), mha(x))
-    assert T.count_parameters(gqa) == 2 * d * d + 2 * d * kv * hd
+    hd = d // h
+    assert T.count_parameters(gqa) == 2 * d * d + 2 * d * kv * hd + bias * (2 * d + 2 * kv * hd)
+    assert T.count_parameters(mha) == 4 * d * d + bias * 4 * d
 
 
 def test_mha_rejects_bad_heads() -> None:
