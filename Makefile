@@ -18,7 +18,7 @@ NBVAL := $(BIN)/pytest --nbval --nbval-current-env --nbval-cell-timeout=300 \
          --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 BOOKBUILD := $(BIN)/jupyter-book build . --warningiserror --keep-going --quiet
 
-.PHONY: help setup book test check lint unit slow nbval gate build refresh lab bench clean
+.PHONY: help setup book test check lint unit slow nbval gate build refresh lab bench sweeps clean
 
 help:
 	@echo "make book     build the static book into _build/html (re-executes stale chapters)"
@@ -27,6 +27,7 @@ help:
 	@echo "make refresh  re-execute chapters and store their outputs [CHAPTER=01_high_dimensional_geometry]"
 	@echo "make lab      JupyterLab on 127.0.0.1 (token auth), opened on book/"
 	@echo "make bench    time every chapter (2 threads, fresh kernel); kernel table on a CUDA GPU"
+	@echo "make sweeps   experiments too slow for a chapter; writes book/data/*.json (minutes)"
 
 setup: $(STAMP)
 
@@ -79,6 +80,9 @@ lab: setup
 
 bench: setup
 	$(BIN)/python -m tools.notebooks bench --json _build/bench.json
+
+sweeps: setup
+	$(BIN)/python -m tools.sweeps
 
 clean:
 	rm -rf _build .pytest_cache .mypy_cache .ruff_cache

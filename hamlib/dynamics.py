@@ -23,11 +23,14 @@ from scipy.optimize import curve_fit
 from torch import Tensor
 
 __all__ = [
+    "ModularMLP",
     "Tracker",
+    "modular_addition",
     "change_points",
     "effective_rank",
     "fit_power_law",
     "fit_sigmoid_transition",
+    "train_modular",
 ]
 
 
@@ -255,3 +258,86 @@ def fit_power_law(
         "A_se": float(se[1]),
         "alpha_se": float(se[2]),
     }
+
+
+def modular_addition(p: int = 97) -> tuple[Tensor, Tensor]:
+    """All p^2 pairs (a, b) as a (p^2, 2) int64 tensor, and their labels (a + b) mod p."""
+    if not isinstance(p, int) or p < 2:
+        raise ValueError(f"p must be an int >= 2, got {p!r}")
+    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
+    x = torch.stack([a.flatten(), b.flatten()], dim=1)
+    return x, (x[:, 0] + x[:, 1]) % p
+
+
+class ModularMLP(torch.nn.Module):
+    """Embed both operands (one shared table of p vectors of size ``d``), concatenate, one hidden
+    ReLU layer of width ``hidden``, logits over the p residues."""
+
+    def __init__(self, p: int = 97, d: int = 32, hidden: int = 128) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(p, d)
+        self.mlp = torch.nn.Sequential(
+            torch.nn.Linear(2 * d, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, p)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mlp(self.embed(x).flatten(1))
+
+    def weight_norm(self) -> float:
+        return float(torch.cat([q.detach().flatten() for q in self.parameters()]).norm())
+
+
+def train_modular(
+    p: int = 97,
+    train_frac: float = 0.4,
+    weight_decay: float = 1.0,
+    steps: int = 3000,
+    lr: float = 3e-3,
+    d: int = 32,
+    hidden: int = 128,
+    seed: int = 0,
+    every: int = 100,
+    stop_at: float | None = None,
+    progress: Any = None,
+) -> Tracker:
+    """Full-batch AdamW (betas 0.9, 0.98) on a random ``train_frac`` of the pairs of
+    :func:`modular_addition`. Logs every ``every`` steps: train_loss, train_acc, test_acc,
+    weight_norm and the effective rank of the embedding table. ``stop_at``: stop once test
+    accuracy reaches it (for sweeps)."""
+    if not 0 < train_frac < 1:
+        raise ValueError(f"train_frac must be in (0, 1), got {train_frac!r}")
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    x, y = modular_addition(p)
+    perm = torch.randperm(p * p, generator=torch.Generator().manual_seed(seed))
+    n_train = int(round(train_frac * p * p))
+    train, test = perm[:n_train], perm[n_train:]
+    torch.manual_seed(seed)
+    model = ModularMLP(p, d, hidden)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
+    tracker = Tracker(every)
+    loop = range(steps + 1) if progress is None else progress(range(steps + 1))
+    for step in loop:
+        logits = model(x[train])
+        loss = torch.nn.functional.cross_entropy(logits, y[train])
+        if tracker.due(step):
+            with torch.no_grad():
+                test_acc = (model(x[test]).argmax(1) == y[test]).float().mean().item()
+                tracker.log(
+                    step,
+                    train_loss=loss.item(),
+                    train_acc=(logits.argmax(1) == y[train]).float().mean().item(),
+                    test_acc=test_acc,
+                    weight_norm=model.weight_norm(),
+                    embed_rank=effective_rank(model.embed.weight.detach()),
+                )
+            if stop_at is not None and test_acc >= stop_at:
+                break
+        if step == steps:
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return tracker

@@ -124,3 +124,23 @@ def test_power_law_rejects_bad_input() -> None:
         D.fit_power_law([1, 2, 3, -4], [3, 2, 1, 1])
     with pytest.raises(ValueError, match="NaN"):
         D.fit_power_law([1, 2, 3, 4], [3, 2, math.nan, 1])
+
+
+def test_modular_addition_data() -> None:
+    x, y = D.modular_addition(7)
+    assert x.shape == (49, 2) and torch.equal(y, (x[:, 0] + x[:, 1]) % 7)
+    with pytest.raises(ValueError, match="p must be"):
+        D.modular_addition(1)
+
+
+def test_train_modular_memorizes_and_logs() -> None:
+    tr = D.train_modular(p=23, train_frac=0.5, steps=300, every=50, seed=0)
+    assert tr.steps == [0, 50, 100, 150, 200, 250, 300]
+    assert tr["train_acc"][-1] == 1.0 and tr["train_acc"][0] < 0.2
+    assert set(tr.values) == {"train_loss", "train_acc", "test_acc", "weight_norm", "embed_rank"}
+    early = D.train_modular(p=23, train_frac=0.5, steps=300, every=50, stop_at=0.0)
+    assert early.steps == [0]
+    with pytest.raises(ValueError, match="train_frac"):
+        D.train_modular(train_frac=1.0)
+    with pytest.raises(ValueError, match="weight_decay"):
+        D.train_modular(weight_decay=-1.0)

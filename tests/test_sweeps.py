@@ -1,0 +1,15 @@
+"""The sweep script runs end to end (on a tiny grid) and writes what the chapters read."""
+
+import json
+
+from tools import sweeps
+
+
+def test_quick_sweep_writes_a_complete_report(tmp_path):
+    out = tmp_path / "phase.json"
+    assert sweeps.main(["--quick", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert len(report["runs"]) == 4
+    assert report["provenance"]["commit"]
+    row = report["runs"][0]
+    assert set(row) >= {"train_frac", "weight_decay", "grokked", "step_test_95", "final_test_acc"}

@@ -1,0 +1,113 @@
+"""Experiments too slow for a chapter's one-minute budget. `make sweeps` runs them and writes
+their results where the chapters read them; the files are committed with the code that made
+them, and each chapter re-runs one point live to check it against its file.
+
+    python -m tools.sweeps [--quick] [--out book/data/grokking_phase.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import hamlib
+from hamlib import dynamics
+
+ROOT = Path(__file__).resolve().parents[1]
+GROK = {
+    "p": 97,
+    "train_fracs": [0.2, 0.3, 0.4, 0.5],
+    "weight_decays": [0.0, 0.1, 0.3, 1.0],
+    "steps": 2500,
+    "lr": 3e-3,
+    "d": 32,
+    "hidden": 128,
+    "seed": 0,
+    "every": 100,
+    "grokked_at": 0.95,
+}
+
+
+def first(values: list[float], steps: list[int], level: float) -> int | None:
+    return next((s for s, v in zip(steps, values, strict=True) if v >= level), None)
+
+
+def grokking_phase(cfg: dict) -> list[dict]:
+    rows = []
+    for frac in cfg["train_fracs"]:
+        for wd in cfg["weight_decays"]:
+            t0 = time.perf_counter()
+            tr = dynamics.train_modular(
+                p=cfg["p"],
+                train_frac=frac,
+                weight_decay=wd,
+                steps=cfg["steps"],
+                lr=cfg["lr"],
+                d=cfg["d"],
+                hidden=cfg["hidden"],
+                seed=cfg["seed"],
+                every=cfg["every"],
+                stop_at=0.99,
+            )
+            test, train = tr.values["test_acc"], tr.values["train_acc"]
+            row = {
+                "train_frac": frac,
+                "weight_decay": wd,
+                "grokked": max(test) >= cfg["grokked_at"],
+                "step_train_99": first(train, tr.steps, 0.99),
+                "step_test_95": first(test, tr.steps, 0.95),
+                "last_step": tr.steps[-1],
+                "final_train_acc": round(train[-1], 4),
+                "final_test_acc": round(test[-1], 4),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def provenance() -> dict:
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    return {
+        "made_by": "python -m tools.sweeps (make sweeps)",
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": bool(git("status", "--porcelain", "hamlib", "tools")),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=ROOT / "book" / "data" / "grokking_phase.json")
+    parser.add_argument("--quick", action="store_true", help="a 2 x 2 grid, for testing")
+    args = parser.parse_args(argv)
+    hamlib.setup()
+    cfg = dict(GROK)
+    if args.quick:
+        cfg.update(p=23, train_fracs=[0.3, 0.6], weight_decays=[0.0, 1.0], steps=200, every=50)
+    t0 = time.perf_counter()
+    rows = grokking_phase(cfg)
+    prov = provenance()
+    prov["seconds"] = round(time.perf_counter() - t0, 1)
+    report = {"config": cfg, "provenance": prov, "runs": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out} ({len(rows)} runs, {prov['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
