@@ -319,30 +319,56 @@ hamlib.check(
 # %% [markdown]
 # Without a cache, generating $n$ tokens re-runs sequences of length $1, 2, \dots, n$: work
 # quadratic in $n$ for the projections and MLPs and cubic for attention. With it, each step
-# processes one token: linear and quadratic. The measured wall-clock ratio (greedy decoding from a
-# 16-character prompt with an untrained model of the size trained below, block size 512):
+# processes one token: linear and quadratic. First the work, counted: the matrix-multiplication
+# FLOPs of greedy decoding from a 16-character prompt with an untrained model of the size trained
+# below (block size 512), as `FlopCounterMode` sees them (it does not see inside the fused
+# attention kernel, so this is the projections and MLPs only):
 
-# %% tags=["nbval-ignore-output"]
+# %%
 torch.manual_seed(0)
 speed_model = T.GPT(
     T.GPTConfig(vocab_size=tok.vocab_size, block_size=512, d_model=64, n_layers=2, n_heads=4)
 ).eval()
 prompt = tok.encode(text[:16])[None]
+flop_ratio = {}
+for n_new in [16, 48, 128]:
+    flops = {}
+    for use in (False, True):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            speed_model.generate(prompt, n_new, use_kv_cache=use, temperature=0)
+        flops[use] = counter.get_total_flops()
+    flop_ratio[n_new] = flops[False] / flops[True]
+    print(
+        f"{n_new:4d} new tokens: {flops[False]:,} FLOPs without the cache, {flops[True]:,} with: "
+        f"{flop_ratio[n_new]:.1f}x"
+    )
+hamlib.check(
+    "the work the cache saves grows with the number of generated tokens",
+    flop_ratio[16] < flop_ratio[48] < flop_ratio[128],
+)
+
+# %% [markdown]
+# Then the wall clock (best of two runs each; the numbers depend on the machine, so the
+# regression test does not compare them). The measured speed-up is far below the FLOP ratio: a
+# model this small spends most of each step in Python and in launching small operations, which
+# the cache does not remove.
+
+# %% tags=["nbval-ignore-output"]
 speedups = {}
-for n_new in [32, 128, 320]:
+for n_new in [32, 128, 256]:
     times = {}
     for use in (False, True):
-        t0 = time.perf_counter()
-        out = speed_model.generate(prompt, n_new, use_kv_cache=use, temperature=0)
-        times[use] = time.perf_counter() - t0
+        runs = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            speed_model.generate(prompt, n_new, use_kv_cache=use, temperature=0)
+            runs.append(time.perf_counter() - t0)
+        times[use] = min(runs)
     speedups[n_new] = times[False] / times[True]
     print(
         f"{n_new:4d} new tokens: without cache {times[False]:.3f} s, with {times[True]:.3f} s, "
         f"speed-up {speedups[n_new]:.1f}x"
     )
-hamlib.check(
-    "the cache's speed-up grows with the number of generated tokens", speedups[320] > speedups[32]
-)
 
 # %% [markdown]
 # ## 4.6 Normalization and the feed-forward network
