@@ -7,6 +7,10 @@ transitions and scaling laws in what was logged.
 - :func:`change_points`: optimal piecewise-constant segmentation (least squares, exact by
   dynamic programming).
 - :func:`fit_power_law`: :math:`L(N) = E + A N^{-\alpha}` with standard errors.
+- :func:`fit_chinchilla`, :func:`chinchilla_loss`, :func:`compute_optimal`: the two-variable law
+  :math:`L(N, D) = E + A N^{-\alpha} + B D^{-\beta}` of Hoffmann et al. (2022).
+- Tasks to measure on: :func:`train_modular` (grokking), :class:`Teacher` and
+  :func:`train_student` (a data-rich task whose lowest reachable loss is known).
 
 The gradient noise scale and the top Hessian eigenvalue live in :mod:`hamlib.measure`.
 """
@@ -23,14 +27,20 @@ from scipy.optimize import curve_fit
 from torch import Tensor
 
 __all__ = [
+    "CHINCHILLA",
     "ModularMLP",
+    "Teacher",
     "Tracker",
-    "modular_addition",
     "change_points",
+    "chinchilla_loss",
+    "compute_optimal",
     "effective_rank",
+    "fit_chinchilla",
     "fit_power_law",
     "fit_sigmoid_transition",
+    "modular_addition",
     "train_modular",
+    "train_student",
 ]
 
 
@@ -301,8 +311,8 @@ def train_modular(
     progress: Any = None,
 ) -> Tracker:
     """Full-batch AdamW (betas 0.9, 0.98) on a random ``train_frac`` of the pairs of
-    :func:`modular_addition`. Logs every ``every`` steps: train_loss, train_acc, test_acc,
-    weight_norm and the effective rank of the embedding table. ``stop_at``: stop once test
+    :func:`modular_addition`. Logs every ``every`` steps: train_loss, test_loss, train_acc,
+    test_acc, weight_norm and the effective rank of the embedding table. ``stop_at``: stop once test
     accuracy reaches it (for sweeps)."""
     if not 0 < train_frac < 1:
         raise ValueError(f"train_frac must be in (0, 1), got {train_frac!r}")
@@ -324,10 +334,12 @@ def train_modular(
         loss = torch.nn.functional.cross_entropy(logits, y[train])
         if tracker.due(step):
             with torch.no_grad():
-                test_acc = (model(x[test]).argmax(1) == y[test]).float().mean().item()
+                test_logits = model(x[test])
+                test_acc = (test_logits.argmax(1) == y[test]).float().mean().item()
                 tracker.log(
                     step,
                     train_loss=loss.item(),
+                    test_loss=torch.nn.functional.cross_entropy(test_logits, y[test]).item(),
                     train_acc=(logits.argmax(1) == y[train]).float().mean().item(),
                     test_acc=test_acc,
                     weight_norm=model.weight_norm(),
@@ -341,3 +353,205 @@ def train_modular(
         loss.backward()
         opt.step()
     return tracker
+
+
+class Teacher:
+    r"""A fixed random two-layer tanh network that labels inputs :math:`x \sim N(0, I_{d})` by
+    sampling :math:`y \sim \mathrm{softmax}(f(x) / T)`. A student trained on fresh samples never
+    sees the same example twice (no overfitting), and the loss it can reach is known exactly: the
+    mean conditional entropy :math:`E = \mathbb E_x H(y \mid x)` (:meth:`entropy`)."""
+
+    def __init__(
+        self,
+        d_in: int = 16,
+        n_classes: int = 10,
+        width: int = 64,
+        temperature: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        for name, value in (("d_in", d_in), ("n_classes", n_classes), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise ValueError(f"{name} must be an int >= 2, got {value!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature!r}")
+        g = torch.Generator().manual_seed(seed)
+        self.d_in, self.n_classes, self.temperature = d_in, n_classes, float(temperature)
+        self.w1 = torch.randn(d_in, width, generator=g) * (2.0 / d_in) ** 0.5
+        self.w2 = torch.randn(width, n_classes, generator=g) * (4.0 / width) ** 0.5
+
+    def logits(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.d_in:
+            raise ValueError(f"x must be a (n, {self.d_in}) tensor")
+        return torch.tanh(x @ self.w1) @ self.w2 / self.temperature
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """``n`` fresh inputs and their sampled labels."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        x = torch.randn(n, self.d_in, generator=generator)
+        y = torch.multinomial(torch.softmax(self.logits(x), 1), 1, generator=generator)
+        return x, y.squeeze(1)
+
+    def entropy(self, x: Tensor) -> float:
+        """Mean over ``x`` of the entropy of the label distribution (nats): the lowest possible
+        expected cross-entropy of any student."""
+        logp = torch.log_softmax(self.logits(x), 1)
+        return float(-(logp.exp() * logp).sum(1).mean())
+
+
+def train_student(
+    teacher: Teacher,
+    width: int,
+    steps: int = 1500,
+    batch: int = 256,
+    lr: float = 3e-3,
+    seed: int = 0,
+) -> torch.nn.Module:
+    """A two-layer tanh MLP of hidden ``width`` trained with Adam on ``steps`` fresh batches from
+    ``teacher`` (cross-entropy on the sampled labels). Returns the trained student."""
+    if not isinstance(teacher, Teacher):
+        raise TypeError(f"teacher must be a Teacher, got {type(teacher).__name__}")
+    for name, value in (("width", width), ("steps", steps), ("batch", batch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    torch.manual_seed(seed)
+    student = torch.nn.Sequential(
+        torch.nn.Linear(teacher.d_in, width),
+        torch.nn.Tanh(),
+        torch.nn.Linear(width, teacher.n_classes),
+    )
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(10_000 + seed)
+    for _ in range(steps):
+        x, y = teacher.sample(batch, g)
+        loss = torch.nn.functional.cross_entropy(student(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return student
+
+
+CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+"""Hoffmann et al. (2022), Approach 3, as printed in the paper: L(N, D) = E + A/N^alpha + B/D^beta
+with N parameters and D training tokens, loss in nats per token."""
+
+
+def _params(params: dict[str, float]) -> tuple[float, float, float, float, float]:
+    missing = {"E", "A", "B", "alpha", "beta"} - set(params)
+    if missing:
+        raise ValueError(f"params is missing {sorted(missing)}")
+    return (params["E"], params["A"], params["B"], params["alpha"], params["beta"])
+
+
+def chinchilla_loss(n: Any, d: Any, params: dict[str, float] = CHINCHILLA) -> np.ndarray:
+    r""":math:`L(N, D) = E + A N^{-\alpha} + B D^{-\beta}` (Hoffmann et al., 2022, eq. 2)."""
+    e, a, b, alpha, beta = _params(params)
+    n, d = np.asarray(n, dtype=float), np.asarray(d, dtype=float)
+    if np.any(n <= 0) or np.any(d <= 0):
+        raise ValueError("n and d must be positive")
+    return e + a * n**-alpha + b * d**-beta
+
+
+def compute_optimal(flops: float, params: dict[str, float] = CHINCHILLA) -> tuple[float, float]:
+    r"""The (N, D) minimizing :math:`L(N, D)` at a compute budget :math:`C = 6ND` FLOPs:
+    :math:`N_{opt} = G (C/6)^{\beta/(\alpha+\beta)}`, :math:`D_{opt} = G^{-1}
+    (C/6)^{\alpha/(\alpha+\beta)}` with :math:`G = (\alpha A / \beta B)^{1/(\alpha+\beta)}`
+    (Hoffmann et al., 2022, eq. 4)."""
+    _, a, b, alpha, beta = _params(params)
+    if not flops > 0:
+        raise ValueError(f"flops must be positive, got {flops!r}")
+    g = (alpha * a / (beta * b)) ** (1 / (alpha + beta))
+    n = g * (flops / 6) ** (beta / (alpha + beta))
+    return float(n), float(flops / 6 / n)
+
+
+def _huber(r: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    small = np.abs(r) <= delta
+    value = np.where(small, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta))
+    return value, np.where(small, r, delta * np.sign(r))
+
+
+def fit_chinchilla(
+    n: Any,
+    d: Any,
+    loss: Any,
+    delta: float = 1e-3,
+    n_starts: int = 8,
+    maxiter: int = 1000,
+    gtol: float = 1e-10,
+) -> dict[str, float]:
+    r"""Fit :math:`L = E + A N^{-\alpha} + B D^{-\beta}` the way Hoffmann et al. (2022) describe:
+    minimize :math:`\sum_i \mathrm{Huber}_\delta\big(\mathrm{LSE}(a - \alpha \log N_i,\ b - \beta
+    \log D_i,\ e) - \log L_i\big)` over :math:`(a, b, e, \alpha, \beta)` with L-BFGS, where
+    :math:`A = e^a, B = e^b, E = e^e`. Starts from the ``n_starts`` best points of their grid
+    (:math:`\alpha, \beta \in \{0, 0.5, \dots, 2\}`, :math:`e \in \{-1, -0.5, \dots, 1\}`,
+    :math:`a, b \in \{0, 5, \dots, 25\}`). ``maxiter`` and ``gtol`` are L-BFGS's stopping rules:
+    loosen them to see what an optimizer that stops early reports (Besiroglu et al., 2024).
+
+    Returns E, A, B, alpha, beta, the objective ``huber`` and ``converged``."""
+    from scipy.optimize import minimize
+
+    arrays = [_clean(name, v, 5) for name, v in (("n", n), ("d", d), ("loss", loss))]
+    if any(np.any(a <= 0) for a in arrays):
+        raise ValueError("n, d and loss must be positive")
+    ln, ld, ll = (np.log(a) for a in arrays)
+    if not ln.size == ld.size == ll.size:
+        raise ValueError(f"n, d and loss differ in length: {ln.size}, {ld.size}, {ll.size}")
+    if not delta > 0:
+        raise ValueError(f"delta must be positive, got {delta!r}")
+    if isinstance(n_starts, bool) or not isinstance(n_starts, int) or n_starts < 1:
+        raise ValueError(f"n_starts must be a positive int, got {n_starts!r}")
+
+    def terms(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a, b, e, alpha, beta = theta
+        z = np.stack([a - alpha * ln, b - beta * ld, np.full_like(ln, e)])
+        zmax = z.max(0)
+        w = np.exp(z - zmax)
+        return zmax + np.log(w.sum(0)) - ll, w / w.sum(0)
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        r, soft = terms(theta)
+        value, dr = _huber(r, delta)
+        grad = np.array(
+            [
+                dr @ soft[0],
+                dr @ soft[1],
+                dr @ soft[2],
+                -(dr * soft[0]) @ ln,
+                -(dr * soft[1]) @ ld,
+            ]
+        )
+        return float(value.sum()), grad
+
+    grid = np.array(
+        np.meshgrid(
+            np.arange(0, 26, 5.0),
+            np.arange(0, 26, 5.0),
+            np.arange(-1, 1.01, 0.5),
+            np.arange(0, 2.01, 0.5),
+            np.arange(0, 2.01, 0.5),
+            indexing="ij",
+        )
+    ).reshape(5, -1)
+    scores = np.array([objective(grid[:, i])[0] for i in range(grid.shape[1])])
+    best: Any = None
+    for i in np.argsort(scores)[:n_starts]:
+        res = minimize(
+            objective,
+            grid[:, i],
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": maxiter, "gtol": gtol, "ftol": 0.0 if gtol < 1e-8 else 1e-9},
+        )
+        if best is None or res.fun < best.fun:
+            best = res
+    a, b, e, alpha, beta = (float(v) for v in best.x)
+    return {
+        "E": math.exp(e),
+        "A": math.exp(a),
+        "B": math.exp(b),
+        "alpha": alpha,
+        "beta": beta,
+        "huber": float(best.fun),
+        "converged": bool(best.success),
+    }

@@ -137,10 +137,104 @@ def test_train_modular_memorizes_and_logs() -> None:
     tr = D.train_modular(p=23, train_frac=0.5, steps=300, every=50, seed=0)
     assert tr.steps == [0, 50, 100, 150, 200, 250, 300]
     assert tr["train_acc"][-1] == 1.0 and tr["train_acc"][0] < 0.2
-    assert set(tr.values) == {"train_loss", "train_acc", "test_acc", "weight_norm", "embed_rank"}
+    assert set(tr.values) == {
+        "train_loss",
+        "test_loss",
+        "train_acc",
+        "test_acc",
+        "weight_norm",
+        "embed_rank",
+    }
     early = D.train_modular(p=23, train_frac=0.5, steps=300, every=50, stop_at=0.0)
     assert early.steps == [0]
     with pytest.raises(ValueError, match="train_frac"):
         D.train_modular(train_frac=1.0)
     with pytest.raises(ValueError, match="weight_decay"):
         D.train_modular(weight_decay=-1.0)
+
+
+def test_teacher_entropy_is_the_loss_of_the_teacher_itself() -> None:
+    teacher = D.Teacher(d_in=8, n_classes=5, width=16, temperature=1.0, seed=0)
+    x, y = teacher.sample(200_000, torch.Generator().manual_seed(1))
+    assert x.shape == (200_000, 8) and y.shape == (200_000,) and int(y.max()) < 5
+    # cross-entropy of the teacher's own probabilities on its sampled labels -> its entropy
+    ce = torch.nn.functional.cross_entropy(teacher.logits(x), y).item()
+    assert ce == pytest.approx(teacher.entropy(x), abs=0.01)
+    assert 0 < teacher.entropy(x) < math.log(5)
+    hot = D.Teacher(d_in=8, n_classes=5, width=16, temperature=100.0, seed=0)
+    assert hot.entropy(x[:1000]) == pytest.approx(math.log(5), abs=0.01)
+    with pytest.raises(ValueError, match="temperature"):
+        D.Teacher(temperature=0.0)
+    with pytest.raises(ValueError, match="n_classes"):
+        D.Teacher(n_classes=1)
+    with pytest.raises(ValueError, match=r"\(n, 8\)"):
+        teacher.logits(torch.ones(3, 7))
+    with pytest.raises(ValueError, match="n must be"):
+        teacher.sample(0)
+
+
+def test_wider_students_get_closer_to_the_teacher() -> None:
+    teacher = D.Teacher(d_in=8, n_classes=5, width=32, seed=0)
+    x, y = teacher.sample(4000, torch.Generator().manual_seed(2))
+    losses = {}
+    for w in (1, 32):
+        student = D.train_student(teacher, w, steps=400, batch=128)
+        with torch.no_grad():
+            losses[w] = torch.nn.functional.cross_entropy(student(x), y).item()
+    assert teacher.entropy(x) < losses[32] < losses[1]
+    with pytest.raises(TypeError, match="Teacher"):
+        D.train_student("teacher", 4)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="width"):
+        D.train_student(teacher, 0)
+
+
+def test_compute_optimal_minimizes_the_loss_at_fixed_compute() -> None:
+    c = 5.76e23  # Chinchilla's budget
+    n_opt, d_opt = D.compute_optimal(c)
+    assert 6 * n_opt * d_opt == pytest.approx(c)
+    ns = n_opt * np.logspace(-0.5, 0.5, 201)
+    losses = D.chinchilla_loss(ns, c / (6 * ns))
+    assert ns[np.argmin(losses)] == pytest.approx(n_opt, rel=0.02)
+    # N_opt grows as C^(beta / (alpha + beta))
+    n2, _ = D.compute_optimal(100 * c)
+    assert math.log(n2 / n_opt, 100) == pytest.approx(0.28 / 0.62)
+    with pytest.raises(ValueError, match="flops"):
+        D.compute_optimal(0.0)
+    with pytest.raises(ValueError, match="missing"):
+        D.compute_optimal(1e20, {"E": 1.0})
+    with pytest.raises(ValueError, match="positive"):
+        D.chinchilla_loss([1.0, -1.0], [1.0, 1.0])
+
+
+def _chinchilla_grid(rng: np.random.Generator, sigma: float) -> tuple[np.ndarray, ...]:
+    n = np.repeat(np.logspace(7.5, 10.5, 10), 6)
+    d = n * np.tile(np.logspace(0, 2.5, 6), 10)
+    loss = D.chinchilla_loss(n, d) * np.exp(rng.normal(0, sigma, n.size))
+    return n, d, loss
+
+
+def test_fit_chinchilla_recovers_the_parameters_it_was_given() -> None:
+    n, d, loss = _chinchilla_grid(np.random.default_rng(0), 0.0)
+    fit = D.fit_chinchilla(n, d, loss)
+    assert fit["converged"]
+    for key, value in D.CHINCHILLA.items():
+        assert fit[key] == pytest.approx(value, rel=1e-3), key
+    noisy = D.fit_chinchilla(*_chinchilla_grid(np.random.default_rng(1), 0.01))
+    assert noisy["alpha"] == pytest.approx(0.34, abs=0.1)
+    assert noisy["beta"] == pytest.approx(0.28, abs=0.1)
+
+
+def test_fit_chinchilla_rejects_bad_input() -> None:
+    n, d, loss = _chinchilla_grid(np.random.default_rng(0), 0.0)
+    with pytest.raises(ValueError, match="differ in length"):
+        D.fit_chinchilla(n, d[:-1], loss)
+    with pytest.raises(ValueError, match="NaN"):
+        D.fit_chinchilla(n, d, np.where(np.arange(n.size) == 3, np.nan, loss))
+    with pytest.raises(ValueError, match="positive"):
+        D.fit_chinchilla(-n, d, loss)
+    with pytest.raises(ValueError, match="delta"):
+        D.fit_chinchilla(n, d, loss, delta=0.0)
+    with pytest.raises(ValueError, match="n_starts"):
+        D.fit_chinchilla(n, d, loss, n_starts=0)
+    with pytest.raises(ValueError, match="at least 5"):
+        D.fit_chinchilla(n[:3], d[:3], loss[:3])

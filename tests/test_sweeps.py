@@ -13,3 +13,5 @@ def test_quick_sweep_writes_a_complete_report(tmp_path):
     assert report["provenance"]["commit"]
     row = report["runs"][0]
     assert set(row) >= {"train_frac", "weight_decay", "grokked", "step_test_95", "final_test_acc"}
+    assert [s["seed"] for s in report["seeds"]] == [0, 1]
+    assert len(report["seeds"][0]["steps"]) == len(report["seeds"][0]["test_acc"])
