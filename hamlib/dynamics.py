@@ -18,7 +18,7 @@ The gradient noise scale and the top Hessian eigenvalue live in :mod:`hamlib.mea
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -406,9 +406,13 @@ def train_student(
     batch: int = 256,
     lr: float = 3e-3,
     seed: int = 0,
+    callback: Callable[[int, torch.nn.Module, Tensor], None] | None = None,
 ) -> torch.nn.Module:
     """A two-layer tanh MLP of hidden ``width`` trained with Adam on ``steps`` fresh batches from
-    ``teacher`` (cross-entropy on the sampled labels). Returns the trained student."""
+    ``teacher`` (cross-entropy on the sampled labels). Returns the trained student.
+
+    ``callback(step, student, loss)``, if given, runs at every step after the backward pass and
+    before the update (gradients in ``.grad``): the place to log estimators."""
     if not isinstance(teacher, Teacher):
         raise TypeError(f"teacher must be a Teacher, got {type(teacher).__name__}")
     for name, value in (("width", width), ("steps", steps), ("batch", batch)):
@@ -422,11 +426,13 @@ def train_student(
     )
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     g = torch.Generator().manual_seed(10_000 + seed)
-    for _ in range(steps):
+    for step in range(steps):
         x, y = teacher.sample(batch, g)
         loss = torch.nn.functional.cross_entropy(student(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if callback is not None:
+            callback(step, student, loss.detach())
         opt.step()
     return student
 

@@ -238,3 +238,15 @@ def test_fit_chinchilla_rejects_bad_input() -> None:
         D.fit_chinchilla(n, d, loss, n_starts=0)
     with pytest.raises(ValueError, match="at least 5"):
         D.fit_chinchilla(n[:3], d[:3], loss[:3])
+
+
+def test_train_student_callback_sees_every_step_with_gradients() -> None:
+    teacher = D.Teacher(d_in=4, n_classes=3, width=8, seed=0)
+    seen: list[tuple[int, float, bool]] = []
+
+    def callback(step: int, student: torch.nn.Module, loss: torch.Tensor) -> None:
+        has_grad = all(p.grad is not None for p in student.parameters())
+        seen.append((step, float(loss), has_grad))
+
+    D.train_student(teacher, 4, steps=5, batch=8, callback=callback)
+    assert [s for s, _, _ in seen] == [0, 1, 2, 3, 4] and all(g for _, _, g in seen)
