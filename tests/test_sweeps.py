@@ -9,9 +9,16 @@ def test_quick_sweep_writes_a_complete_report(tmp_path):
     out = tmp_path / "phase.json"
     assert sweeps.main(["--quick", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert len(report["runs"]) == 4
-    assert report["provenance"]["commit"]
-    row = report["runs"][0]
+    assert len(report["phase"]) == 4
+    assert report["provenance"]["phase"]["commit"] and report["provenance"]["seeds"]["commit"]
+    row = report["phase"][0]
     assert set(row) >= {"train_frac", "weight_decay", "grokked", "step_test_95", "final_test_acc"}
     assert [s["seed"] for s in report["seeds"]] == [0, 1]
-    assert len(report["seeds"][0]["steps"]) == len(report["seeds"][0]["test_acc"])
+    assert len(report["seeds"][0]["steps"]) == len(report["seeds"][0]["weight_norm"])
+    # one part re-run, the other kept
+    before = report["phase"]
+    report["seeds"] = []
+    out.write_text(json.dumps(report))
+    assert sweeps.main(["--quick", "--out", str(out), "--part", "seeds"]) == 0
+    again = json.loads(out.read_text())
+    assert again["phase"] == before and len(again["seeds"]) == 2

@@ -2,7 +2,7 @@
 their results where the chapters read them; the files are committed with the code that made
 them, and each chapter re-runs one point live to check it against its file.
 
-    python -m tools.sweeps [--quick] [--out book/data/grokking_phase.json]
+    python -m tools.sweeps [--quick] [--part all|phase|seeds] [--out book/data/grokking_phase.json]
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ def first(values: list[float], steps: list[int], level: float) -> int | None:
     return next((s for s, v in zip(steps, values, strict=True) if v >= level), None)
 
 
+CURVES = ("train_acc", "test_acc", "weight_norm", "embed_rank")
+
+
 def run(cfg: dict, frac: float, wd: float, seed: int) -> dynamics.Tracker:
     return dynamics.train_modular(
         p=cfg["p"],
@@ -69,10 +72,10 @@ def grokking_seeds(cfg: dict) -> list[dict]:
             "step_train_99": first(train, tr.steps, 0.99),
             "step_test_95": first(test, tr.steps, 0.95),
             "steps": tr.steps,
-            "test_acc": [round(v, 4) for v in test],
         }
-        rows.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k not in ("steps", "test_acc")}))
+        curves = {name: [round(v, 4) for v in tr.values[name]] for name in CURVES}
+        rows.append(row | curves)
+        print(json.dumps(row | {"steps": len(tr.steps)}), flush=True)
     return rows
 
 
@@ -119,21 +122,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "book" / "data" / "grokking_phase.json")
     parser.add_argument("--quick", action="store_true", help="a 2 x 2 grid, for testing")
+    parser.add_argument(
+        "--part",
+        choices=["all", "phase", "seeds"],
+        default="all",
+        help="re-run one part and keep the other from the existing --out file",
+    )
     args = parser.parse_args(argv)
     hamlib.setup()
     cfg = dict(GROK)
     if args.quick:
         cfg.update(p=23, train_fracs=[0.3, 0.6], weight_decays=[0.0, 1.0], steps=200, every=50)
         cfg.update(seeds=[0, 1])
-    t0 = time.perf_counter()
-    rows = grokking_phase(cfg)
-    seeds = grokking_seeds(cfg)
-    prov = provenance()
-    prov["seconds"] = round(time.perf_counter() - t0, 1)
-    report = {"config": cfg, "provenance": prov, "runs": rows, "seeds": seeds}
+    old = json.loads(args.out.read_text()) if args.part != "all" else {}
+    if old and old["config"] != cfg:
+        raise SystemExit(f"{args.out} was made with another configuration: use --part all")
+    report = {"config": cfg, "provenance": old.get("provenance", {})}
+    for part, make in (("phase", grokking_phase), ("seeds", grokking_seeds)):
+        if args.part in ("all", part):
+            t0 = time.perf_counter()
+            report[part] = make(cfg)
+            report["provenance"][part] = provenance() | {
+                "seconds": round(time.perf_counter() - t0, 1)
+            }
+        else:
+            report[part] = old[part]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.out} ({len(rows)} runs, {prov['seconds']} s)")
+    print(f"wrote {args.out} (parts re-run: {args.part})")
     return 0
 
 
