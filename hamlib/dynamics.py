@@ -539,7 +539,10 @@ def fit_chinchilla(
             indexing="ij",
         )
     ).reshape(5, -1)
-    scores = np.array([objective(grid[:, i])[0] for i in range(grid.shape[1])])
+    ga, gb, ge, galpha, gbeta = (row[:, None] for row in grid)  # all grid points at once
+    z = np.stack([ga - galpha * ln, gb - gbeta * ld, np.broadcast_to(ge, (grid.shape[1], ln.size))])
+    lse = z.max(0) + np.log(np.exp(z - z.max(0)).sum(0))
+    scores = _huber(lse - ll, delta)[0].sum(1)
     best: Any = None
     for i in np.argsort(scores)[:n_starts]:
         res = minimize(
