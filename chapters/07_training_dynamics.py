@@ -383,7 +383,7 @@ ax.set(
     xscale="log",
     xlabel="parameters N",
     ylabel="accuracy",
-    title="One smooth per-token curve, four 'emergent' exact-match curves",
+    title="One smooth per-token curve (L = 1), three 'emergent' exact-match curves",
 )
 ax.legend()
 plt.show()
