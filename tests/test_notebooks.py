@@ -165,3 +165,14 @@ def test_gate_never_writes(tmp_path):
     assert notebooks.main(["gate"]) == 0  # the repository's own gate, for the command line path
     after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*") if p.is_file()}
     assert before == after
+
+
+@pytest.mark.slow
+def test_bench_runs_chapters_where_they_find_their_data(tmp_path):
+    """bench executes in a scratch folder; a chapter reading book/data/ must still find it."""
+    root = _make_root(tmp_path, SOURCE.replace("x = 1", "x = len(open('data/n.txt').read())"))
+    (root / "book" / "data").mkdir()
+    (root / "book" / "data" / "n.txt").write_text("abc")
+    times = notebooks.bench(root)
+    assert set(times) == {"01_x"} and times["01_x"] > 0
+    assert not (root / "book" / "01_x.ipynb").read_text().count('"3\\n"')  # nothing overwritten

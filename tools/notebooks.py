@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -202,6 +203,9 @@ def bench(root: Path) -> dict[str, float]:
     sources, _ = chapter_names(root)
     times = {}
     with tempfile.TemporaryDirectory() as tmp:
+        data = root / "book" / "data"  # what chapters read, relative to book/
+        if data.is_dir():
+            shutil.copytree(data, Path(tmp) / "data")
         for name in sources:
             _, seconds = execute(source_path(root, name), Path(tmp))
             times[name] = seconds
