@@ -311,8 +311,8 @@ def train_modular(
     progress: Any = None,
 ) -> Tracker:
     """Full-batch AdamW (betas 0.9, 0.98) on a random ``train_frac`` of the pairs of
-    :func:`modular_addition`. Logs every ``every`` steps: train_loss, test_loss, train_acc,
-    test_acc, weight_norm and the effective rank of the embedding table. ``stop_at``: stop once test
+    :func:`modular_addition`. Logs every ``every`` steps: train_loss, train_acc, test_acc,
+    weight_norm and the effective rank of the embedding table. ``stop_at``: stop once test
     accuracy reaches it (for sweeps)."""
     if not 0 < train_frac < 1:
         raise ValueError(f"train_frac must be in (0, 1), got {train_frac!r}")
@@ -334,12 +334,10 @@ def train_modular(
         loss = torch.nn.functional.cross_entropy(logits, y[train])
         if tracker.due(step):
             with torch.no_grad():
-                test_logits = model(x[test])
-                test_acc = (test_logits.argmax(1) == y[test]).float().mean().item()
+                test_acc = (model(x[test]).argmax(1) == y[test]).float().mean().item()
                 tracker.log(
                     step,
                     train_loss=loss.item(),
-                    test_loss=torch.nn.functional.cross_entropy(test_logits, y[test]).item(),
                     train_acc=(logits.argmax(1) == y[train]).float().mean().item(),
                     test_acc=test_acc,
                     weight_norm=model.weight_norm(),
@@ -509,8 +507,10 @@ def fit_chinchilla(
         raise ValueError(f"n_starts must be a positive int, got {n_starts!r}")
 
     def terms(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Residuals LSE(...) - log L and the softmax weights of the three terms; theta of shape
+        (5,) or (5, k, 1) for k parameter vectors at once."""
         a, b, e, alpha, beta = theta
-        z = np.stack([a - alpha * ln, b - beta * ld, np.full_like(ln, e)])
+        z = np.stack(np.broadcast_arrays(a - alpha * ln, b - beta * ld, e + 0 * ln))
         zmax = z.max(0)
         w = np.exp(z - zmax)
         return zmax + np.log(w.sum(0)) - ll, w / w.sum(0)
@@ -539,10 +539,7 @@ def fit_chinchilla(
             indexing="ij",
         )
     ).reshape(5, -1)
-    ga, gb, ge, galpha, gbeta = (row[:, None] for row in grid)  # all grid points at once
-    z = np.stack([ga - galpha * ln, gb - gbeta * ld, np.broadcast_to(ge, (grid.shape[1], ln.size))])
-    lse = z.max(0) + np.log(np.exp(z - z.max(0)).sum(0))
-    scores = _huber(lse - ll, delta)[0].sum(1)
+    scores = _huber(terms(grid[:, :, None])[0], delta)[0].sum(1)  # all grid points at once
     best: Any = None
     for i in np.argsort(scores)[:n_starts]:
         res = minimize(
@@ -550,7 +547,7 @@ def fit_chinchilla(
             grid[:, i],
             jac=True,
             method="L-BFGS-B",
-            options={"maxiter": maxiter, "gtol": gtol, "ftol": 0.0 if gtol < 1e-8 else 1e-9},
+            options={"maxiter": maxiter, "gtol": gtol, "ftol": 0.0},
         )
         if best is None or res.fun < best.fun:
             best = res

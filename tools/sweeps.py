@@ -21,8 +21,8 @@ import hamlib
 from hamlib import dynamics
 
 ROOT = Path(__file__).resolve().parents[1]
-# The chapter's configuration (Chapter 7 trains the point train_frac 0.4, weight decay 1 live,
-# seeds 0-2, and checks them against this file). The budget here is 2.5x the chapter's 800 steps.
+# The chapter's configuration (Chapter 7 trains the point train_frac 0.4, weight decay 1, seed 0
+# live and checks it against this file). The budget here is 2.5x the chapter's 800 steps.
 GROK = {
     "p": 97,
     "train_fracs": [0.2, 0.3, 0.4, 0.5, 0.6],
@@ -62,7 +62,7 @@ def run(cfg: dict, frac: float, wd: float, seed: int) -> dynamics.Tracker:
 
 
 def grokking_seeds(cfg: dict) -> list[dict]:
-    """The seed spread at one point, with the test-accuracy curves to locate each transition."""
+    """The seed spread at one point, with the logged curves to locate each transition."""
     rows = []
     for seed in cfg["seeds"]:
         tr = run(cfg, cfg["seed_point"]["train_frac"], cfg["seed_point"]["weight_decay"], seed)
