@@ -120,8 +120,9 @@ logged_student = D.train_student(teacher, 32, steps=1000, callback=log_estimator
 run_seconds = time.perf_counter() - t0
 
 # %%
-fig = tracker.plot(["loss", "grad_norm", "noise_scale", "sharpness", "weight_norm", "hidden_rank"])
-fig.set_size_inches(12, 2.6)
+names = ["loss", "grad_norm", "noise_scale", "sharpness", "weight_norm", "hidden_rank"]
+fig = tracker.plot(names, ncols=3)
+fig.set_size_inches(9.6, 5.2)
 for ax, unit in zip(
     fig.axes,
     ["nats", "L2 norm", "examples", "eigenvalue", "L2 norm", "of 32 directions"],

@@ -92,13 +92,22 @@ class Tracker:
             raise KeyError(f"{name!r} was never logged; logged: {sorted(self.values)}")
         return np.asarray(self.values[name])
 
-    def plot(self, names: Sequence[str] | None = None, logx: bool = False) -> Any:
-        """One panel per quantity, against the step. Returns the matplotlib figure."""
+    def plot(
+        self, names: Sequence[str] | None = None, logx: bool = False, ncols: int | None = None
+    ) -> Any:
+        """One panel per quantity, against the step, ``ncols`` panels a row (default: all in
+        one row). Returns the matplotlib figure."""
         import matplotlib.pyplot as plt
 
         names = list(names) if names is not None else sorted(self.values)
-        fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), squeeze=False)
-        for ax, name in zip(axes[0], names, strict=True):
+        ncols = len(names) if ncols is None else ncols
+        if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+            raise ValueError(f"ncols must be a positive int, got {ncols!r}")
+        nrows = -(-len(names) // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows), squeeze=False)
+        for ax in axes.flat[len(names) :]:
+            ax.set_visible(False)
+        for ax, name in zip(axes.flat, names, strict=False):
             ax.plot(self.steps, self[name])
             ax.set(xlabel="step", title=name, xscale="log" if logx else "linear")
         return fig

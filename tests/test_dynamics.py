@@ -32,6 +32,10 @@ def test_tracker_records_every_k_steps() -> None:
         D.Tracker(every=0)
     fig = tr.plot()
     assert len(fig.axes) == 2
+    grid = tr.plot(ncols=1)
+    assert [ax.get_title() for ax in grid.axes] == ["loss", "norm"]
+    with pytest.raises(ValueError, match="ncols"):
+        tr.plot(ncols=0)
 
 
 def test_effective_rank() -> None:
