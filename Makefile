@@ -7,9 +7,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Every chapter runs with book/ as working directory, progress bars off and a fixed hash seed,
-# both when its outputs are stored (refresh) and when they are compared (nbval).
+# Every chapter runs with book/ as working directory, progress bars off, static figures instead of
+# live controls (hamlib.plotting.explore) and a fixed hash seed, both when its outputs are stored
+# (refresh) and when they are compared (nbval). `make lab` drops the first two: a reader gets both.
 export TQDM_DISABLE := 1
+export HAMLIB_STATIC := 1
 export PYTHONHASHSEED := 0
 # pip on this project's machines prints a warning per package for a missing local index: hide it.
 # (grep exits 1 when it filtered everything: that is fine; pip's own failure still fails the pipe.)
@@ -75,7 +77,7 @@ refresh: setup
 	$(BIN)/python -m tools.notebooks refresh $(CHAPTER)
 
 lab: setup
-	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir="$(CURDIR)" \
+	env -u TQDM_DISABLE -u HAMLIB_STATIC $(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir="$(CURDIR)" \
 	  --LabApp.default_url=/lab/tree/book $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 bench: setup

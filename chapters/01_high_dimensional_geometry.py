@@ -370,6 +370,42 @@ hamlib.check(
 # shows it occupies far fewer dimensions than it is written in, which is why nearest-neighbour
 # search and kernels still work on images.
 #
+# **Try it: one dimension at a time.** The facts so far, drawn for a single $d$ on fixed axes:
+# the norm of a Gaussian vector relative to $\sqrt d$, the cosine between random directions, and
+# the distances from a query to 500 uniform points in the cube relative to $\sqrt{d/6}$. In
+# JupyterLab the slider redraws the figure: watch all three histograms collapse onto a spike as
+# $d$ grows. (The figure draws with its own seed for each $d$, so moving the slider changes no
+# other number in the chapter.)
+
+
+# %%
+def draw_dimension(d):
+    gen = np.random.default_rng(d)
+    x = gen.standard_normal((2000, d))
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    cube = gen.uniform(size=(500, d))
+    panels = [
+        (np.linalg.norm(x, axis=1) / math.sqrt(d), (0, 2.5), r"$\|x\| / \sqrt{d}$, Gaussian $x$"),
+        (np.sum(u[:1000] * u[1000:], axis=1), (-1, 1), r"$\cos\theta$ of random pairs"),
+        (
+            np.linalg.norm(cube - gen.uniform(size=d), axis=1) / math.sqrt(d / 6),
+            (0, 2.5),
+            r"distance / $\sqrt{d/6}$ in the cube",
+        ),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    for ax, (values, span, label) in zip(axes, panels, strict=True):
+        ax.hist(values, bins=np.linspace(*span, 51), color=COLORS["measured"])
+        ax.set(xlabel=label, xlim=span, yticks=[])
+    axes[0].set_ylabel("count")
+    fig.suptitle(f"d = {d}: norms, angles and distances concentrate")
+
+
+hamlib.plotting.explore(
+    draw_dimension, {"d": [1, 2, 3, 5, 10, 30, 100, 300, 1000, 3000, 10_000]}, {"d": 100}
+)
+
+# %% [markdown]
 # ## 1.5 Random projections keep distances: Johnson–Lindenstrauss
 #
 # The same concentration that makes distances alike makes random projections faithful. Project

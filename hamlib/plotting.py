@@ -1,11 +1,16 @@
-"""The book's figure style and palette: the same colour means the same thing in every chapter."""
+"""The book's figure style and palette (the same colour means the same thing in every chapter),
+and :func:`explore`: a figure with live controls in JupyterLab, a static one in the book."""
 
 from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import matplotlib as mpl
 from cycler import cycler
 
-__all__ = ["COLORS", "CYCLE", "use_style"]
+__all__ = ["COLORS", "CYCLE", "explore", "interactive_session", "use_style"]
 
 # Roles that recur across chapters. A figure that shows "theory" against "measured" uses these two;
 # methods (optimizers, integrators, estimators) take their colour from the cycle in a fixed order.
@@ -42,3 +47,88 @@ def use_style() -> None:
             "image.cmap": "viridis",
         }
     )
+
+
+def interactive_session() -> bool:
+    """True when figures can have live controls: a Jupyter kernel, ipywidgets installed, and
+    ``HAMLIB_STATIC`` unset (or ``0``). The book's executors (``make refresh``, nbval, ``make
+    bench``) set ``HAMLIB_STATIC=1``: stored outputs and the static book hold plain figures."""
+    if os.environ.get("HAMLIB_STATIC", "") not in ("", "0"):
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def explore(
+    draw: Callable[..., Any],
+    controls: Mapping[str, Sequence[Any]],
+    initial: Mapping[str, Any] | None = None,
+    *,
+    interactive: bool | None = None,
+) -> Any:
+    """Show ``draw(**values)`` with a control per entry of ``controls``, redrawn on every change.
+
+    ``controls`` maps each keyword of ``draw`` to the values a reader may pick (numbers give a
+    slider over exactly those values, anything else a row of buttons); ``initial`` picks the
+    starting values (default: the first of each). ``draw`` makes a matplotlib figure; ``explore``
+    shows it. Without live controls (see :func:`interactive_session`; ``interactive`` overrides
+    it) the cell shows the figure at the initial values and says what a reader could vary: the
+    static book never holds a dead widget. Returns the widget box, or None when static.
+    """
+    if not callable(draw):
+        raise TypeError(f"draw must be callable, got {type(draw).__name__}")
+    if not isinstance(controls, Mapping) or not controls:
+        raise ValueError("controls must be a non-empty mapping of keyword -> values")
+    choices: dict[str, list[Any]] = {}
+    for name, values in controls.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"controls: {name!r} is not a keyword name")
+        if isinstance(values, str) or not isinstance(values, Sequence) or len(values) == 0:
+            raise ValueError(f"controls[{name!r}] must be a non-empty sequence of values")
+        choices[name] = list(values)
+    start = {name: values[0] for name, values in choices.items()}
+    for name, value in (initial or {}).items():
+        if name not in choices:
+            raise ValueError(f"initial: {name!r} is not one of the controls {list(choices)}")
+        if value not in choices[name]:
+            raise ValueError(f"initial[{name!r}] = {value!r} is not among its values")
+        start[name] = value
+    if interactive is None:
+        interactive = interactive_session()
+
+    import matplotlib.pyplot as plt
+
+    def show(**values: Any) -> None:
+        draw(**values)
+        plt.show()
+
+    if not interactive:
+        shown = ", ".join(f"{k} = {v}" for k, v in start.items())
+        ranges = "; ".join(f"{k} in {_describe(v)}" for k, v in choices.items())
+        print(f"Static figure at {shown}. Run the cell in JupyterLab to vary {ranges}.")
+        show(**start)
+        return None
+
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    boxes: dict[str, Any] = {}
+    for name, values in choices.items():
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        kind = widgets.SelectionSlider if numeric else widgets.ToggleButtons
+        boxes[name] = kind(options=values, value=start[name], description=name)
+    out = widgets.interactive_output(show, boxes)
+    box = widgets.VBox([widgets.HBox(list(boxes.values())), out])
+    display(box)
+    return box
+
+
+def _describe(values: list[Any]) -> str:
+    if len(values) > 4:
+        return f"{{{values[0]}, {values[1]}, ..., {values[-1]}}}"
+    return "{" + ", ".join(str(v) for v in values) + "}"

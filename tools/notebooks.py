@@ -33,8 +33,9 @@ CHAPTERS = "chapters"
 BOOK = "book"
 
 # The environment every chapter executes in, for the stored outputs and for nbval alike:
-# progress bars off (they write timing to stderr) and a fixed hash seed.
-EXEC_ENV = {"TQDM_DISABLE": "1", "PYTHONHASHSEED": "0"}
+# progress bars off (they write timing to stderr), static figures where a reader in JupyterLab
+# gets live controls (hamlib.plotting.explore), and a fixed hash seed.
+EXEC_ENV = {"TQDM_DISABLE": "1", "HAMLIB_STATIC": "1", "PYTHONHASHSEED": "0"}
 
 
 # ----------------------------------------------------------------------------- reading
