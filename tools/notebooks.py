@@ -17,13 +17,16 @@ have run exactly once, in order, in one kernel, without an unexpected error.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import jupytext
 import nbformat
@@ -199,9 +202,10 @@ def refresh(root: Path, names: list[str]) -> None:
         print(f"  wrote {BOOK}/{name}.ipynb ({seconds:.1f} s)")
 
 
-def bench(root: Path) -> dict[str, float]:
-    """Execute every chapter in a scratch copy of book/ (nothing is overwritten) and time it."""
-    sources, _ = chapter_names(root)
+def bench(root: Path, names: list[str] | None = None) -> dict[str, float]:
+    """Execute chapters (default: all) in a scratch copy of book/ (nothing is overwritten) and
+    time each, kernel start included."""
+    sources = names or chapter_names(root)[0]
     times = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = root / "book" / "data"  # what chapters read, relative to book/
@@ -212,6 +216,54 @@ def bench(root: Path) -> dict[str, float]:
             times[name] = seconds
             print(f"{name:40s} {seconds:7.1f} s", flush=True)
     return times
+
+
+def source_digest(root: Path, name: str) -> str:
+    """SHA-256 of a chapter's source: tells whether a recorded time is for the current version."""
+    return hashlib.sha256(source_path(root, name).read_bytes()).hexdigest()
+
+
+def machine() -> dict[str, str | int]:
+    """What timings were taken on: the book shows it beside every chapter's run time."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count() or 0,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def bench_report(
+    root: Path, times: dict[str, float], previous: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The bench file: per chapter its time, date, commit and source digest. Times for some
+    chapters are merged into ``previous`` if it was measured on the same machine; else replaced."""
+    here = machine()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+    ).stdout.strip()
+    chapters = {}
+    if previous and previous.get("machine") == here:
+        chapters = dict(previous.get("chapters", {}))
+    for name, seconds in times.items():
+        chapters[name] = {
+            "seconds": round(seconds, 1),
+            "date": time.strftime("%Y-%m-%d"),
+            "commit": commit or "unknown",
+            "source_sha256": source_digest(root, name),
+        }
+    return {"machine": here, "chapters": dict(sorted(chapters.items()))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     p_ref.add_argument("names", nargs="*", help="chapter names (default: all)")
     p_ref.add_argument("--stale", action="store_true", help="only the stale chapters")
     p_bench = sub.add_parser("bench", help="time every chapter")
-    p_bench.add_argument("--json", type=Path, help="also write the times to this file")
+    p_bench.add_argument("names", nargs="*", help="chapter names (default: all, and benchmarks)")
+    p_bench.add_argument("--json", type=Path, help="also write (or update) the times in this file")
     args = parser.parse_args(argv)
 
     if args.cmd == "gate":
@@ -253,15 +306,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "bench":
         from tools import benchmarks
 
-        times = bench(ROOT)
-        extra = benchmarks.run()
+        times = bench(ROOT, args.names)
+        extra = {} if args.names else benchmarks.run()
         if args.json:
+            previous = json.loads(args.json.read_text()) if args.json.exists() else None
+            report = bench_report(ROOT, times, previous)
+            if extra:
+                report["benchmarks"] = {
+                    k: {m: round(x, 3) for m, x in r.items()} for k, r in extra.items()
+                }
+            elif previous and "benchmarks" in previous:
+                report["benchmarks"] = previous["benchmarks"]
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            report = {
-                "chapter_seconds": {k: round(v, 2) for k, v in times.items()},
-                "benchmarks": {k: {m: round(x, 3) for m, x in r.items()} for k, r in extra.items()},
-            }
-            args.json.write_text(json.dumps(report, indent=1))
+            args.json.write_text(json.dumps(report, indent=1) + "\n")
+            print(f"wrote {args.json}")
         return 0
     return 2
 

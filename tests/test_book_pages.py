@@ -1,0 +1,96 @@
+"""The generated parts of the book: the claims page (tools/claims.py) and the line under each
+chapter title (tools/book_ext.py)."""
+
+import hashlib
+import json
+
+import nbformat
+import pytest
+from sphinx.errors import ExtensionError
+
+from tools import book_ext, claims
+
+
+def _notebook(path, outputs_per_cell, title="# 9. A chapter"):
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_markdown_cell(title))
+    for heading, text in outputs_per_cell:
+        if heading:
+            nb.cells.append(nbformat.v4.new_markdown_cell(f"## {heading}"))
+        cell = nbformat.v4.new_code_cell("pass")
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
+        nb.cells.append(cell)
+    nbformat.write(nb, path)
+    return path
+
+
+def test_claims_are_grouped_by_section_and_exercise_checks_counted_apart(tmp_path):
+    path = _notebook(
+        tmp_path / "09_x.ipynb",
+        [
+            ("9.1 First", "table\n✓ a < b holds\n"),
+            ("", "✓ |x| * 2 is small\n"),
+            ("Summary", "This chapter verified 2 claims:\n  1. a < b holds\n"),
+            ("Exercises", "✓ exercise 1: it works\n"),
+        ],
+    )
+    chapter = claims.read_chapter(path)
+    assert chapter.title == "9. A chapter"
+    assert chapter.sections == [
+        ("9.1 First", ["a < b holds", "|x| * 2 is small"]),
+        ("Exercises", ["exercise 1: it works"]),
+    ]
+    assert (chapter.count, chapter.in_text) == (3, 2)
+    assert claims._md("|x| * 2 < $3") == r"\|x\| \* 2 \< \$3"
+
+
+def test_claims_refuse_a_summary_that_disagrees_with_the_outputs(tmp_path):
+    path = _notebook(
+        tmp_path / "09_x.ipynb", [("A", "✓ one\n"), ("B", "This chapter verified 2 claims:\n")]
+    )
+    with pytest.raises(ValueError, match="says 2 claims.*show 1"):
+        claims.read_chapter(path)
+    _notebook(path, [("A", "✓ one\n")])
+    with pytest.raises(ValueError, match="no hamlib.summary"):
+        claims.read_chapter(path)
+
+
+def test_the_committed_claims_page_is_current():
+    assert (claims.ROOT / claims.PAGE).read_text(encoding="utf-8") == claims.render()
+
+
+def _srcdir(tmp_path, digest=None):
+    (tmp_path / "chapters").mkdir()
+    (tmp_path / "book" / "data").mkdir(parents=True)
+    source = tmp_path / "chapters" / "09_x.py"
+    source.write_text("print(1)\n")
+    bench = {
+        "machine": {"cpu": "Some CPU", "cores": 2},
+        "chapters": {
+            "09_x": {
+                "seconds": 41.6,
+                "date": "2026-11-26",
+                "source_sha256": digest or hashlib.sha256(source.read_bytes()).hexdigest(),
+            }
+        },
+    }
+    (tmp_path / "book" / "data" / "bench.json").write_text(json.dumps(bench))
+    return tmp_path
+
+
+def test_chapter_line_quotes_the_measured_time_and_links_the_notebook(tmp_path):
+    line = book_ext.chapter_line(_srcdir(tmp_path), "09_x", "../_sources/book/09_x.ipynb")
+    assert "Runs top to bottom in 42 s on a 2-core CPU" in line
+    assert "Some CPU; measured by <code>make bench</code> on 2026-11-26)" in line
+    assert 'href="../_sources/book/09_x.ipynb" download' in line
+    assert "earlier version" not in line
+
+
+def test_chapter_line_says_when_the_time_is_for_an_older_source(tmp_path):
+    line = book_ext.chapter_line(_srcdir(tmp_path, digest="0" * 64), "09_x", "x.ipynb")
+    assert "on an earlier version of this chapter" in line
+
+
+def test_chapter_without_a_measured_time_fails_the_build(tmp_path):
+    with pytest.raises(ExtensionError, match="10_y: no measured run time.*make bench"):
+        book_ext.chapter_line(_srcdir(tmp_path), "10_y", "x.ipynb")
