@@ -20,18 +20,35 @@ NBVAL := $(BIN)/pytest --nbval --nbval-current-env --nbval-cell-timeout=300 \
          --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 BOOKBUILD := $(BIN)/jupyter-book build . --warningiserror --keep-going --quiet
 
-.PHONY: help setup book test check lint unit slow nbval gate build refresh lab bench sweeps clean
+.PHONY: help setup chromium book test check lint workflows unit slow nbval gate build browser \
+        refresh lab bench sweeps clean
 
 help:
 	@echo "make book     build the static book into _build/html (re-executes stale chapters)"
-	@echo "make test     everything CI runs: lint, hamlib tests, sync gate, nbval, strict book build"
+	@echo "make test     everything CI runs: lint, hamlib tests, sync gate, nbval, strict book build,"
+	@echo "              browser tests"
 	@echo "make check    the fast gate (< 2 min): lint, sync gate, hamlib unit tests"
+	@echo "make browser  Chromium over the built book and a live JupyterLab (after make build)"
 	@echo "make refresh  re-execute chapters and store their outputs [CHAPTER=01_high_dimensional_geometry]"
 	@echo "make lab      JupyterLab on 127.0.0.1 (token auth), opened on book/"
-	@echo "make bench    time every chapter (2 threads, fresh kernel); kernel table on a CUDA GPU"
+	@echo "make bench    time every chapter (2 threads, fresh kernel) into book/data/bench.json;"
+	@echo "              kernel table on a CUDA GPU [CHAPTER=...: re-time those chapters only]"
 	@echo "make sweeps   experiments too slow for a chapter; writes book/data/*.json (minutes)"
 
-setup: $(STAMP)
+setup: $(STAMP) chromium
+
+# The browser tests drive Debian's chromium, never a browser that Playwright downloads. Installed
+# here when missing and we are root; otherwise tests/test_browser.py skips and says why.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "no $(CHROMIUM) and not root: the browser tests will be skipped"; \
+	  fi; \
+	fi
 
 # torch first and alone, so that pip takes the pinned CPU build rather than resolving a CUDA one.
 $(STAMP): pyproject.toml constraints.txt
@@ -41,16 +58,22 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -c "import hamlib, torch, jupytext, nbval, jupyter_book"
 	touch $(STAMP)
 
-lint: setup
+lint: setup workflows
 	$(BIN)/ruff check hamlib tests tools chapters conftest.py
 	$(BIN)/ruff format --check hamlib tests tools chapters
 	$(BIN)/mypy
 
+# GitHub Actions workflows against the schema vendored in check-jsonschema (offline), plus the
+# project's own rules for them (tests/test_workflows.py runs with the unit tests).
+workflows: $(STAMP)
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+
 gate: setup
 	$(BIN)/python -m tools.notebooks gate
+	$(BIN)/python -m tools.claims --check
 
 unit: setup
-	$(BIN)/pytest -q -m "not slow" tests
+	$(BIN)/pytest -q -m "not slow and not browser" tests
 
 slow: setup
 	$(BIN)/pytest -q -m slow tests
@@ -65,23 +88,31 @@ build: setup
 	$(BOOKBUILD)
 	$(BIN)/python tools/offline.py _build/html
 
-test: check slow nbval build
+# Chromium over the built book and a live JupyterLab; screenshots land in _build/screenshots/.
+browser: setup
+	$(BIN)/pytest -q -rs -m browser tests
+
+test: check slow nbval build browser
 	@echo "make test: all gates passed"
 
 book: setup
 	$(BIN)/python -m tools.notebooks refresh --stale
+	$(BIN)/python -m tools.claims
 	$(MAKE) --no-print-directory build
 	@echo "open _build/html/index.html"
 
 refresh: setup
 	$(BIN)/python -m tools.notebooks refresh $(CHAPTER)
+	$(BIN)/python -m tools.claims
 
 lab: setup
 	env -u TQDM_DISABLE -u HAMLIB_STATIC $(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir="$(CURDIR)" \
 	  --LabApp.default_url=/lab/tree/book $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
+# The chapter times land in book/data/bench.json, committed: each chapter page shows its own.
+BENCH_JSON ?= book/data/bench.json
 bench: setup
-	$(BIN)/python -m tools.notebooks bench --json _build/bench.json
+	$(BIN)/python -m tools.notebooks bench $(CHAPTER) --json $(BENCH_JSON)
 
 sweeps: setup
 	$(BIN)/python -m tools.sweeps

@@ -7,4 +7,5 @@ same conditions they were produced in by `make refresh`, however pytest was invo
 import os
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars print timings: never compare them
+os.environ.setdefault("HAMLIB_STATIC", "1")  # hamlib.plotting.explore: static figures, no widgets
 os.environ.setdefault("PYTHONHASHSEED", "0")

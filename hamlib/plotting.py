@@ -70,7 +70,7 @@ def explore(
     initial: Mapping[str, Any] | None = None,
     *,
     interactive: bool | None = None,
-) -> Any:
+) -> None:
     """Show ``draw(**values)`` with a control per entry of ``controls``, redrawn on every change.
 
     ``controls`` maps each keyword of ``draw`` to the values a reader may pick (numbers give a
@@ -78,7 +78,8 @@ def explore(
     starting values (default: the first of each). ``draw`` makes a matplotlib figure; ``explore``
     shows it. Without live controls (see :func:`interactive_session`; ``interactive`` overrides
     it) the cell shows the figure at the initial values and says what a reader could vary: the
-    static book never holds a dead widget. Returns the widget box, or None when static.
+    static book never holds a dead widget. Displays its output itself and returns None (a
+    returned widget would be displayed a second time as the cell's value).
     """
     if not callable(draw):
         raise TypeError(f"draw must be callable, got {type(draw).__name__}")
@@ -114,8 +115,17 @@ def explore(
         show(**start)
         return None
 
-    import ipywidgets as widgets
     from IPython.display import display
+
+    display(_controls(show, choices, start))
+    return None
+
+
+def _controls(
+    show: Callable[..., None], choices: dict[str, list[Any]], start: dict[str, Any]
+) -> Any:
+    """A row of controls over an output that ``show(**values)`` redraws on every change."""
+    import ipywidgets as widgets
 
     boxes: dict[str, Any] = {}
     for name, values in choices.items():
@@ -123,9 +133,7 @@ def explore(
         kind = widgets.SelectionSlider if numeric else widgets.ToggleButtons
         boxes[name] = kind(options=values, value=start[name], description=name)
     out = widgets.interactive_output(show, boxes)
-    box = widgets.VBox([widgets.HBox(list(boxes.values())), out])
-    display(box)
-    return box
+    return widgets.VBox([widgets.HBox(list(boxes.values())), out])
 
 
 def _describe(values: list[Any]) -> str:

@@ -47,12 +47,16 @@ def test_explore_static_draws_once_at_the_initial_values(capsys):
     plt.close("all")
 
 
-def test_explore_interactive_redraws_on_every_change():
+def test_explore_interactive_redraws_on_every_change(monkeypatch):
     pytest.importorskip("ipywidgets")
     calls, draw = _recorder()
+    shown = []
+    monkeypatch.setattr("IPython.display.display", shown.append)
     box = plotting.explore(
         draw, {"d": [2, 10, 100], "method": ["a", "b"]}, {"method": "b"}, interactive=True
     )
+    assert box is None  # displayed, not returned (a returned widget would show twice)
+    (box,) = shown
     slider, buttons = box.children[0].children
     assert type(slider).__name__ == "SelectionSlider"
     assert type(buttons).__name__ == "ToggleButtons"
