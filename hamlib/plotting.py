@@ -110,8 +110,8 @@ def explore(
 
     if not interactive:
         shown = ", ".join(f"{k} = {v}" for k, v in start.items())
-        ranges = "; ".join(f"{k} in {_describe(v)}" for k, v in choices.items())
-        print(f"Static figure at {shown}. Run the cell in JupyterLab to vary {ranges}.")
+        ranges = "".join(f"\n  {k} in {_describe(v)}" for k, v in choices.items())
+        print(f"Static figure at {shown}.\nIn JupyterLab this cell has controls for:{ranges}")
         show(**start)
         return None
 

@@ -42,8 +42,8 @@ def test_explore_static_draws_once_at_the_initial_values(capsys):
     assert box is None
     assert calls == [(10, "a")]
     said = capsys.readouterr().out
-    assert "Static figure at d = 10, method = a" in said
-    assert "d in {2, 10, 100}" in said
+    assert "Static figure at d = 10, method = a.\nIn JupyterLab" in said
+    assert "\n  d in {2, 10, 100}\n  method in {a, b}" in said
     plt.close("all")
 
 
