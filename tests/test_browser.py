@@ -334,6 +334,23 @@ def test_lab_opens_runs_and_saves_a_chapter(lab: tuple[str, str, Path], browser:
         stored_images = notebook.locator(".jp-OutputArea-output img").count()
         _wait_for_idle_kernel(url, token, f"book/{LAB_CHAPTER}.ipynb")
 
+        dirty = page.locator(".lm-TabBar-tab.jp-mod-current.jp-mod-dirty")
+        assert dirty.count() == 0, "opening the chapter marked it as modified"
+
+        # jupyterlab-myst renders the chapter's MyST: an exercise's solution is collapsed (its
+        # text not rendered visible) until the reader clicks it, as in the static book.
+        solution = notebook.locator(".jp-MarkdownCell .myst", has_text="Solution").first
+        solution.scroll_into_view_if_needed()
+        collapsed = len(solution.inner_text())
+        solution.get_by_text("Solution", exact=True).click()
+        page.wait_for_function(
+            "([el, n]) => el.innerText.length > n + 50",
+            arg=[solution.element_handle(), collapsed],
+            timeout=10_000,
+        )
+        rendered = notebook.locator(".jp-MarkdownCell .myst").all_inner_texts()
+        assert not any(":class:" in text for text in rendered), "MyST left unrendered in Lab"
+
         # Run > Run All Cells, then wait until no cell is queued or running.
         page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
         page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()

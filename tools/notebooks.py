@@ -173,7 +173,7 @@ def execute(
     nb = read_source(src_file)
     nb.metadata["kernelspec"] = {
         "name": "python3",
-        "display_name": "Python 3",
+        "display_name": "Python 3 (ipykernel)",  # what Lab writes: opening is not an edit
         "language": "python",
     }
     for i, cell in enumerate(nb.cells):  # stable ids keep diffs of book/*.ipynb readable
