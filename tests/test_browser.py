@@ -164,7 +164,7 @@ def test_chapter_page_loads_typesets_and_shows_its_images(
     typeset = page.evaluate(_TYPESET)
     images = page.evaluate(_IMAGES)
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"book_{name}.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / f"book_{name}.jpg"), full_page=True, quality=70)
 
     assert watched.errors == [], f"{name}: errors in the browser console"
     assert watched.remote == [], f"{name}: the page requested something off this machine"
