@@ -322,6 +322,7 @@ def _wait_for_idle_kernel(url: str, token: str, path: str, timeout: float = 60) 
 
 def test_lab_opens_runs_and_saves_a_chapter(lab: tuple[str, str, Path], browser: Any) -> None:
     url, token, home = lab
+    (SHOTS / f"lab_{LAB_CHAPTER}_FAILED.png").unlink(missing_ok=True)  # from an earlier run
     w = Watched(browser, {"width": 1400, "height": 1000}, block=False)
     page = w.page
     try:

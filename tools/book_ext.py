@@ -45,7 +45,7 @@ def chapter_line(srcdir: Path, name: str, notebook_href: str) -> str:
     return (
         '<p class="chapter-meta">'
         f'<span class="run-time">Runs top to bottom in {entry["seconds"]:.0f} s on a '
-        f"{where['cores']}-core CPU</span> "
+        f"{where['cores']}-core CPU</span>, a fresh kernel's start included "
         f'<span class="provenance">({html.escape(str(where["cpu"]))}; {when})</span>'
         f' · <a class="download-notebook" href="{html.escape(notebook_href)}" download>'
         f"Download the notebook ({name}.ipynb)</a></p>"
