@@ -176,3 +176,23 @@ def test_bench_runs_chapters_where_they_find_their_data(tmp_path):
     times = notebooks.bench(root)
     assert set(times) == {"01_x"} and times["01_x"] > 0
     assert not (root / "book" / "01_x.ipynb").read_text().count('"3\\n"')  # nothing overwritten
+
+
+def test_bench_report_merges_re_timed_chapters_on_the_same_machine(tmp_path, monkeypatch):
+    (tmp_path / "chapters").mkdir()
+    for name in ("01_a", "02_b"):
+        (tmp_path / "chapters" / f"{name}.py").write_text(f"# {name}\n")
+    here = {"cpu": "X", "cores": 2, "python": "3.11", "torch": "2"}
+    monkeypatch.setattr(notebooks, "machine", lambda: here)
+    first = notebooks.bench_report(tmp_path, {"01_a": 30.04, "02_b": 50.0})
+    assert first["chapters"]["01_a"]["seconds"] == 30.0
+    again = notebooks.bench_report(tmp_path, {"02_b": 44.44}, first)
+    assert again["chapters"]["01_a"] == first["chapters"]["01_a"]  # kept
+    assert again["chapters"]["02_b"]["seconds"] == 44.4  # replaced
+    other = notebooks.bench_report(tmp_path, {"02_b": 40.0}, {**first, "machine": {"cpu": "Y"}})
+    assert list(other["chapters"]) == ["02_b"]  # another machine's times are not mixed in
+
+
+def test_bench_refuses_an_unknown_chapter():
+    with pytest.raises(SystemExit, match="no such chapter"):
+        notebooks.bench(ROOT, ["99_nothing"])

@@ -206,6 +206,9 @@ def bench(root: Path, names: list[str] | None = None) -> dict[str, float]:
     """Execute chapters (default: all) in a scratch copy of book/ (nothing is overwritten) and
     time each, kernel start included."""
     sources = names or chapter_names(root)[0]
+    for name in sources:
+        if not source_path(root, name).exists():
+            raise SystemExit(f"no such chapter: {source_path(root, name)}")
     times = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = root / "book" / "data"  # what chapters read, relative to book/
