@@ -173,6 +173,8 @@ def test_chapter_page_loads_typesets_and_shows_its_images(
     assert len(images) >= 3, f"{name}: only {len(images)} images (figures) on the page"
     broken = [src for src, width in images if width == 0]
     assert broken == [], f"{name}: images that did not load"
+    dead = page.locator(".jupyter-widgets, script[type='application/vnd.jupyter.widget-view+json']")
+    assert dead.count() == 0, f"{name}: a widget in the static book (it would be dead here)"
 
 
 @pytest.mark.parametrize("name", CHAPTERS)

@@ -196,3 +196,17 @@ def test_bench_report_merges_re_timed_chapters_on_the_same_machine(tmp_path, mon
 def test_bench_refuses_an_unknown_chapter():
     with pytest.raises(SystemExit, match="no such chapter"):
         notebooks.bench(ROOT, ["99_nothing"])
+
+
+def test_gate_fails_on_a_stored_widget(tmp_path):
+    root = _make_root(tmp_path)
+    nb = _stored(root)
+    view = {"model_id": "abc", "version_major": 2, "version_minor": 0}
+    nb.cells[1].outputs = [
+        nbformat.v4.new_output(
+            "display_data", data={notebooks.WIDGET: view, "text/plain": "VBox(...)"}
+        )
+    ]
+    _write(root, nb)
+    (problem,) = notebooks.gate(root)
+    assert problem.startswith("01_x: cell 1: stored output is a live widget")

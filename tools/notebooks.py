@@ -11,7 +11,7 @@ executed notebook is ``book/NN_slug.ipynb``. The Makefile runs it from the repos
 
 ``gate`` never writes a file. It does not trust timestamps (a fresh clone has arbitrary ones);
 it compares cell types, inputs and tags, and requires every code cell of a stored notebook to
-have run exactly once, in order, in one kernel, without an unexpected error.
+have run exactly once, in order, in one kernel, without an unexpected error or a live widget.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ BOOK = "book"
 # progress bars off (they write timing to stderr), static figures where a reader in JupyterLab
 # gets live controls (hamlib.plotting.explore), and a fixed hash seed.
 EXEC_ENV = {"TQDM_DISABLE": "1", "HAMLIB_STATIC": "1", "PYTHONHASHSEED": "0"}
+WIDGET = "application/vnd.jupyter.widget-view+json"  # an ipywidget: no stored notebook holds one
 
 
 # ----------------------------------------------------------------------------- reading
@@ -126,6 +127,12 @@ def execution_problems(stored: nbformat.NotebookNode) -> list[str]:
             for out in cell.get("outputs", []):
                 if out.get("output_type") == "error":
                     problems.append(f"cell {i}: stored output is an error: {out.get('ename')}")
+        for out in cell.get("outputs", []):
+            if WIDGET in out.get("data", {}):
+                problems.append(
+                    f"cell {i}: stored output is a live widget (dead in the book; saved from "
+                    "Lab?): re-execute with `make refresh`, which stores static figures"
+                )
         if len(problems) >= 5:
             problems.append("...")
             break
