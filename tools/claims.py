@@ -21,6 +21,8 @@ from pathlib import Path
 
 import nbformat
 
+from tools.notebooks import read_stored
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = Path("book") / "claims.md"
 _MARK = "✓ "
@@ -53,7 +55,7 @@ def _stream_text(cell: nbformat.NotebookNode) -> str:
 
 def read_chapter(path: Path) -> Chapter:
     """The claims a stored notebook verified, grouped under the heading they were checked in."""
-    nb = nbformat.read(path, as_version=4)
+    nb = read_stored(path)
     chapter = Chapter(path.stem, path.stem)
     heading, announced = "", None
     for cell in nb.cells:
