@@ -7,26 +7,23 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Every chapter runs with book/ as working directory, progress bars off, static figures instead of
-# live controls (hamlib.plotting.explore) and a fixed hash seed, both when its outputs are stored
-# (refresh) and when they are compared (nbval). `make lab` drops the first two: a reader gets both.
-export TQDM_DISABLE := 1
-export HAMLIB_STATIC := 1
-export PYTHONHASHSEED := 0
+# Every chapter runs with book/ as working directory and in the environment that tools/execenv.py
+# defines (the one place: numeric pins, no progress bars, static figures), both when its outputs
+# are stored (refresh, through tools.notebooks) and when they are compared (nbval, through
+# conftest.py). `make lab` keeps the numeric pins and drops the rest: a reader gets live controls.
 # pip on this project's machines prints a warning per package for a missing local index: hide it.
 # (grep exits 1 when it filtered everything: that is fine; pip's own failure still fails the pipe.)
 PIPQUIET := { grep -v "is ignored: it is neither a file nor a directory" || [ $$? -eq 1 ]; }
-NBVAL := $(BIN)/pytest --nbval --nbval-current-env --nbval-cell-timeout=300 \
-         --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 BOOKBUILD := $(BIN)/jupyter-book build . --warningiserror --keep-going --quiet
 
-.PHONY: help setup chromium book test check lint workflows unit slow nbval gate build browser \
-        refresh lab bench sweeps clean
+.PHONY: help setup chromium book test check lint workflows unit slow nbval nbval-ci gate build browser \
+        refresh lab bench sweeps portability clean
 
 help:
 	@echo "make book     build the static book into _build/html (re-executes stale chapters)"
-	@echo "make test     everything CI runs: lint, hamlib tests, sync gate, nbval, strict book build,"
-	@echo "              browser tests"
+	@echo "make test     everything CI runs: lint, hamlib tests, sync gate, nbval (natively and under one"
+	@echo "              setting that emulates another processor), strict book build, browser tests"
+	@echo "make portability  nbval under every setting that emulates another processor (~20 min)"
 	@echo "make check    the fast gate (< 2 min): lint, sync gate, hamlib unit tests"
 	@echo "make browser  Chromium over the built book and a live JupyterLab (after make build)"
 	@echo "make refresh  re-execute chapters and store their outputs [CHAPTER=01_high_dimensional_geometry]"
@@ -81,8 +78,15 @@ slow: setup
 
 check: lint gate unit
 
+# nbval's command line and the settings that emulate other processors live in tools/portability.py.
 nbval: setup
-	$(NBVAL) book
+	$(BIN)/python -m tools.portability native
+
+nbval-ci: setup
+	$(BIN)/python -m tools.portability --ci
+
+portability: setup
+	$(BIN)/python -m tools.portability
 
 build: setup
 	rm -rf _build/html _build/.doctrees
@@ -93,7 +97,7 @@ build: setup
 browser: setup
 	$(BIN)/pytest -q -rs -m browser tests
 
-test: check slow nbval build browser
+test: check slow nbval-ci build browser
 	@echo "make test: all gates passed"
 
 book: setup
@@ -107,7 +111,7 @@ refresh: setup
 	$(BIN)/python -m tools.claims
 
 lab: setup
-	env -u TQDM_DISABLE -u HAMLIB_STATIC $(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir="$(CURDIR)" \
+	$(BIN)/python -m tools.execenv --lab $(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir="$(CURDIR)" \
 	  --LabApp.default_url=/lab/tree/book $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 # The chapter times land in book/data/bench.json, committed: each chapter page shows its own.

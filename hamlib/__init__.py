@@ -3,6 +3,7 @@
     import hamlib
     hamlib.setup()                      # seeds, threads, print precision, figure style
     hamlib.check("a claim", condition)  # prints ✓ claim, or raises ClaimFailed
+    hamlib.approx(loss, ".3f")          # "≈2.986": digits that depend on the processor
     hamlib.show_source(hamlib.geometry.ball_volume)
 
 Subject modules are imported on demand (``from hamlib import geometry`` or
@@ -16,6 +17,8 @@ from typing import Any
 
 from hamlib.repro import (
     ClaimFailed,
+    approx,
+    below,
     check,
     claims,
     elapsed,
@@ -28,6 +31,8 @@ from hamlib.repro import (
 
 __all__ = [
     "ClaimFailed",
+    "approx",
+    "below",
     "check",
     "claims",
     "elapsed",

@@ -102,6 +102,50 @@ def check(claim: str, ok: Any) -> None:
     print(f"✓ {claim}")
 
 
+APPROX = "\u2248"  # ≈: the sign that marks a printed number whose last digits depend on the machine
+
+
+def approx(value: float, spec: str = ".3g") -> str:
+    """Format the result of a long or chaotic computation for print, marked ``≈``.
+
+    Its last digits depend on the processor: another instruction set (AVX2 or AVX-512, Intel or
+    AMD) sums in another order, and hundreds of training steps amplify that round-off into the
+    third digit. The regression suite therefore does not compare a number that follows ``≈``
+    (``tests/nbval_sanitize.cfg`` masks it); the chapter holds it to a tolerance from its measured
+    spread with :func:`check`, whose line is compared. ``spec`` is a format spec (``"8.3f"``);
+    the padding stays where it was, so tables keep their columns.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"value must be a real number, got {type(value).__name__}: {value!r}")
+    if not isinstance(spec, str):
+        raise TypeError(f"spec must be a format spec string, got {spec!r}")
+    try:
+        text = format(value, spec)
+    except ValueError as exc:
+        raise ValueError(f"spec {spec!r} is not a format spec for {value!r}: {exc}") from None
+    body = text.lstrip(" ")
+    pad = len(text) - len(body)
+    return " " * max(pad - 1, 0) + APPROX + body
+
+
+def below(value: float, bound: float) -> str:
+    """Print a round-off residual as the bound it meets: ``"< 1e-14"``.
+
+    A residual's digits are round-off, which differs from one processor to the next (1.1e-15 on
+    one machine, 1.6e-15 on another); the bound does not. If ``value`` is not below ``bound``
+    the digits are printed after all, with the bound they exceed, so that the regression suite
+    fails and a reader sees by how much.
+    """
+    for name, x in (("value", value), ("bound", bound)):
+        if isinstance(x, bool) or not isinstance(x, int | float | np.integer | np.floating):
+            raise TypeError(f"{name} must be a real number, got {type(x).__name__}: {x!r}")
+    if not 0 < bound < float("inf"):
+        raise ValueError(f"bound must be positive and finite, got {bound!r}")
+    if abs(value) < bound:
+        return f"< {bound:g}".replace("e-0", "e-").replace("e+0", "e+")
+    return f"{value:.1e} (not below {bound:g})"
+
+
 def progress(iterable: Iterable[T], **kwargs: Any) -> Iterable[T]:
     """Wrap a loop in a tqdm progress bar (a widget in Jupyter, text elsewhere).
 

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tools import claims
+from tools import claims, execenv
 
 pytestmark = pytest.mark.browser
 
@@ -265,7 +265,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Pa
         path = home / "settings" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(value))
-    env = {k: v for k, v in os.environ.items() if k not in ("HAMLIB_STATIC", "TQDM_DISABLE")}
+    env = execenv.lab_env()  # as `make lab`: the numeric pins, live controls and progress bars
     env["JUPYTER_RUNTIME_DIR"] = str(home / "runtime")
     token, port = secrets.token_hex(16), _free_port()
     cmd = [

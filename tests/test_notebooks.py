@@ -210,3 +210,40 @@ def test_gate_fails_on_a_stored_widget(tmp_path):
     _write(root, nb)
     (problem,) = notebooks.gate(root)
     assert problem.startswith("01_x: cell 1: stored output is a live widget")
+
+
+def test_gate_fails_when_too_few_outputs_are_compared(tmp_path):
+    """Making nbval pass by ignoring outputs is caught: under 90% of code cells compared fails."""
+    root = _make_root(tmp_path)
+    assert notebooks.compared(root)["01_x"] == {
+        "code": 2,
+        "printing": 2,
+        "compared": 2,
+        "with output": 2,
+        "characters": 4,
+        "masked": 0,
+    }
+    for path, fmt in ((root / "chapters" / "01_x.py", "py:percent"),):
+        src = jupytext.read(path)
+        src.cells[2].metadata["tags"] = ["hide-cell", "nbval-ignore-output"]
+        jupytext.write(src, path, fmt=fmt)
+    nb = _stored(root)
+    nb.cells[2].metadata["tags"] = ["hide-cell", "nbval-ignore-output"]
+    _write(root, nb)
+    problems = notebooks.gate(root)
+    assert len(problems) == 2, problems
+    assert "output of 1 of 2 code cells (50%)" in problems[0]
+    assert "output of 1 of 2 cells that print (50%)" in problems[1]
+
+
+def test_gate_fails_when_too_many_outputs_are_only_masked_numbers(tmp_path):
+    """Masking every number of a cell (hamlib.approx) hides it as surely as ignoring it."""
+    root = _make_root(tmp_path)
+    nb = _stored(root)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="≈2.5\n")]
+    _write(root, nb)
+    assert notebooks.compared(root)["01_x"]["masked"] == 2
+    problems = notebooks.gate(root)
+    assert len(problems) == 1 and "output of 0 of 2 cells that print (0%)" in problems[0], problems

@@ -5,7 +5,6 @@ the only change is that `ball_volume` is 0.1% too large, about the size of a sub
 Chapter 1's stored table of volumes must then no longer match.
 """
 
-import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.notebooks import EXEC_ENV, ROOT
+from tools.execenv import executor_env
+from tools.notebooks import ROOT
 
 CHAPTER = "01_high_dimensional_geometry.ipynb"
 
@@ -35,7 +35,7 @@ def test_nbval_fails_when_a_hamlib_result_changes(tmp_path: Path):
     shutil.copy(ROOT / "book" / CHAPTER, scratch / "book" / CHAPTER)
     with open(scratch / "hamlib" / "geometry.py", "a") as f:
         f.write(PERTURBATION)
-    env = {**os.environ, **EXEC_ENV, "PYTHONPATH": str(scratch)}
+    env = {**executor_env(), "PYTHONPATH": str(scratch)}
 
     # The kernel must import the scratch copy, not the installed package.
     where = subprocess.run(

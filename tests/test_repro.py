@@ -3,6 +3,8 @@ import random
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import hamlib
 from hamlib import geometry
@@ -117,3 +119,121 @@ def test_progress_is_on_by_default(monkeypatch, capsys):
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     assert list(hamlib.progress(range(3), desc="loop")) == [0, 1, 2]
     assert "loop" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- approx + nbval
+def _sanitize(text: str) -> str:
+    """What nbval does to an output before comparing it, with the book's sanitizer file."""
+    import re
+    from pathlib import Path
+
+    from nbval.plugin import get_sanitize_patterns
+
+    cfg = Path(__file__).parent / "nbval_sanitize.cfg"
+    for regex, replace in get_sanitize_patterns(cfg.read_text()):
+        text = re.sub(regex, replace, text)
+    return text
+
+
+@pytest.mark.parametrize(
+    "value, spec, text",
+    [
+        (13.98, "11.2f", "     ≈13.98"),
+        (2.986, ".3f", "≈2.986"),
+        (450, "d", "≈450"),
+        (np.float64(0.475), "+.3f", "≈+0.475"),
+        (1.2e-5, ".1e", "≈1.2e-05"),
+        (20480, ",d", "≈20,480"),
+        (-3.5, "6.1%", "≈-350.0%"),
+    ],
+)
+def test_approx_marks_the_number_and_keeps_the_column_width(value, spec, text):
+    assert hamlib.approx(value, spec) == text
+    if format(value, spec).startswith(" "):
+        assert len(text) == len(format(value, spec))
+
+
+@settings(max_examples=300)
+@given(
+    a=st.floats(-1e6, 1e6, allow_nan=False),
+    b=st.floats(-1e6, 1e6, allow_nan=False),
+    spec=st.sampled_from(["11.3f", ".4f", "+.3f", ".2e", "8.3g", ".1%", ",.0f"]),
+)
+def test_nbval_masks_exactly_the_approx_numbers(a, b, spec):
+    """Two runs that print different machine-dependent values in the same table row compare
+    equal; the same values printed without the mark do not (unless they print the same)."""
+    row = "{}   loss{}  steps 1,000\n"
+    left = row.format(hamlib.approx(a, spec), hamlib.approx(b, spec))
+    right = row.format(hamlib.approx(b, spec), hamlib.approx(a, spec))
+    assert _sanitize(left) == _sanitize(right)
+    assert "steps 1,000" in _sanitize(left)  # an unmarked number is still compared
+    plain_l, plain_r = (
+        row.format(format(a, spec), format(b, spec)),
+        row.format(format(b, spec), format(a, spec)),
+    )
+    assert (_sanitize(plain_l) == _sanitize(plain_r)) == (plain_l == plain_r)
+
+
+def test_nbval_still_compares_a_tilde_and_unmarked_numbers():
+    for text in ["~1e-10 at d=1e6", "predicted ~ 0.226", "loss 2.986", "1.6x faster"]:
+        assert _sanitize(text) == text
+
+
+@pytest.mark.parametrize(
+    "text, masked",
+    [
+        ("  ≈20,480 bytes", "≈NUMBER bytes"),
+        ("≈1.5E+03 s", "≈NUMBER s"),
+        ("≈.5, 7", "≈NUMBER, 7"),
+        ("≈450, 475", "≈NUMBER, 475"),  # only the marked number
+        ("≈12,34", "≈NUMBER,34"),  # not a thousands group: the rest is compared
+        ("≈0.0678%", "≈NUMBER%"),
+    ],
+)
+def test_the_mask_takes_one_number_and_nothing_after_it(text, masked):
+    assert _sanitize(text) == masked
+
+
+@pytest.mark.parametrize(
+    "args, exc, name",
+    [
+        ((True,), TypeError, "value"),
+        (("2.9",), TypeError, "value"),
+        ((2.9, 3), TypeError, "spec"),
+        ((2.9, "q"), ValueError, "spec"),
+    ],
+)
+def test_approx_refuses_bad_input_by_name(args, exc, name):
+    with pytest.raises(exc, match=name):
+        hamlib.approx(*args)
+
+
+@pytest.mark.parametrize(
+    "value, bound, text",
+    [
+        (1.1e-15, 1e-14, "< 1e-14"),
+        (1.6e-15, 1e-14, "< 1e-14"),  # two machines' residuals print the same
+        (0.0, 1e-12, "< 1e-12"),
+        (-3e-17, 2.5e-16, "< 2.5e-16"),
+        (3e-8, 1e-6, "< 1e-6"),
+        (2e-14, 1e-14, "2.0e-14 (not below 1e-14)"),  # over the bound: digits, so nbval fails
+        (float("nan"), 1e-14, "nan (not below 1e-14)"),
+    ],
+)
+def test_below_prints_the_bound_a_residual_meets(value, bound, text):
+    assert hamlib.below(value, bound) == text
+
+
+@pytest.mark.parametrize(
+    "args, exc, name",
+    [
+        ((True, 1e-3), TypeError, "value"),
+        ((1e-9, "1e-3"), TypeError, "bound"),
+        ((0.0, 0.0), ValueError, "bound"),
+        ((0.0, float("inf")), ValueError, "bound"),  # "< inf" could never fail
+        ((0.0, float("nan")), ValueError, "bound"),
+    ],
+)
+def test_below_refuses_bad_input_by_name(args, exc, name):
+    with pytest.raises(exc, match=name):
+        hamlib.below(*args)

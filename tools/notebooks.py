@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,14 +32,12 @@ from typing import Any
 import jupytext
 import nbformat
 
+from tools import execenv
+
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = "chapters"
 BOOK = "book"
 
-# The environment every chapter executes in, for the stored outputs and for nbval alike:
-# progress bars off (they write timing to stderr), static figures where a reader in JupyterLab
-# gets live controls (hamlib.plotting.explore), and a fixed hash seed.
-EXEC_ENV = {"TQDM_DISABLE": "1", "HAMLIB_STATIC": "1", "PYTHONHASHSEED": "0"}
 WIDGET = "application/vnd.jupyter.widget-view+json"  # an ipywidget: no stored notebook holds one
 
 
@@ -152,6 +151,77 @@ def gate(root: Path = ROOT) -> list[str]:
         nb = read_stored(stored_path(root, name))
         for p in input_differences(src, nb) + execution_problems(nb):
             problems.append(f"{name}: {p}")
+    return problems + coverage_problems(root)
+
+
+# Output types nbval compares (it never compares images); a cell tagged IGNORE runs uncompared.
+COMPARED_MIME = ("text/plain", "text/html", "text/markdown")
+IGNORE = "nbval-ignore-output"
+MASK = "≈NUMBER"  # what tests/nbval_sanitize.cfg makes of a number printed with hamlib.approx
+MIN_COMPARED = 0.9  # of the book's code cells, at least this share must have compared outputs
+
+
+SANITIZER = Path("tests") / "nbval_sanitize.cfg"
+
+
+def _sanitized(text: str) -> str:
+    """``text`` as nbval compares it: the sanitizer's replacements applied, parsed as nbval does."""
+    from nbval.plugin import get_sanitize_patterns  # nbval's own parser of the file
+
+    patterns = get_sanitize_patterns((ROOT / SANITIZER).read_text())
+    for regex, replace in patterns:
+        text = re.sub(regex, replace, text)
+    return text
+
+
+def compared(root: Path = ROOT) -> dict[str, dict[str, int]]:
+    """What nbval compares in each stored notebook: code cells, cells that print text at all,
+    cells compared (not tagged IGNORE), compared cells that print text nbval compares (after the
+    sanitizer, less the numbers it masks), those characters, and the numbers masked (printed
+    with hamlib.approx)."""
+    out = {}
+    for name in chapter_names(root)[1]:
+        nb = read_stored(stored_path(root, name))
+        row = {"code": 0, "printing": 0, "compared": 0, "with output": 0}
+        row |= {"characters": 0, "masked": 0}
+        for cell in nb.cells:
+            if cell["cell_type"] != "code":
+                continue
+            row["code"] += 1
+            texts = [o.get("text", "") for o in cell.get("outputs", [])]
+            texts += [
+                o.get("data", {}).get(m, "") for o in cell.get("outputs", []) for m in COMPARED_MIME
+            ]
+            row["printing"] += any(texts)
+            if IGNORE in cell.get("metadata", {}).get("tags", []):
+                continue
+            row["compared"] += 1
+            shown = [_sanitized(t) for t in texts]
+            masked = sum(t.count(MASK) for t in shown)
+            chars = sum(len(t) for t in shown) - masked * len(MASK)
+            row["with output"] += any(t.replace(MASK, "").strip() for t in shown)
+            row["characters"] += chars
+            row["masked"] += masked
+        out[name] = row
+    return out
+
+
+def coverage_problems(root: Path = ROOT) -> list[str]:
+    """[] if nbval compares at least MIN_COMPARED of the book's code cells, and of the cells that
+    print, at least MIN_COMPARED print something it compares (not only masked numbers)."""
+    rows = compared(root).values()
+    total = {k: sum(r[k] for r in rows) for k in ("code", "compared", "printing", "with output")}
+    problems = []
+    for kept, of, what in [
+        ("compared", "code", "code cells"),
+        ("with output", "printing", "cells that print"),
+    ]:
+        if total[of] and total[kept] < MIN_COMPARED * total[of]:
+            problems.append(
+                f"nbval compares the output of {total[kept]} of {total[of]} {what} "
+                f"({total[kept] / total[of]:.0%}), under {MIN_COMPARED:.0%}: check a varying "
+                "result with a tolerance instead of ignoring or masking it"
+            )
     return problems
 
 
@@ -185,7 +255,8 @@ def execute(
     }
     for i, cell in enumerate(nb.cells):  # stable ids keep diffs of book/*.ipynb readable
         cell["id"] = f"cell-{i:03d}"
-    os.environ.update(EXEC_ENV)
+    nb.metadata["executed_on"] = machine()  # which processor the stored outputs come from
+    execenv.apply()  # the one definition of the executors' environment
     client = NotebookClient(
         nb,
         timeout=timeout,
@@ -199,6 +270,14 @@ def execute(
 
 
 def refresh(root: Path, names: list[str]) -> None:
+    from tools.portability import forced_in
+
+    forced = forced_in(os.environ)
+    if forced:  # the stored outputs would come from an emulated processor, not this one
+        raise SystemExit(
+            f"refusing to store outputs with {', '.join(forced)} set in the environment "
+            "(a setting of make portability): unset it and run make refresh again"
+        )
     for name in names:
         src = source_path(root, name)
         if not src.exists():
@@ -251,6 +330,7 @@ def machine() -> dict[str, str | int]:
         "cores": os.cpu_count() or 0,
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 
@@ -283,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("gate", help="read-only: fail if sources and stored notebooks disagree")
     sub.add_parser("stale", help="list chapters whose stored notebook is stale")
+    sub.add_parser("compared", help="what nbval compares: cells and characters per chapter")
     p_ref = sub.add_parser("refresh", help="re-execute chapters and store their outputs")
     p_ref.add_argument("names", nargs="*", help="chapter names (default: all)")
     p_ref.add_argument("--stale", action="store_true", help="only the stale chapters")
@@ -303,6 +384,19 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         n = len(chapter_names(ROOT)[0])
         print(f"sync gate: {n} chapter(s) in sync, executed top to bottom")
+        return 0
+    if args.cmd == "compared":
+        rows = compared(ROOT)
+        total = {k: sum(r[k] for r in rows.values()) for k in next(iter(rows.values()), {})}
+        print(
+            f"{'chapter':30s}{'code':>6s}{'printing':>10s}{'compared':>10s}"
+            f"{'compared, printing':>20s}{'characters':>12s}{'masked':>8s}"
+        )
+        for name, r in [*rows.items(), ("all", total)]:
+            print(
+                f"{name:30s}{r['code']:6d}{r['printing']:10d}{r['compared']:10d}"
+                f"{r['with output']:20d}{r['characters']:12,d}{r['masked']:8d}"
+            )
         return 0
     if args.cmd == "stale":
         print("\n".join(stale(ROOT)))
