@@ -151,9 +151,9 @@ for name, ev in spectra.items():
 lanczos_top = measure.top_hessian_eigenvalue(
     ce_loss, params, iters=30, generator=torch.Generator().manual_seed(0)
 )
-print(
-    f"Lanczos (30 Hessian-vector products): {lanczos_top:.6f}; "
-    f"exact: {spectra['after training'][-1]:.6f}"
+print(  # after 300 training steps: the 6 digits depend on the processor (≈), their ratio does not
+    f"Lanczos (30 Hessian-vector products): {hamlib.approx(lanczos_top, '.6f')}; "
+    f"exact: {hamlib.approx(spectra['after training'][-1].item(), '.6f')}"
 )
 hamlib.check(
     "Lanczos with 30 HVPs finds the exact top eigenvalue to 1e-6 relative",
@@ -226,11 +226,16 @@ for eta in hamlib.progress([0.1, 0.16, 0.18], desc="GD runs"):
 # %%
 print(f"{'eta':>5s}{'2/eta':>8s}{'max sharpness':>15s}{'mean, 2nd half':>16s}{'final loss':>12s}")
 for eta, (sh, losses) in eos.items():
+    show = hamlib.approx if eta > 0.1 else format  # at the edge: digits vary by processor (≈)
     print(
-        f"{eta:5.2f}{2 / eta:8.2f}{sh.max():15.2f}{sh[len(sh) // 2 :].mean():16.2f}"
-        f"{losses[-1]:12.4f}"
+        f"{eta:5.2f}{2 / eta:8.2f}{show(sh.max(), '15.2f')}"
+        f"{sh[len(sh) // 2 :].mean():16.1f}{show(losses[-1], '12.4f')}"
     )
 hamlib.check("at eta = 0.1 sharpness rises but never reaches 2/eta = 20", eos[0.1][0].max() < 20)
+hamlib.check(
+    "at eta = 0.16 and 0.18 the sharpness overshoots 2/eta (its maximum lies above it)",
+    all(eos[e][0].max() > 2 / e for e in [0.16, 0.18]),
+)
 hamlib.check(
     "at eta = 0.16 and 0.18 it settles at 2/eta: second-half mean within 3%",
     all(abs(eos[e][0][len(eos[e][0]) // 2 :].mean() * e / 2 - 1) < 0.03 for e in [0.16, 0.18]),
@@ -264,6 +269,13 @@ plt.show()
 # The classical analysis says GD is stable only if the sharpness stays below $2/\eta$; here GD
 # *drives* it to that value and keeps it there. The local quadratic model cannot explain this;
 # the loss's third derivatives do (Damian et al., 2023, "self-stabilization").
+#
+# At the edge the dynamics are also chaotic, even in float64: a processor that sums in another
+# order (AVX2 instead of AVX-512, Intel instead of AMD) ends 2,000 steps later with another first
+# decimal of the maximum sharpness and another final loss. Those entries print with $\approx$, and
+# the checks hold what survives: the overshoot, the level $2/\eta$ within 3% (the second-half
+# mean, printed to the one decimal that is stable), the falling loss. `make portability` re-runs
+# them under several processor settings (README, "Portable outputs").
 #
 # ## 3.4 Gradient noise and batch size
 #
@@ -401,7 +413,7 @@ theirs = run(torch.optim.AdamW, lr=1e-2, weight_decay=0.1, foreach=False)
 l2 = run(optim.Adam, lr=1e-2, weight_decay=0.1)
 print(
     "hamlib AdamW vs torch AdamW, largest difference after 20 steps: "
-    f"{(ours - theirs).abs().max():.1e}"
+    f"{hamlib.below((ours - theirs).abs().max().item(), 1e-13)}"
 )
 print(f"AdamW vs Adam + L2 (same lr and decay), largest difference: {(ours - l2).abs().max():.3f}")
 hamlib.check("hamlib's AdamW takes torch's steps (to 1e-13)", (ours - theirs).abs().max() < 1e-13)
@@ -524,12 +536,13 @@ paths = {
 ng_gap = (paths[True, False][0] - paths[True, True][0]).abs().max().item()
 gd_gap = (paths[False, False][0] - paths[False, True][0]).abs().max().item()
 print(
-    f"largest change in any prediction when inputs are rescaled: natural gradient {ng_gap:.1e}, "
+    f"largest change in any prediction when inputs are rescaled: natural gradient "
+    f"{hamlib.below(ng_gap, 1e-13)}, "
     f"gradient descent {gd_gap:.2f}"
 )
 hamlib.check(
-    "natural gradient makes the same predictions at every step after rescaling (1e-10)",
-    ng_gap < 1e-10,
+    "natural gradient makes the same predictions at every step after rescaling (1e-13)",
+    ng_gap < 1e-13,
 )
 hamlib.check("gradient descent does not: predictions change by more than 0.1", gd_gap > 0.1)
 

@@ -206,7 +206,7 @@ def first_step(tr, name, level):
 
 print(
     f"weight decay 1: train accuracy >= 99% at step {first_step(grok, 'train_acc', 0.99)}, "
-    f"test accuracy >= 95% at step {first_step(grok, 'test_acc', 0.95)}"
+    f"test accuracy >= 95% at step {hamlib.approx(first_step(grok, 'test_acc', 0.95), 'd')}"
 )
 print(
     f"no weight decay: train >= 99% at step {first_step(no_wd, 'train_acc', 0.99)}, best test "
@@ -237,7 +237,7 @@ plt.show()
 # the test accuracy: $t_0$ is the midpoint, $w$ the width. (2) Find the single step where a
 # piecewise-constant fit changes level, the least-squares change point, with no shape assumed.
 # Both on eight seeds from the sweep file (7.3), which ran this configuration until test
-# accuracy reached 99%; seed 0 is the run above, and the check after the table makes sure of it.
+# accuracy reached 99%; seed 0 is the run above, and the checks after the table make sure of it.
 
 # %%
 hamlib.show_source(D.change_points)
@@ -263,14 +263,32 @@ print(
 
 # %%
 SEEDS = {row["seed"]: row for row in SWEEP["seeds"]}
-n_file = len(SEEDS[0]["steps"])
+
+
+def early_gap(a, b, logs=5):  # steps 0 to 100: before the runs of two machines drift apart
+    return float(np.abs(np.asarray(a[:logs]) - np.asarray(b[:logs])).max())
+
+
+START_TOL = 0.1  # weight norm, steps 0-100: 2.4x the largest gap measured across processors
+live_gap = early_gap(grok["weight_norm"], SEEDS[0]["weight_norm"])
+seed_gaps = [early_gap(SEEDS[s]["weight_norm"], SEEDS[0]["weight_norm"]) for s in SEEDS if s]
+live_95, file_95 = first_step(grok, "test_acc", 0.95), SEEDS[0]["step_test_95"]
+print(
+    "weight norm over steps 0-100, largest gap to seed 0 of the file: live run "
+    f"{hamlib.below(live_gap, START_TOL)}; the file's other seeds {min(seed_gaps):.2f} to "
+    f"{max(seed_gaps):.2f}"
+)
+shown_95 = "never" if live_95 is None else hamlib.approx(live_95, "d")
+print(f"test accuracy >= 95%: file (seed 0) at step {file_95}, live run at step {shown_95}")
 hamlib.check(
-    "the live run reproduces seed 0 of the sweep file: all four curves, to the 4 decimals stored, "
-    "up to where the sweep stopped",
-    all(
-        np.array_equal(np.round(grok[name][:n_file], 4), SEEDS[0][name])
-        for name in ("train_acc", "test_acc", "weight_norm", "embed_rank")
-    ),
+    f"the live run starts as seed 0 of the sweep file, made on another machine: over steps "
+    f"0-100 its weight norm stays within {START_TOL} of seed 0's",
+    live_gap < START_TOL,
+)
+hamlib.check(
+    "it groks when seed 0 did, up to the drift another processor causes: its test accuracy "
+    "reaches 95% within two logging intervals (50 steps) of the file's step",
+    live_95 is not None and abs(live_95 - file_95) <= 50,
 )
 hamlib.check(
     "for every seed the two estimators agree to within one logging interval of 25 steps",
@@ -292,6 +310,18 @@ hamlib.check(
 # above is a fraction of its mean, and the two estimators, one assuming a sigmoid and one
 # assuming nothing, agree. What the other estimators do around it is the subject of 7.6.
 #
+# It is *not* reproducible to the last digit across machines, and the sweep file shows why. Same
+# code, same seed, same thread count; only the processor differs (the file was made on another
+# one). Another instruction set sums in another order; the difference is a rounding error at the
+# first step, and training amplifies it. Over the first hundred steps the live run stays close to
+# seed 0 of the file (the gap printed above), while the file's other seeds, which start from other
+# initializations, are several times further; later the two runs drift apart until the grokking
+# step moves by a logging interval or two. That is why the numbers of a single long run print with
+# $\approx$ in this book and are checked within a tolerance. Both tolerances here are about twice
+# the largest gap measured across the processors and settings in the README; the grokking step's,
+# 50 steps, is smaller than the seed-to-seed standard deviation printed above, though one seed of
+# eight lands within it.
+#
 # ## 7.3 A phase diagram: training fraction × weight decay
 #
 # Does the network grok within 2,000 steps? A grid of 25 runs takes minutes, longer than the
@@ -312,11 +342,14 @@ for r in SWEEP["phase"]:
     if r["grokked"]:
         grid[wds.index(r["weight_decay"]), fracs.index(r["train_frac"])] = r["step_test_95"]
 point = next(r for r in SWEEP["phase"] if r["train_frac"] == 0.4 and r["weight_decay"] == 1.0)
+# The diagram's point at 40% and weight decay 1 is the run of seed 0 (the file records the same
+# steps for both: the sweep ran the same function); the live run is held to it as above.
 hamlib.check(
-    "the live run (seed 0, 40%, weight decay 1) reaches 99% train and 95% test accuracy at the "
-    "steps the sweep file records",
-    point["step_test_95"] == first_step(grok, "test_acc", 0.95)
-    and point["step_train_99"] == first_step(grok, "train_acc", 0.99),
+    "the live run reaches 99% train and 95% test accuracy within 50 steps of the steps the "
+    "diagram records at 40% and weight decay 1",
+    live_95 is not None
+    and abs(first_step(grok, "train_acc", 0.99) - point["step_train_99"]) <= 50
+    and abs(live_95 - point["step_test_95"]) <= 50,
 )
 
 # %%
