@@ -1,6 +1,7 @@
 """make portability: nbval under settings that emulate other processors (tools/portability.py)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -36,7 +37,7 @@ def test_a_setting_is_forced_alone_on_top_of_the_executors_environment(monkeypat
     for key, value in PINS.items():
         assert env[key] == value
     assert "--nbval" in cmd and cmd[-1] == "book/x.ipynb"
-    assert "tests/nbval_sanitize.cfg" in cmd
+    assert str(ROOT / "tests" / "nbval_sanitize.cfg") in cmd
     portability.nbval("native", ["book"])
     assert not set(portability.FORCED) & set(seen[1][1])  # native means nothing forced
 
@@ -69,11 +70,27 @@ def test_ci_runs_native_and_a_setting_that_is_not_native_here(
 
 
 def test_a_failing_setting_fails_the_run(monkeypatch, capsys):
+    for var in portability.FORCED:
+        monkeypatch.delenv(var, raising=False)
     _capture(monkeypatch, lambda env: int(env.get("MKL_CBWR") == "COMPATIBLE"))
     assert portability.main(["native", "mkl-compatible"]) == 1
     out = capsys.readouterr().out
     assert "native           passed" in out and "mkl-compatible   FAILED" in out
     assert portability.main(["native", "torch-avx2"]) == 0
+
+
+@pytest.mark.parametrize("var", ["ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS"])
+def test_a_shell_that_forces_a_code_path_is_refused_by_name(monkeypatch, capsys, var):
+    monkeypatch.setenv(var, "avx2")
+    with pytest.raises(SystemExit) as exc:
+        portability.main(["native"])
+    assert exc.value.code == 2 and var in capsys.readouterr().err
+
+
+def test_ci_and_named_settings_do_not_mix(capsys):
+    with pytest.raises(SystemExit):
+        portability.main(["--ci", "native"])
+    assert "--ci" in capsys.readouterr().err
 
 
 def test_an_unknown_setting_is_refused_by_name(capsys):
@@ -90,7 +107,13 @@ def test_refresh_refuses_to_store_outputs_under_a_forced_setting(monkeypatch, tm
 
 
 PROBE = """
-import json, torch, numpy
+import json, os, torch, numpy
+cnr = "?"
+if os.environ.get("MKL_VERBOSE"):  # MKL reports its code path on fd 1 for each call
+    import subprocess, sys
+    code = "import torch; a = torch.randn(64, 64); a @ a"
+    log = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    cnr = next((w for w in log.split() if w.startswith("CNR:")), "no MKL call")
 from numpy._core._multiarray_umath import __cpu_features__
 from threadpoolctl import threadpool_info
 print(json.dumps({
@@ -98,17 +121,14 @@ print(json.dumps({
     "numpy": {k: __cpu_features__.get(k) for k in ("X86_V3", "X86_V4")},
     "openblas": sorted({p.get("architecture") for p in threadpool_info()
                         if p["internal_api"] == "openblas"}),
+    "mkl": cnr,
 }))
 """
 
 
 def _probe(setting: str) -> dict:
-    env = execenv.executor_env(
-        {
-            **{k: v for k, v in __import__("os").environ.items() if k not in portability.FORCED},
-            **portability.SETTINGS[setting],
-        }
-    )
+    base = {k: v for k, v in os.environ.items() if k not in portability.FORCED}
+    env = execenv.executor_env({**base, **portability.SETTINGS[setting], "MKL_VERBOSE": "1"})
     out = subprocess.run(
         [sys.executable, "-c", PROBE], env=env, cwd=ROOT, capture_output=True, text=True
     )
@@ -121,6 +141,9 @@ def test_the_settings_take_effect_in_a_child_process():
     native = _probe("native")
     if native["torch"] == "AVX512":
         assert _probe("torch-avx2")["torch"] == "AVX2"
+    if native["mkl"] != "no MKL call":  # torch's x86 wheels link MKL; others may not
+        assert native["mkl"] == "CNR:OFF"
+        assert _probe("mkl-compatible")["mkl"] == "CNR:COMPATIBLE"
     sse = _probe("numpy-sse")
     assert sse["numpy"] == {"X86_V3": False, "X86_V4": False}, sse
     assert sse["openblas"] == ["Sandybridge"], sse

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tools import portability
 from tools.execenv import executor_env
 from tools.notebooks import ROOT
 
@@ -49,20 +50,7 @@ def test_nbval_fails_when_a_hamlib_result_changes(tmp_path: Path):
     assert where.stdout.strip() == str(scratch / "hamlib" / "__init__.py")
 
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--nbval",
-            "--nbval-current-env",
-            "-x",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--nbval-sanitize-with",
-            str(ROOT / "tests" / "nbval_sanitize.cfg"),
-            str(scratch / "book" / CHAPTER),
-        ],
+        [sys.executable, *portability.NBVAL, "-x", str(scratch / "book" / CHAPTER)],
         env=env,
         cwd=scratch,
         capture_output=True,

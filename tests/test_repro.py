@@ -124,15 +124,9 @@ def test_progress_is_on_by_default(monkeypatch, capsys):
 # ----------------------------------------------------------------------------- approx + nbval
 def _sanitize(text: str) -> str:
     """What nbval does to an output before comparing it, with the book's sanitizer file."""
-    import re
-    from pathlib import Path
+    from tools.notebooks import sanitized
 
-    from nbval.plugin import get_sanitize_patterns
-
-    cfg = Path(__file__).parent / "nbval_sanitize.cfg"
-    for regex, replace in get_sanitize_patterns(cfg.read_text()):
-        text = re.sub(regex, replace, text)
-    return text
+    return sanitized(text)
 
 
 @pytest.mark.parametrize(

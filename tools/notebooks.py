@@ -154,8 +154,9 @@ def gate(root: Path = ROOT) -> list[str]:
     return problems + coverage_problems(root)
 
 
-# Output types nbval compares (it never compares images); a cell tagged IGNORE runs uncompared.
-COMPARED_MIME = ("text/plain", "text/html", "text/markdown")
+# Output types nbval does not compare (nbval 0.11's skip list); a cell tagged IGNORE runs
+# uncompared.
+UNCOMPARED_MIME = ("image/png", "image/jpeg", WIDGET)
 IGNORE = "nbval-ignore-output"
 MASK = "≈NUMBER"  # what tests/nbval_sanitize.cfg makes of a number printed with hamlib.approx
 MIN_COMPARED = 0.9  # of the book's code cells, at least this share must have compared outputs
@@ -164,7 +165,7 @@ MIN_COMPARED = 0.9  # of the book's code cells, at least this share must have co
 SANITIZER = Path("tests") / "nbval_sanitize.cfg"
 
 
-def _sanitized(text: str) -> str:
+def sanitized(text: str) -> str:
     """``text`` as nbval compares it: the sanitizer's replacements applied, parsed as nbval does."""
     from nbval.plugin import get_sanitize_patterns  # nbval's own parser of the file
 
@@ -190,13 +191,16 @@ def compared(root: Path = ROOT) -> dict[str, dict[str, int]]:
             row["code"] += 1
             texts = [o.get("text", "") for o in cell.get("outputs", [])]
             texts += [
-                o.get("data", {}).get(m, "") for o in cell.get("outputs", []) for m in COMPARED_MIME
+                v if isinstance(v, str) else json.dumps(v)
+                for o in cell.get("outputs", [])
+                for m, v in o.get("data", {}).items()
+                if m not in UNCOMPARED_MIME
             ]
             row["printing"] += any(texts)
             if IGNORE in cell.get("metadata", {}).get("tags", []):
                 continue
             row["compared"] += 1
-            shown = [_sanitized(t) for t in texts]
+            shown = [sanitized(t) for t in texts]
             masked = sum(t.count(MASK) for t in shown)
             chars = sum(len(t) for t in shown) - masked * len(MASK)
             row["with output"] += any(t.replace(MASK, "").strip() for t in shown)
@@ -255,7 +259,7 @@ def execute(
     }
     for i, cell in enumerate(nb.cells):  # stable ids keep diffs of book/*.ipynb readable
         cell["id"] = f"cell-{i:03d}"
-    nb.metadata["executed_on"] = machine()  # which processor the stored outputs come from
+    nb.metadata["executed_on"] = executed_on()  # the processor the stored outputs come from
     execenv.apply()  # the one definition of the executors' environment
     client = NotebookClient(
         nb,
@@ -330,8 +334,15 @@ def machine() -> dict[str, str | int]:
         "cores": os.cpu_count() or 0,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
+
+
+def executed_on() -> dict[str, str | int]:
+    """The machine, and the kernels torch dispatches to on it: what a stored notebook records
+    (the same processor model can run AVX2 or AVX-512 kernels)."""
+    import torch
+
+    return machine() | {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def bench_report(

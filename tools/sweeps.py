@@ -19,6 +19,7 @@ import torch
 
 import hamlib
 from hamlib import dynamics
+from tools import notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 # The chapter's configuration (Chapter 7 trains the point train_frac 0.4, weight decay 1, seed 0
@@ -114,6 +115,7 @@ def provenance() -> dict:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
+        "processor": notebooks.executed_on(),  # a live run on another one drifts (Chapter 7)
         "python": platform.python_version(),
     }
 
