@@ -714,7 +714,7 @@ hamlib.check(
 # %%
 print(f"MHA, another seed: {short['MHA, another seed'][1] - base:+.3f} nats/char")
 for name in ["GQA, 2 kv heads", "MQA, 1 kv head", "SwiGLU, equal params"]:
-    show = hamlib.approx if name.startswith("SwiGLU") else format
+    show = hamlib.approx if name.startswith("SwiGLU") else format  # held by the check in 4.7
     print(
         f"{name}: {show(short[name][1] - base, '+.3f')} nats/char against MHA, "
         f"{short[name][0] / short['MHA (baseline)'][0]:.0%} of its parameters"

@@ -470,8 +470,8 @@ dets = {
 }
 for name, det in dets.items():  # the symplectic two: round-off, shown as the bound it meets
     symplectic = name in ("symplectic Euler", "leapfrog")
-    area = hamlib.below(det - 1, 1e-14) if symplectic else f"{det - 1:+.2e}"
-    print(f"{name:18s} det(Jacobian) - 1 = {area}")
+    area = hamlib.below(det - 1, 1e-14) if symplectic else f"= {det - 1:+.2e}"
+    print(f"{name:18s} det(Jacobian) - 1 {area}")
 hamlib.check(
     "symplectic Euler and leapfrog preserve area: |det - 1| < 1e-14",
     abs(dets["symplectic Euler"] - 1) < 1e-14 and abs(dets["leapfrog"] - 1) < 1e-14,

@@ -204,9 +204,15 @@ def first_step(tr, name, level):
     return next((s for s, v in zip(tr.steps, tr[name], strict=True) if v >= level), None)
 
 
+def show_step(
+    step,
+):  # a step after hundreds of others moves with the processor: ≈ (see 7.2's checks)
+    return "never" if step is None else hamlib.approx(step, "d")
+
+
 print(
     f"weight decay 1: train accuracy >= 99% at step {first_step(grok, 'train_acc', 0.99)}, "
-    f"test accuracy >= 95% at step {hamlib.approx(first_step(grok, 'test_acc', 0.95), 'd')}"
+    f"test accuracy >= 95% at step {show_step(first_step(grok, 'test_acc', 0.95))}"
 )
 print(
     f"no weight decay: train >= 99% at step {first_step(no_wd, 'train_acc', 0.99)}, best test "
@@ -278,8 +284,7 @@ print(
     f"{hamlib.below(live_gap, START_TOL)}; the file's other seeds {min(seed_gaps):.2f} to "
     f"{max(seed_gaps):.2f}"
 )
-shown_95 = "never" if live_95 is None else hamlib.approx(live_95, "d")
-print(f"test accuracy >= 95%: file (seed 0) at step {file_95}, live run at step {shown_95}")
+print(f"test accuracy >= 95% at step: file (seed 0) {file_95}, live run {show_step(live_95)}")
 hamlib.check(
     f"the live run starts as seed 0 of the sweep file, made on another machine: over steps "
     f"0-100 its weight norm stays within {START_TOL} of seed 0's",
