@@ -17,6 +17,7 @@ have run exactly once, in order, in one kernel, without an unexpected error or a
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -160,17 +161,19 @@ UNCOMPARED_MIME = ("image/png", "image/jpeg", WIDGET)
 IGNORE = "nbval-ignore-output"
 MASK = "≈NUMBER"  # what tests/nbval_sanitize.cfg makes of a number printed with hamlib.approx
 MIN_COMPARED = 0.9  # of the book's code cells, at least this share must have compared outputs
-
-
 SANITIZER = Path("tests") / "nbval_sanitize.cfg"
+
+
+@functools.cache
+def _sanitizer() -> list[tuple[str, str]]:
+    from nbval.plugin import get_sanitize_patterns  # nbval's own parser of the file
+
+    return get_sanitize_patterns((ROOT / SANITIZER).read_text())
 
 
 def sanitized(text: str) -> str:
     """``text`` as nbval compares it: the sanitizer's replacements applied, parsed as nbval does."""
-    from nbval.plugin import get_sanitize_patterns  # nbval's own parser of the file
-
-    patterns = get_sanitize_patterns((ROOT / SANITIZER).read_text())
-    for regex, replace in patterns:
+    for regex, replace in _sanitizer():
         text = re.sub(regex, replace, text)
     return text
 
