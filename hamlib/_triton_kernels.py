@@ -88,7 +88,7 @@ def matmul_kernel(
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
     UPCAST: tl.constexpr,
-    IEEE: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     """C = A @ B, one BLOCK_M x BLOCK_N tile of C per program, in grouped order."""
     pid = tl.program_id(0)
@@ -102,9 +102,10 @@ def matmul_kernel(
     pid_m = first_m + (pid % tiles_per_group) % group_rows
     pid_n = (pid % tiles_per_group) // group_rows
 
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    ks = tl.arange(0, BLOCK_K)
+    # int64 offsets: rows * stride_am passes 2**31 once M * K does.
+    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    ks = tl.arange(0, BLOCK_K).to(tl.int64)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         k = k0 + ks
@@ -121,10 +122,9 @@ def matmul_kernel(
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-        if IEEE:  # fp32 inputs: full fp32 products, as torch does by default (not TF32)
-            acc = tl.dot(a, b, acc, input_precision="ieee")
-        else:
-            acc = tl.dot(a, b, acc)
+        # fp32 operands: "ieee" = full fp32 products on the FMA units (torch's default),
+        # "tf32" = inputs rounded to TF32 on the tensor cores. fp16/bf16 ignore it.
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
     c = acc.to(c_ptr.dtype.element_ty)
     mask = (rows[:, None] < M) & (cols[None, :] < N)
     tl.store(c_ptr + rows[:, None] * stride_cm + cols[None, :] * stride_cn, c, mask=mask)
@@ -171,7 +171,7 @@ def flash_attention_kernel(
     D,
     CAUSAL: tl.constexpr,
     UPCAST: tl.constexpr,
-    IEEE: tl.constexpr,
+    PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -218,11 +218,7 @@ def flash_attention_kernel(
         if UPCAST:
             k_t = k_t.to(tl.float32)
             v = v.to(tl.float32)
-        if IEEE:
-            s = tl.dot(q, k_t, input_precision="ieee")
-        else:
-            s = tl.dot(q, k_t)
-        s = s * qk_scale
+        s = tl.dot(q, k_t, input_precision=PRECISION) * qk_scale
         keep = col_ok[None, :]
         if CAUSAL:
             keep = keep & (offs_m[:, None] >= cols[None, :])
@@ -232,10 +228,8 @@ def flash_attention_kernel(
         p = tl.exp2(s - new_max[:, None])
         alpha = tl.exp2(row_max - new_max)
         row_sum = row_sum * alpha + tl.sum(p, axis=1)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        # Rescale, then accumulate the new block's P V into the same registers.
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
         row_max = new_max
     out = acc / row_sum[:, None]
     tl.store(

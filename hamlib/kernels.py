@@ -40,6 +40,7 @@ __all__ = [
     "CUDA_ADD_SOURCE",
     "H100_SXM",
     "GPUSpec",
+    "Launch",
     "Traffic",
     "add",
     "attainable_flops",
@@ -48,9 +49,13 @@ __all__ = [
     "count_traffic",
     "cuda_add",
     "flash_attention",
+    "attention_config",
     "latency_hiding",
+    "launch_plan",
     "layer_norm",
     "matmul",
+    "matmul_config",
+    "next_power_of_2",
     "op_cost",
     "reference",
     "softmax",
@@ -102,7 +107,7 @@ def _device() -> str:
     return "cuda" if _BACKEND == "cuda" else "cpu"
 
 
-def _check_tensor(name: str, t: Any, ndim: int | None = None) -> Tensor:
+def _check_tensor(name: str, t: Any, ndim: int | None = None, check_device: bool = True) -> Tensor:
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in FLOAT_DTYPES:
@@ -111,7 +116,7 @@ def _check_tensor(name: str, t: Any, ndim: int | None = None) -> Tensor:
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
     if t.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)}")
-    if _BACKEND != "torch" and t.device.type != _device():
+    if check_device and _BACKEND != "torch" and t.device.type != _device():
         where = "CUDA tensors" if _BACKEND == "cuda" else "CPU tensors (no GPU: interpreter)"
         raise ValueError(
             f"{name} is on {t.device}, but the {_BACKEND!r} backend takes {where}; "
@@ -132,10 +137,10 @@ def _same(name: str, t: Tensor, ref_name: str, ref: Tensor) -> None:
         raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}")
 
 
-def _empty(shape: tuple[int, ...] | torch.Size, like: Tensor) -> Tensor:
+def _empty(shape: tuple[int, ...] | torch.Size, like: Tensor, backend: str) -> Tensor:
     # The interpreter rounds fp32 -> bf16 toward zero (a GPU rounds to nearest even): there, a
     # bf16 result is stored in fp32 and rounded by torch afterwards (see _result).
-    dtype = torch.float32 if _BACKEND == "interpreter" and like.dtype == torch.bfloat16 else None
+    dtype = torch.float32 if backend == "interpreter" and like.dtype == torch.bfloat16 else None
     return torch.empty(tuple(shape), dtype=dtype or like.dtype, device=like.device)
 
 
@@ -143,84 +148,153 @@ def _result(out: Tensor, like: Tensor) -> Tensor:
     return out.to(like.dtype)
 
 
-def _upcast(*ts: Tensor) -> bool:
+def _upcast(backend: str, *ts: Tensor) -> bool:
     # The interpreter's bf16 arithmetic (tl.dot included) is silently wrong: use fp32 there.
-    return _BACKEND == "interpreter" and any(t.dtype == torch.bfloat16 for t in ts)
+    return backend == "interpreter" and any(t.dtype == torch.bfloat16 for t in ts)
 
 
 # ----------------------------------------------------------------------------------- kernels
 
 
-def add(x: Tensor, y: Tensor) -> Tensor:
-    """Elementwise ``x + y`` for tensors of equal shape and dtype: one program per 1024 elements."""
-    _check_tensor("x", x)
-    _check_tensor("y", y)
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch exactly as a wrapper makes it: the kernel (a name in
+    ``hamlib._triton_kernels``), the grid, the arguments and the compile-time parameters
+    (constexprs, ``num_warps``, ``num_stages``). ``launch()`` runs it; :func:`hamlib.aot.compile`
+    compiles the same launch for a GPU that is not here."""
+
+    kernel: str
+    grid: tuple[int, ...]
+    args: tuple[Any, ...]
+    meta: dict[str, Any]
+
+    def __call__(self) -> None:
+        getattr(_tk, self.kernel)[self.grid](*self.args, **self.meta)
+
+
+BACKENDS = ("cuda", "interpreter")
+
+
+def launch_plan(name: str, *args: Any, backend: str = "cuda", **kwargs: Any) -> Launch:
+    """The launch that ``K.<name>(*args, **kwargs)`` makes on ``backend`` (``"cuda"`` or
+    ``"interpreter"``), whatever this machine is. Inputs are checked as the wrapper checks them,
+    except their device: CPU or ``"meta"`` tensors plan a CUDA launch. The output tensor is
+    allocated on the inputs' device. Used to compile, on a CPU, what a GPU would run."""
+    if name not in _PLANS:
+        raise ValueError(f"name must be one of {sorted(_PLANS)}, got {name!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    checked = _ARGS[name](*args, check_device=False, **kwargs)
+    return _PLANS[name](*checked, backend=backend)[0]
+
+
+def _run(name: str, *checked: Any) -> Tensor:
+    plan, out = _PLANS[name](*checked, backend=_BACKEND)
+    plan()
+    return _result(out, checked[0])
+
+
+def _add_args(x: Tensor, y: Tensor, check_device: bool = True) -> tuple[Tensor, Tensor]:
+    _check_tensor("x", x, check_device=check_device)
+    _check_tensor("y", y, check_device=check_device)
     _same("y", y, "x", x)
     if x.shape != y.shape:
         raise ValueError(
             f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}"
         )
-    if _BACKEND == "torch":
-        return reference("add")(x, y)
-    out = _empty(x.shape, x)
+    return x, y
+
+
+def _add_plan(x: Tensor, y: Tensor, backend: str) -> tuple[Launch, Tensor]:
+    out = _empty(x.shape, x, backend)
     n = x.numel()
     block = 1024
-    _tk.add_kernel[(math.ceil(n / block),)](x, y, out, n, BLOCK=block)
-    return _result(out, x)
+    return Launch("add_kernel", (math.ceil(n / block),), (x, y, out, n), {"BLOCK": block}), out
+
+
+def add(x: Tensor, y: Tensor) -> Tensor:
+    """Elementwise ``x + y`` for tensors of equal shape and dtype: one program per 1024 elements."""
+    x, y = _add_args(x, y)
+    if _BACKEND == "torch":
+        return reference("add")(x, y)
+    return _run("add", x, y)
 
 
 # Rows longer than this use the two-pass online kernel instead of holding the row in registers.
 SOFTMAX_MAX_FUSED = 16384
 
 
-def softmax(x: Tensor) -> Tensor:
+def softmax(x: Tensor, max_fused: int = SOFTMAX_MAX_FUSED) -> Tensor:
     """Softmax over the last dimension of a 2-D tensor, computed in float32, returned in x.dtype.
 
-    One program per row. A row of up to ``SOFTMAX_MAX_FUSED`` elements is read once and written
-    once; longer rows take the online-softmax kernel (read twice, written once)."""
-    return _softmax(x, SOFTMAX_MAX_FUSED)
-
-
-def _softmax(x: Tensor, max_fused: int) -> Tensor:
-    _check_tensor("x", x, ndim=2)
+    One program per row. A row of up to ``max_fused`` elements is read once and written once;
+    longer rows take the online-softmax kernel (read twice, written once), in chunks of
+    ``min(4096, max_fused)`` rounded up to a power of two (tests lower it to exercise that path
+    on short rows)."""
+    x, max_fused = _softmax_args(x, max_fused)
     if _BACKEND == "torch":
         return reference("softmax")(x)
+    return _run("softmax", x, max_fused)
+
+
+def _softmax_args(
+    x: Tensor, max_fused: int = SOFTMAX_MAX_FUSED, check_device: bool = True
+) -> tuple[Tensor, int]:
+    _check_tensor("x", x, ndim=2, check_device=check_device)
+    if not isinstance(max_fused, int) or isinstance(max_fused, bool) or max_fused < 1:
+        raise ValueError(f"max_fused must be a positive int, got {max_fused!r}")
+    return x, max_fused
+
+
+def _softmax_plan(x: Tensor, max_fused: int, backend: str) -> tuple[Launch, Tensor]:
     rows, cols = x.shape
-    out = _empty(x.shape, x)
+    out = _empty(x.shape, x, backend)
+    args = (out, x, x.stride(0), out.stride(0), cols)
     if cols <= max_fused:
-        block = triton_next_power_of_2(cols)
+        block = next_power_of_2(cols)
         warps = 4 if block <= 2048 else (8 if block <= 8192 else 16)
-        _tk.softmax_kernel[(rows,)](
-            out, x, x.stride(0), out.stride(0), cols, BLOCK=block, num_warps=warps
-        )
-    else:
-        block = min(4096, triton_next_power_of_2(max_fused))
-        _tk.softmax_online_kernel[(rows,)](
-            out, x, x.stride(0), out.stride(0), cols, BLOCK=block, num_warps=8
-        )
-    return _result(out, x)
+        return Launch("softmax_kernel", (rows,), args, {"BLOCK": block, "num_warps": warps}), out
+    block = min(4096, next_power_of_2(max_fused))
+    meta = {"BLOCK": block, "num_warps": 8}
+    return Launch("softmax_online_kernel", (rows,), args, meta), out
 
 
-def triton_next_power_of_2(n: int) -> int:
+def next_power_of_2(n: int) -> int:
     """Smallest power of two >= n (block sizes in Triton must be powers of two)."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    return 1 << (n - 1).bit_length()
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    return 1 << (int(n) - 1).bit_length()
 
 
-def _matmul_blocks(m: int, n: int, k: int) -> dict[str, int]:
-    if _BACKEND == "cuda":
-        big = m >= 128 and n >= 128
-        return {
-            "BLOCK_M": 128 if big else 64,
-            "BLOCK_N": 128 if big else 64,
-            "BLOCK_K": 64 if k >= 64 else 32,
-            "GROUP_M": 8,
-            "num_warps": 8 if big else 4,
-            "num_stages": 3,
-        }
-    # The interpreter runs programs one after another: big tiles mean fewer of them.
-    return {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4}
+def matmul_config(
+    m: int, n: int, k: int, dtype: torch.dtype, backend: str = "cuda", precision: str = "ieee"
+) -> dict:
+    """The tiles and launch parameters ``K.matmul`` uses for an (m, k) @ (k, n) product.
+
+    On a GPU the choice depends on the dtype, and each choice was checked by compiling it for
+    sm_80 and sm_90 (``tests/test_aot.py``: no choice spills registers). fp16/bf16 (and fp32 in
+    TF32) feed the tensor cores with tiles of 128 x 128 x 64 (x 32 for TF32). fp32 computed
+    exactly (``"ieee"``) runs on the FMA units, which hold the whole BLOCK_K slice of both tiles
+    in registers: fp32 takes BLOCK_K = 16 (with 64, 128 x 128 tiles spill 1,672 bytes per
+    thread on an A100). The interpreter runs programs one after another: 32 x 32 x 32."""
+    if backend == "interpreter":
+        return {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4}
+    big = m >= 128 and n >= 128
+    exact_fp32 = dtype == torch.float32 and precision == "ieee"
+    if exact_fp32:
+        block_k = 16
+    elif dtype == torch.float32:
+        block_k = 32
+    else:
+        block_k = 64 if k >= 64 else 32
+    return {
+        "BLOCK_M": 128 if big else 64,
+        "BLOCK_N": 128 if big else 64,
+        "BLOCK_K": block_k,
+        "GROUP_M": 8,
+        "num_warps": 8 if big else 4,
+        "num_stages": 2 if exact_fp32 and not big else 3,
+    }
 
 
 def tile_order(tiles_m: int, tiles_n: int, group_m: int) -> np.ndarray:
@@ -240,53 +314,68 @@ def tile_order(tiles_m: int, tiles_n: int, group_m: int) -> np.ndarray:
     return np.stack([pid_m, pid_n], axis=1)
 
 
-def matmul(a: Tensor, b: Tensor) -> Tensor:
+PRECISIONS = ("ieee", "tf32")
+
+
+def matmul(a: Tensor, b: Tensor, precision: str = "ieee") -> Tensor:
     """``a @ b`` for 2-D tensors (M, K) and (K, N) of one dtype, accumulated in float32.
 
     Tiles of C are handed out in grouped order (``GROUP_M`` tile-rows at a time) so that
-    neighbouring programs reuse the tiles of A and B they load."""
-    _check_tensor("a", a, ndim=2)
-    _check_tensor("b", b, ndim=2)
+    neighbouring programs reuse the tiles of A and B they load. ``precision`` matters for fp32
+    inputs on a GPU only: ``"ieee"`` (default, as torch's default) multiplies in full fp32 on the
+    FMA units; ``"tf32"`` rounds the inputs to TF32 (10-bit mantissa) and uses the tensor cores.
+    The interpreter computes both in full fp32."""
+    a, b, precision = _matmul_args(a, b, precision)
+    if _BACKEND == "torch":
+        return reference("matmul")(a, b)
+    return _run("matmul", a, b, precision)
+
+
+def _matmul_args(
+    a: Tensor, b: Tensor, precision: str = "ieee", check_device: bool = True
+) -> tuple[Tensor, Tensor, str]:
+    _check_tensor("a", a, ndim=2, check_device=check_device)
+    _check_tensor("b", b, ndim=2, check_device=check_device)
     _same("b", b, "a", a)
     if a.shape[1] != b.shape[0]:
         raise ValueError(
             f"inner dimensions differ: a is {tuple(a.shape)}, b is {tuple(b.shape)} "
             "(need a.shape[1] == b.shape[0])"
         )
-    if _BACKEND == "torch":
-        return reference("matmul")(a, b)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return a, b, precision
+
+
+def _matmul_plan(a: Tensor, b: Tensor, precision: str, backend: str) -> tuple[Launch, Tensor]:
     m, k = a.shape
     n = b.shape[1]
-    c = _empty((m, n), a)
-    cfg = _matmul_blocks(m, n, k)
+    c = _empty((m, n), a, backend)
+    cfg = matmul_config(m, n, k, a.dtype, backend, precision)
     grid = (math.ceil(m / cfg["BLOCK_M"]) * math.ceil(n / cfg["BLOCK_N"]),)
-    _tk.matmul_kernel[grid](
-        a,
-        b,
-        c,
-        m,
-        n,
-        k,
-        a.stride(0),
-        a.stride(1),
-        b.stride(0),
-        b.stride(1),
-        c.stride(0),
-        c.stride(1),
-        UPCAST=_upcast(a),
-        IEEE=a.dtype == torch.float32,
-        **cfg,
-    )
-    return _result(c, a)
+    strides = (a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1))
+    args = (a, b, c, m, n, k, *strides)
+    # For fp16/bf16 operands the precision is ignored: they go to the tensor cores as they are.
+    meta = {"UPCAST": _upcast(backend, a), "PRECISION": precision, **cfg}
+    return Launch("matmul_kernel", grid, args, meta), c
 
 
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
     r"""Layer norm over the last dimension: :math:`y = (x - \mu)/\sqrt{\sigma^2 + \epsilon}\,w + b`
     with the biased variance, as ``torch.nn.functional.layer_norm``. x may have any leading
     dimensions; weight and bias have shape (N,)."""
-    _check_tensor("x", x)
-    _check_tensor("weight", weight, ndim=1)
-    _check_tensor("bias", bias, ndim=1)
+    x, weight, bias, eps = _layer_norm_args(x, weight, bias, eps)
+    if _BACKEND == "torch":
+        return reference("layer_norm")(x, weight, bias, eps)
+    return _run("layer_norm", x, weight, bias, eps).reshape(x.shape)
+
+
+def _layer_norm_args(
+    x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5, check_device: bool = True
+) -> tuple[Tensor, Tensor, Tensor, float]:
+    _check_tensor("x", x, check_device=check_device)
+    _check_tensor("weight", weight, ndim=1, check_device=check_device)
+    _check_tensor("bias", bias, ndim=1, check_device=check_device)
     _same("weight", weight, "x", x)
     _same("bias", bias, "x", x)
     n = x.shape[-1]
@@ -297,16 +386,20 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Te
         )
     if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
         raise ValueError(f"eps must be a positive finite number, got {eps!r}")
-    if _BACKEND == "torch":
-        return reference("layer_norm")(x, weight, bias, eps)
+    return x, weight, bias, float(eps)
+
+
+def _layer_norm_plan(
+    x: Tensor, weight: Tensor, bias: Tensor, eps: float, backend: str
+) -> tuple[Launch, Tensor]:
+    n = x.shape[-1]
     rows = x.numel() // n
     x2 = x.reshape(rows, n)
-    y = _empty(x2.shape, x2)
-    block = min(4096, triton_next_power_of_2(n))
-    _tk.layer_norm_kernel[(rows,)](
-        x2, y, weight, bias, x2.stride(0), n, float(eps), BLOCK=block, num_warps=4
-    )
-    return _result(y, x).reshape(x.shape)
+    y = _empty(x2.shape, x2, backend)
+    block = min(4096, next_power_of_2(n))
+    meta = {"BLOCK": block, "num_warps": 8 if block >= 2048 else 4}
+    args = (x2, y, weight, bias, x2.stride(0), n, eps)
+    return Launch("layer_norm_kernel", (rows,), args, meta), y
 
 
 def flash_attention(
@@ -318,9 +411,23 @@ def flash_attention(
     k and v share their shape; q may have another sequence length unless ``causal`` (then the
     query i sees keys 0..i, as ``scaled_dot_product_attention(is_causal=True)``). head_dim from
     16 to 128, any sequence length."""
-    _check_tensor("q", q, ndim=4)
-    _check_tensor("k", k, ndim=4)
-    _check_tensor("v", v, ndim=4)
+    q, k, v, causal, sm_scale = _attention_args(q, k, v, causal, sm_scale)
+    if _BACKEND == "torch":
+        return _attention_reference(q, k, v, causal, sm_scale)
+    return _run("flash_attention", q, k, v, causal, sm_scale)
+
+
+def _attention_args(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    causal: bool = False,
+    sm_scale: float | None = None,
+    check_device: bool = True,
+) -> tuple[Tensor, Tensor, Tensor, bool, float]:
+    _check_tensor("q", q, ndim=4, check_device=check_device)
+    _check_tensor("k", k, ndim=4, check_device=check_device)
+    _check_tensor("v", v, ndim=4, check_device=check_device)
     _same("k", k, "q", q)
     _same("v", v, "q", q)
     b, h, s_q, d = q.shape
@@ -334,41 +441,69 @@ def flash_attention(
         )
     if not 16 <= d <= 128:
         raise ValueError(f"head_dim must be between 16 and 128, got {d}")
-    s_k = k.shape[2]
-    if causal and s_q != s_k:
-        raise ValueError(f"causal attention needs equal query and key lengths, got {s_q} and {s_k}")
+    if causal and s_q != k.shape[2]:
+        raise ValueError(
+            f"causal attention needs equal query and key lengths, got {s_q} and {k.shape[2]}"
+        )
     if sm_scale is None:
         sm_scale = 1.0 / math.sqrt(d)
     if not (isinstance(sm_scale, (int, float)) and math.isfinite(sm_scale)):
         raise ValueError(f"sm_scale must be a finite number, got {sm_scale!r}")
-    if _BACKEND == "torch":
-        return _attention_reference(q, k, v, causal, float(sm_scale))
-    o = _empty(q.shape, q)
-    block_d = max(16, triton_next_power_of_2(d))
-    if _BACKEND == "cuda":
-        block_m, block_n = 128, (64 if d <= 64 else 32)
-        launch = {"num_warps": 8 if d > 64 else 4, "num_stages": 3}
-    else:
-        block_m, block_n, launch = 32, 32, {}
-    grid = (math.ceil(s_q / block_m), b * h)
-    _tk.flash_attention_kernel[grid](
-        q,
-        k,
-        v,
-        o,
-        float(sm_scale),
-        s_q,
-        s_k,
-        d,
-        CAUSAL=bool(causal),
-        UPCAST=_upcast(q),
-        IEEE=q.dtype == torch.float32,
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        BLOCK_D=block_d,
-        **launch,
-    )
-    return _result(o, q)
+    return q, k, v, bool(causal), float(sm_scale)
+
+
+def attention_config(head_dim: int, dtype: torch.dtype, backend: str = "cuda") -> dict:
+    """Blocks and launch parameters of ``K.flash_attention`` for one head size and dtype.
+
+    Checked by compiling each choice for sm_80 and sm_90 (``tests/test_aot.py``). fp16/bf16 keep
+    a 128-query block on the tensor cores. fp32, computed exactly on the FMA units, keeps its
+    operands in registers: a 128 x 128 fp32 query block spills thousands of bytes per thread, so
+    fp32 takes 64 queries and 16 keys at a time."""
+    if backend == "interpreter":
+        return {"BLOCK_M": 32, "BLOCK_N": 32}
+    if dtype == torch.float32:
+        if head_dim > 64:
+            return {"BLOCK_M": 64, "BLOCK_N": 16, "num_warps": 8, "num_stages": 2}
+        return {"BLOCK_M": 64, "BLOCK_N": 16, "num_warps": 4, "num_stages": 3}
+    if head_dim > 64:
+        return {"BLOCK_M": 128, "BLOCK_N": 32, "num_warps": 8, "num_stages": 3}
+    # A head size that is not a multiple of 16 loses the vector loads; with 4 warps, d = 40
+    # spills. 8 warps spread the 128 x 64 score tile over twice the registers.
+    return {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8 if head_dim % 16 else 4, "num_stages": 3}
+
+
+def _attention_plan(
+    q: Tensor, k: Tensor, v: Tensor, causal: bool, sm_scale: float, backend: str
+) -> tuple[Launch, Tensor]:
+    b, h, s_q, d = q.shape
+    o = _empty(q.shape, q, backend)
+    cfg = attention_config(d, q.dtype, backend)
+    grid = (math.ceil(s_q / cfg["BLOCK_M"]), b * h)
+    args = (q, k, v, o, sm_scale, s_q, k.shape[2], d)
+    meta = {
+        "CAUSAL": causal,
+        "UPCAST": _upcast(backend, q),
+        "PRECISION": "ieee",
+        "BLOCK_D": max(16, next_power_of_2(d)),
+        **cfg,
+    }
+    return Launch("flash_attention_kernel", grid, args, meta), o
+
+
+_ARGS: dict[str, Callable[..., tuple[Any, ...]]] = {
+    "add": _add_args,
+    "softmax": _softmax_args,
+    "matmul": _matmul_args,
+    "layer_norm": _layer_norm_args,
+    "flash_attention": _attention_args,
+}
+_PLANS: dict[str, Callable[..., tuple[Launch, Tensor]]] = {
+    "add": _add_plan,
+    "softmax": _softmax_plan,
+    "matmul": _matmul_plan,
+    "layer_norm": _layer_norm_plan,
+    "flash_attention": _attention_plan,
+}
 
 
 def _attention_reference(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float) -> Tensor:
