@@ -38,8 +38,10 @@ from torch.overrides import TorchFunctionMode
 
 __all__ = [
     "CUDA_ADD_SOURCE",
+    "A100_SXM",
     "H100_SXM",
     "GPUSpec",
+    "Occupancy",
     "Launch",
     "Traffic",
     "add",
@@ -56,6 +58,7 @@ __all__ = [
     "matmul",
     "matmul_config",
     "next_power_of_2",
+    "occupancy",
     "op_cost",
     "reference",
     "softmax",
@@ -594,37 +597,130 @@ class GPUSpec:
     """Published figures of one GPU (dense, i.e. without 2:4 sparsity)."""
 
     name: str
+    arch: int  # compute capability x 10: 80 = Ampere A100, 90 = Hopper H100
     sms: int
     warp_size: int
     max_warps_per_sm: int
+    max_blocks_per_sm: int
     registers_per_sm: int  # 32-bit registers
     shared_memory_per_sm_kib: int  # configurable L1/shared; the shared-memory maximum
+    shared_memory_per_block_kib: int  # the most one block may opt in to
     l2_mib: int
     hbm_gib: int
     hbm_bandwidth: float  # bytes / s
     fp16_tensor_flops: float  # FLOP / s, dense fp16/bf16 tensor cores, fp32 accumulate
     fp32_flops: float  # FLOP / s, non-tensor fp32
+    clock_hz: float  # the boost clock at which the tensor-core figure is quoted
     source: str
+    shared_bytes_per_clock_per_sm: int = 128  # 32 banks x 4 bytes
+    special_functions_per_clock_per_sm: int = 16  # exp2, rcp, rsqrt...: 4 SFUs x 4 partitions
+
+    @property
+    def shared_bandwidth(self) -> float:
+        """Bytes / s of shared memory, all SMs together (32 banks of 4 bytes per clock)."""
+        return self.sms * self.shared_bytes_per_clock_per_sm * self.clock_hz
+
+    @property
+    def special_function_rate(self) -> float:
+        """exp2 (and other special-function) results per second, all SMs together."""
+        return self.sms * self.special_functions_per_clock_per_sm * self.clock_hz
 
 
 H100_SXM = GPUSpec(
     name="NVIDIA H100 SXM5 80GB",
+    arch=90,
     sms=132,
     warp_size=32,
     max_warps_per_sm=64,
+    max_blocks_per_sm=32,
     registers_per_sm=65536,
     shared_memory_per_sm_kib=228,
+    shared_memory_per_block_kib=227,
     l2_mib=50,
     hbm_gib=80,
     hbm_bandwidth=3.35e12,
     fp16_tensor_flops=989.4e12,
     fp32_flops=66.9e12,
+    clock_hz=1.83e9,
     source=(
         "NVIDIA H100 Tensor Core GPU datasheet (SXM5: 3.35 TB/s HBM3, 989 TFLOPS dense FP16 "
         "Tensor Core, 67 TFLOPS FP32) and NVIDIA H100 Tensor Core GPU Architecture whitepaper "
-        "(132 SMs, 64K 32-bit registers, 228 KB shared memory and 64 warps per SM, 50 MB L2)"
+        "(132 SMs, 64K 32-bit registers, 228 KB shared memory and 64 warps per SM, 50 MB L2, "
+        "16 SFUs per SM); 227 KB per block and 32 blocks per SM: CUDA C Programming Guide, "
+        "compute capability 9.0"
     ),
 )
+
+A100_SXM = GPUSpec(
+    name="NVIDIA A100 SXM4 80GB",
+    arch=80,
+    sms=108,
+    warp_size=32,
+    max_warps_per_sm=64,
+    max_blocks_per_sm=32,
+    registers_per_sm=65536,
+    shared_memory_per_sm_kib=164,
+    shared_memory_per_block_kib=163,
+    l2_mib=40,
+    hbm_gib=80,
+    hbm_bandwidth=2.039e12,
+    fp16_tensor_flops=312e12,
+    fp32_flops=19.5e12,
+    clock_hz=1.41e9,
+    source=(
+        "NVIDIA A100 Tensor Core GPU datasheet (SXM4 80GB: 2,039 GB/s HBM2e, 312 TFLOPS FP16 "
+        "Tensor Core, 19.5 TFLOPS FP32) and NVIDIA A100 Tensor Core GPU Architecture whitepaper "
+        "(108 SMs, 192 KB L1/shared per SM of which 164 KB shared, 40 MB L2, 1,410 MHz boost); "
+        "163 KB per block: CUDA C Programming Guide, compute capability 8.0"
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Occupancy:
+    """How many blocks of a kernel one SM holds at once, and which resource stops it."""
+
+    blocks_per_sm: int
+    warps_per_sm: int
+    limited_by: str  # "registers", "shared memory", "warps" or "blocks"
+    fraction: float  # warps_per_sm / max_warps_per_sm
+
+
+def occupancy(spec: GPUSpec, registers: int, shared_bytes: int, num_warps: int) -> Occupancy:
+    """Resident blocks per SM for a kernel that uses ``registers`` per thread, ``shared_bytes``
+    of shared memory per block and ``num_warps`` warps per block: the CUDA occupancy calculator's
+    arithmetic. Registers are allocated per warp in units of 256; each block's shared memory is
+    rounded up to 128 bytes, plus 1 KiB the system reserves per block (compute capability 8.0
+    and later)."""
+    for name, val, low in (
+        ("registers", registers, 1),
+        ("shared_bytes", shared_bytes, 0),
+        ("num_warps", num_warps, 1),
+    ):
+        if not isinstance(val, (int, np.integer)) or isinstance(val, bool) or val < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {val!r}")
+    if registers > 255:
+        raise ValueError(f"registers must be <= 255 (the most a thread can have), got {registers}")
+    if num_warps > 32:
+        raise ValueError(f"num_warps must be <= 32 (1,024 threads per block), got {num_warps}")
+    if shared_bytes > spec.shared_memory_per_block_kib * 1024:
+        raise ValueError(
+            f"shared_bytes = {shared_bytes} exceeds {spec.name}'s per-block limit of "
+            f"{spec.shared_memory_per_block_kib} KiB: the kernel cannot launch"
+        )
+    regs_per_warp = math.ceil(registers * spec.warp_size / 256) * 256
+    limits = {
+        "registers": (spec.registers_per_sm // regs_per_warp) // num_warps,
+        "shared memory": (
+            (spec.shared_memory_per_sm_kib * 1024) // (math.ceil(shared_bytes / 128) * 128 + 1024)
+        ),
+        "warps": spec.max_warps_per_sm // num_warps,
+        "blocks": spec.max_blocks_per_sm,
+    }
+    limited_by = min(limits, key=lambda k: limits[k])
+    blocks = limits[limited_by]
+    warps = blocks * num_warps
+    return Occupancy(blocks, warps, limited_by, warps / spec.max_warps_per_sm)
 
 
 def attainable_flops(intensity: float | np.ndarray, peak_flops: float, bandwidth: float) -> Any:
@@ -709,29 +805,45 @@ def _tensors(obj: Any) -> Iterator[Tensor]:
             yield from _tensors(item)
 
 
+# In-place ops that overwrite their first argument without reading it.
+_OVERWRITE = {"copy_", "fill_", "zero_", "normal_", "uniform_", "random_", "bernoulli_"}
+
+
+def _nbytes(ts: list[Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in ts)
+
+
 class _TrafficMode(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.ops: list[tuple[str, int, int]] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        outs = list(_tensors(out))
-        if outs:
-            ins = list(_tensors(args)) + list(_tensors(kwargs or {}))
-            storages = {t.untyped_storage().data_ptr() for t in ins}
-            written = [t for t in outs if t.untyped_storage().data_ptr() not in storages]
-            if written:  # a view of an input moves no data
-                read = sum(t.numel() * t.element_size() for t in ins)
-                wrote = sum(t.numel() * t.element_size() for t in written)
-                self.ops.append((getattr(func, "__name__", str(func)), read, wrote))
+        kwargs = kwargs or {}
+        ins = list(_tensors(args)) + list(_tensors(kwargs))
+        versions = [t._version for t in ins]
+        out = func(*args, **kwargs)
+        name = getattr(func, "__name__", str(func))
+        # Written: new tensors (a view of an input moves no data), and every input the call
+        # mutated: in place (x.exp_(), x[m] = 0) or through out=.
+        storages = {t.untyped_storage().data_ptr() for t in ins}
+        mutated = [t for t, v in zip(ins, versions, strict=True) if t._version != v]
+        fresh = [t for t in _tensors(out) if t.untyped_storage().data_ptr() not in storages]
+        written = fresh + mutated
+        if written:
+            outs = set(map(id, _tensors(kwargs.get("out"))))
+            if name in _OVERWRITE and args:
+                outs.add(id(args[0]))
+            read = [t for t in ins if id(t) not in outs]
+            self.ops.append((name, _nbytes(read), _nbytes(written)))
         return out
 
 
 def count_traffic(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Traffic:
     """Run ``fn(*args, **kwargs)`` and count the bytes every torch operation in it reads and
     writes, as if each operation were a separate kernel that finds nothing in cache: the traffic
-    of unfused code. Views (reshapes, slices) move nothing and are not counted."""
+    of unfused code. Views (reshapes, slices) move nothing and are not counted; an in-place op
+    (``x.exp_()``) reads and writes its tensor; ``out=`` is written, not read."""
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     mode = _TrafficMode()

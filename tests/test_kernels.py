@@ -349,3 +349,42 @@ def test_benchmark_bookkeeping_with_a_fake_timer() -> None:
     if K.backend() != "cuda":
         with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
             K.benchmark()
+
+
+def test_count_traffic_in_place_and_out() -> None:
+    x = randn(64, 32)
+    nb = x.numel() * x.element_size()
+    assert K.count_traffic(lambda t: t.exp_(), x.clone()).total == 2 * nb
+    y = torch.empty_like(x)
+    assert K.count_traffic(lambda t: torch.exp(t, out=y), x).total == 2 * nb
+    assert K.count_traffic(lambda t: y.copy_(t), x).total == 2 * nb
+    mask = torch.zeros(64, 32, dtype=torch.bool)
+    traffic = K.count_traffic(lambda t: t.masked_fill_(mask, 0.0), x.clone())
+    assert traffic.ops == [("masked_fill_", nb + mask.numel(), nb)]
+    assert K.count_traffic(lambda t: t.view(-1), x).ops == []  # a view moves nothing
+
+
+def test_occupancy_is_the_calculators_arithmetic() -> None:
+    h100 = K.H100_SXM
+    # 40 registers, no shared memory, 4 warps: 1,280 registers per warp -> 51 warps -> 12 blocks.
+    occ = K.occupancy(h100, 40, 0, 4)
+    assert (occ.blocks_per_sm, occ.warps_per_sm, occ.limited_by) == (12, 48, "registers")
+    # 32 registers: 64 warps fit by registers; the 64 warp slots and 16 blocks of 4 warps.
+    assert K.occupancy(h100, 32, 0, 4).warps_per_sm == 64
+    # 96 KiB of shared memory per block: 2 blocks in 228 KiB (97 KiB each with the reserve).
+    occ = K.occupancy(h100, 64, 96 * 1024, 4)
+    assert (occ.blocks_per_sm, occ.limited_by) == (2, "shared memory")
+    assert K.occupancy(h100, 16, 0, 1).limited_by == "blocks"
+    with pytest.raises(ValueError, match="per-block limit"):
+        K.occupancy(K.A100_SXM, 64, 164 * 1024, 4)
+    with pytest.raises(ValueError, match="registers must be <= 255"):
+        K.occupancy(h100, 300, 0, 4)
+    with pytest.raises(ValueError, match="num_warps must be an int"):
+        K.occupancy(h100, 32, 0, 0)
+
+
+def test_published_peaks_follow_from_the_clock() -> None:
+    # 4 tensor cores per SM: 1,024 fp16 FLOP per clock each on Hopper, 512 on Ampere.
+    assert K.H100_SXM.fp16_tensor_flops == pytest.approx(132 * 4 * 1024 * 1.83e9, rel=1e-3)
+    assert K.A100_SXM.fp16_tensor_flops == pytest.approx(108 * 4 * 512 * 1.41e9, rel=2e-3)
+    assert K.A100_SXM.shared_bandwidth == pytest.approx(19.5e12, rel=0.01)
