@@ -17,7 +17,7 @@ PIPQUIET := { grep -v "is ignored: it is neither a file nor a directory" || [ $$
 BOOKBUILD := $(BIN)/jupyter-book build . --warningiserror --keep-going --quiet
 
 .PHONY: help setup chromium book test check lint workflows unit slow nbval nbval-ci gate build browser \
-        refresh lab bench sweeps portability clean
+        refresh lab bench sweeps portability gpu-check gpu-wheels clean
 
 help:
 	@echo "make book     build the static book into _build/html (re-executes stale chapters)"
@@ -25,6 +25,7 @@ help:
 	@echo "              setting that emulates another processor), strict book build, browser tests"
 	@echo "make portability  nbval natively and under 3 settings that emulate other processors"
 	@echo "              (14 min on 2 cores)"
+	@echo "make gpu-check   on a CUDA GPU: kernel tests, nbval of Chapter 6, the kernel benchmark table"
 	@echo "make check    the fast gate (< 2 min): lint, sync gate, hamlib unit tests"
 	@echo "make browser  Chromium over the built book and a live JupyterLab (after make build)"
 	@echo "make refresh  re-execute chapters and store their outputs [CHAPTER=01_high_dimensional_geometry]"
@@ -122,6 +123,17 @@ bench: setup
 
 sweeps: setup
 	$(BIN)/python -m tools.sweeps
+
+# On a CUDA machine, with the Python that holds its CUDA torch and triton (e.g. PY=python3):
+# kernel tests on the GPU, nbval of Chapter 6, and the benchmark table in book/data/gpu_bench.json.
+PY ?= $(BIN)/python
+gpu-check:
+	$(PY) tools/gpu_check.py
+
+# Wheels for a GPU machine without network (Python 3.12, x86-64) that has torch, triton, pytest,
+# hypothesis and matplotlib but not the notebook tools: into .whl/ (git-ignored), to carry there.
+gpu-wheels: setup
+	$(BIN)/python -m tools.gpu_wheels .whl
 
 clean:
 	rm -rf _build .pytest_cache .mypy_cache .ruff_cache

@@ -8,13 +8,16 @@
 # roofline, and then writes the kernels themselves in Triton: vector add, a fused softmax, a tiled
 # matrix multiply, layer norm and flash attention. Every kernel is checked against PyTorch on odd
 # shapes. On a laptop without a GPU the same kernels run through Triton's interpreter, so every
-# cell here runs everywhere; only the speed measurements need a GPU, and they say so.
+# cell here runs everywhere; and they are compiled, on the same CPU, for the two GPUs most
+# readers meet (an A100 and an H100), so that what the GPU would run is read from the binary:
+# registers, shared memory, vector loads and tensor-core instructions. Only the speed
+# measurements need a GPU, and they say so.
 #
 # **You will be able to** reason about warps, blocks, SMs and the memory hierarchy; compute the
 # arithmetic intensity of an operation and read off from a roofline whether memory or compute
 # bounds it; write a Triton kernel with pointer arithmetic and masks, and launch it on a grid;
-# explain why fusion and flash attention are about bytes, not FLOPs; and avoid the traps of
-# debugging kernels on a CPU.
+# explain why fusion and flash attention are about bytes, not FLOPs; read a compiled kernel's
+# resources and instructions; and avoid the traps of debugging kernels on a CPU.
 #
 # **Run time:** under a minute on two CPU cores (the last code cell prints the measured time).
 
@@ -183,6 +186,9 @@ for r in [32, 64, 128, 255]:
     )
 
 # %% [markdown]
+# Section 6.6 reads the registers and shared memory of the book's kernels from their compiled
+# binaries and computes their occupancy with the rest of the calculator's arithmetic
+# (`K.occupancy`: registers are allocated in units of 256 per warp, shared memory per block).
 # A kernel that keeps a large tile in registers (a matmul, flash attention) gives up warps, and
 # hides latency differently: each warp issues many independent loads before it needs the first
 # result, and Hopper copies tiles from HBM to shared memory asynchronously while the tensor cores
@@ -234,6 +240,75 @@ print(f"ridge point: {ridge:.0f} FLOP/byte; attention: batch 1, 32 heads, seq 40
 # memory-bound: all of $B$ is read to do 16 multiply-adds per element. Attention moves from one
 # side to the other
 # depending on whether the $s \times s$ scores go through HBM.
+#
+# **The roofline of one program.** The table counts each operation's *minimum* traffic: every
+# input read once. A kernel reaches that only through reuse the table does not show. One program
+# of a tiled matmul loads a `BLOCK_M x BLOCK_K` tile of $A$ and a `BLOCK_K x BLOCK_N` tile of
+# $B$ per step and does $2 \cdot$ `BLOCK_M BLOCK_N BLOCK_K` FLOPs with them: in fp16 an
+# intensity of `BLOCK_M BLOCK_N / (BLOCK_M + BLOCK_N)` FLOP/B, whatever the matrix size. One
+# program of flash attention holds `BLOCK_M` queries and streams all $s$ keys and values of its
+# head past them: $4\,$`BLOCK_M`$\,s d$ FLOPs on $4 s d$ bytes, an intensity of `BLOCK_M`.
+# (Summed over the $s/$`BLOCK_M` programs of a head, that traffic is $\Theta(s^2 d/$`BLOCK_M`$)$;
+# since the query block must fit on chip, `BLOCK_M` $\propto M/d$ for an SRAM of $M$ bytes, which
+# is Dao et al.'s $\Theta(s^2 d^2 / M)$.) With the tiles `K.matmul` and `K.flash_attention` use on
+# a GPU:
+
+# %%
+mm_cfg = K.matmul_config(8192, 8192, 8192, torch.float16)
+fa_cfg = K.attention_config(128, torch.float16)
+tile_intensity = {
+    "matmul tile": mm_cfg["BLOCK_M"] * mm_cfg["BLOCK_N"] / (mm_cfg["BLOCK_M"] + mm_cfg["BLOCK_N"]),
+    "flash attention program": float(fa_cfg["BLOCK_M"]),
+}
+smem_ridge = spec.fp16_tensor_flops / spec.shared_bandwidth
+print(
+    f"matmul tiles {mm_cfg['BLOCK_M']} x {mm_cfg['BLOCK_N']} x {mm_cfg['BLOCK_K']}, "
+    f"flash attention BLOCK_M = {fa_cfg['BLOCK_M']} (fp16, head_dim 128)"
+)
+for name, i in tile_intensity.items():
+    print(f"{name:24s} {i:5.0f} FLOP/B   (HBM ridge {ridge:.0f}, shared-memory ridge {smem_ridge:.0f})")
+print(
+    f"shared memory: {spec.sms} SMs x {spec.shared_bytes_per_clock_per_sm} B/clock x "
+    f"{spec.clock_hz / 1e9:.2f} GHz = {spec.shared_bandwidth / 1e12:.1f} TB/s"
+)
+hamlib.check(
+    "one program of either kernel is below the HBM ridge and above the shared-memory ridge",
+    all(smem_ridge < i < ridge for i in tile_intensity.values()),
+)
+
+# %% [markdown]
+# So neither kernel is compute-bound by its own loads: a 128 x 128 tile reused from shared memory
+# is (64 FLOP/B against a shared-memory ridge of 32), but if every program fetched its tiles from
+# HBM the matmul would run at a fifth of the tensor cores' peak. What closes the gap is *L2*:
+# programs that run at the same time load the same tiles, and only the first load of each goes
+# to HBM. Section 6.3 measures how much the order of programs matters for that.
+#
+# **Not every FLOP is equal.** `K.op_cost` counts an exponential as one FLOP. For the memory-bound
+# operations that is harmless. For flash attention on an H100 it is not: `exp2` runs on the
+# special-function units, 16 results per clock per SM, while the tensor cores do 4,096 FLOPs per
+# clock per SM (Shah et al., 2024, make this point for FlashAttention-3). Per score, the two
+# matmuls cost $4d$ tensor-core FLOPs and the softmax one exponential:
+
+# %%
+for d in (64, 128):
+    t_mma = 4 * d / spec.fp16_tensor_flops
+    t_exp = 1 / spec.special_function_rate
+    print(
+        f"head_dim {d:3d}: per score {t_mma * 1e12:.2f} ps of matmul and {t_exp * 1e12:.2f} ps of "
+        f"exp: the exponentials take {t_exp / t_mma:.0%} of the matmul time"
+    )
+tc_per_clock = spec.fp16_tensor_flops / (spec.sms * spec.clock_hz)
+print(f"tensor cores: {tc_per_clock:,.0f} FLOP per clock per SM at {spec.clock_hz / 1e9:.2f} GHz")
+print(
+    f"special functions: {spec.sms} SMs x {spec.special_functions_per_clock_per_sm} / clock x "
+    f"{spec.clock_hz / 1e9:.2f} GHz = {spec.special_function_rate / 1e12:.2f} T/s, against "
+    f"{spec.fp16_tensor_flops / 1e12:.0f} TFLOP/s of tensor cores"
+)
+
+# %% [markdown]
+# At head_dim 128 the exponentials alone need half as long as the matmuls; unless they overlap
+# (FlashAttention-3 pipelines them against the next block's matmul), attention's compute bound is
+# 1.5 times what the roofline table says.
 
 # %%
 fig, ax = plt.subplots(figsize=(7.5, 4.6))
@@ -249,9 +324,9 @@ for peak, name, style in [
         color=COLORS["theory"],
         label=f"roof: {name}",
     )
-offsets = {"matmul 8192^3": (0, 9), "flash attention": (-95, -16)}  # the two on the roof
-for label, (intensity, roof) in placed.items():
-    ax.loglog(intensity, roof / 1e12, "o", color=COLORS["measured"], markersize=7)
+offsets = {"matmul 8192^3": (-40, 9), "flash attention": (8, -14)}
+for label, (intensity, roof) in placed.items():  # counted, not measured: drawn in black
+    ax.loglog(intensity, roof / 1e12, "o", color=COLORS["theory"], markersize=6)
     ax.annotate(
         label,
         (intensity, roof / 1e12),
@@ -259,13 +334,18 @@ for label, (intensity, roof) in placed.items():
         textcoords="offset points",
         fontsize=8,
     )
+for name, i in tile_intensity.items():  # one program's own loads, without reuse between programs
+    ax.loglog(i, float(K.attainable_flops(i, spec.fp16_tensor_flops, spec.hbm_bandwidth)) / 1e12,
+              "o", mfc="none", color=COLORS["highlight"], markersize=7)
+    ax.annotate(f"one {name}", (i, i * spec.hbm_bandwidth / 1e12), xytext=(8, -12),
+                textcoords="offset points", fontsize=8, color=COLORS["highlight"])
 ax.axvline(ridge, color=COLORS["highlight"], lw=1, ls="--")
 ax.text(ridge * 1.15, 0.15, f"ridge point\n{ridge:.0f} FLOP/B", color=COLORS["highlight"])
 ax.set(
     xlabel="arithmetic intensity (FLOP / byte of HBM traffic)",
     ylabel="attainable TFLOP/s",
     ylim=(0.05, 3000),
-    title=f"Roofline of the {spec.name} (fp16), with the operations of the table",
+    title=f"Roofline of the {spec.name} (fp16): minimum traffic (black), one program (open)",
 )
 ax.legend(fontsize=8, loc="upper left")
 plt.show()
@@ -280,11 +360,13 @@ hamlib.show_source(K.softmax_unfused)
 
 # %% [markdown]
 # `K.count_traffic` runs a function under a `TorchFunctionMode` and adds up the bytes that every
-# torch operation reads and writes, assuming (as a kernel launch must, for tensors larger than the
-# caches) that nothing stays on chip between operations:
+# torch operation reads and writes, as if nothing stayed on chip between operations. For a
+# tensor larger than L2 that is what happens: the $4096 \times 4096$ fp32 matrix below is 67 MB,
+# more than the 50 MiB of L2, so each kernel finds the previous one's output in HBM. (For tensors
+# that fit in L2 the count is an upper bound on HBM traffic.)
 
 # %%
-x = torch.randn(512, 4096)
+x = torch.randn(4096, 4096)
 unfused = K.count_traffic(K.softmax_unfused, x)
 fused = K.count_traffic(torch.softmax, x, -1)
 print(f"{'operation':10s}{'MB read':>10s}{'MB written':>12s}")
@@ -292,15 +374,16 @@ for name, read, wrote in unfused.ops:
     print(f"{name:10s}{read / 1e6:10.3f}{wrote / 1e6:12.3f}")
 ratio = unfused.total / fused.total
 print(f"unfused total {unfused.total / 1e6:.2f} MB, fused {fused.total / 1e6:.2f} MB: {ratio:.3f}x")
-hamlib.check(
-    "unfused softmax moves 4 + 2/n times the bytes of a fused one (8 passes of the matrix vs 2)",
-    math.isclose(ratio, 4 + 2 / x.shape[1]),
-)
 
 # %% [markdown]
-# A fused kernel reads each row once, keeps it in registers through all five steps, and writes
-# the result once: a quarter of the traffic, so, being memory-bound, about a quarter of the time.
-# The same count for attention written the textbook way, scores materialized:
+# The ratio is arithmetic, not a measurement: five operations make eight full passes of the
+# matrix (three of them read one and write one, two read one) and four passes over a vector of
+# $m$ row statistics, against the fused kernel's two passes: $4 + 2/n$. What the count adds is that it
+# reads the code: change `softmax_unfused` and it counts what torch actually calls. A fused
+# kernel reads each row once, keeps it in registers through all five steps, and writes the result
+# once: a quarter of the traffic, and for a memory-bound operation at best a quarter of the time
+# (`torch.softmax` is such a fused kernel already; section 6.7 times ours against it). The same
+# count for attention written the textbook way, scores materialized:
 
 
 # %%
@@ -318,10 +401,31 @@ print(
     f"unfused {naive.total / 1e6:.1f} MB, flash attention's minimum {minimum / 1e6:.1f} MB: "
     f"{naive.total / minimum:.1f}x"
 )
+print(f"s x s passes: {(naive.total / (b * h * 4) - 4 * s * d) / (s * s):.0f}")
+
+
+# %% [markdown]
+# Six passes of the $s \times s$ matrix: the scores are written by the first matmul, read and
+# written by the scaling, read and written by the softmax, and read by the second matmul. The
+# scaling is a pass of its own only because the code divides the scores; multiplying $Q$ by
+# $1/\sqrt d$ first costs a pass over $s \times d$ instead. Written that way the count is the one
+# `K.op_cost("attention_unfused")` assumes (its docstring: four passes of the scores):
+
+
+# %%
+def attention_unfused_scaled_q(q, k, v):
+    scores = (q / math.sqrt(q.shape[-1])) @ k.transpose(-2, -1)
+    return torch.softmax(scores, dim=-1) @ v
+
+
+folded = K.count_traffic(attention_unfused_scaled_q, q, k, v)
+_, op_bytes = K.op_cost("attention_unfused", dtype_bytes=4, batch=b, heads=h, seq=s, head_dim=d)
+extra = folded.total - op_bytes
+print(f"scale folded into q: {folded.total / 1e6:.1f} MB; op_cost: {op_bytes / 1e6:.1f} MB")
 hamlib.check(
-    "unfused attention moves (4sd + 6s^2) elements per head: the s x s matrix passes through "
-    "HBM six times",
-    naive.total == b * h * (4 * s * d + 6 * s * s) * 4,
+    "with the scale folded into q, the traffic count exceeds op_cost's four passes of the scores "
+    "by exactly the pass that scales q (read and write s x d per head)",
+    extra == b * h * 2 * s * d * 4,
 )
 
 # %% [markdown]
@@ -427,8 +531,11 @@ verify("softmax", [lambda t, s=s: (rand(*s, dtype=t) * 5,) for s in softmax_shap
 #
 # Program `pid` computes one `BLOCK_M x BLOCK_N` tile of $C = AB$: it walks along $K$ in steps of
 # `BLOCK_K`, loads a tile of $A$ and a tile of $B$, and accumulates their product with `tl.dot`
-# (on a GPU, tensor-core instructions) into a float32 accumulator. Out-of-range rows, columns and
-# the ragged end of $K$ load as zeros, which add nothing to the dot products.
+# into a float32 accumulator. On a GPU, `tl.dot` on fp16 or bf16 tiles becomes tensor-core
+# instructions; on fp32 tiles it does too if it may round them to TF32 (`precision="tf32"`), and
+# runs on the ordinary FMA units if it must compute in full fp32 (`"ieee"`, the default here, as
+# in torch); section 6.6 reads which from the binary. Out-of-range rows, columns and the ragged
+# end of $K$ load as zeros, which add nothing to the dot products.
 
 # %%
 hamlib.show_source(K._tk.matmul_kernel) if TRITON else None
@@ -459,29 +566,43 @@ plt.show()
 
 # %% [markdown]
 # At full scale: an $8192^3$ fp16 matmul in $128 \times 128$ tiles is a $64 \times 64$ grid of
-# programs, of which about one per SM runs at a time. The distinct strips of $A$ and $B$ that the
-# first 132 programs need, each $128 \times 8192$ fp16 values:
+# programs, of which a few hundred run at once (one or two per SM: section 6.6 reads two from
+# the compiled kernel). A model of what L2 saves: the programs resident together form a *wave*;
+# they advance along $K$ at about the same pace, so a tile of $A$ or $B$ that several of them need
+# comes from HBM once per wave and from L2 after that. The HBM traffic is then the number of
+# distinct tile-rows and tile-columns in each wave, times a strip of $128 \times 8192$ values,
+# summed over the waves:
 
 # %%
-strip_mb = 128 * 8192 * 2 / 2**20
-working = {}
-for group in [1, 8]:
-    first = K.tile_order(64, 64, group)[: spec.sms]
-    strips = len(set(first[:, 0])) + len(set(first[:, 1]))
-    working[group] = strips * strip_mb
-    print(
-        f"GROUP_M = {group}: {strips:3d} strips = {working[group]:5.0f} MiB (L2: {spec.l2_mib} MiB)"
-    )
+strip_bytes = 128 * 8192 * 2
+flops_8192 = 2 * 8192**3
+wave_model = {}
+for per_sm in (1, 2):
+    resident = per_sm * spec.sms
+    for group in (1, 8):
+        order = K.tile_order(64, 64, group)
+        waves = [order[i : i + resident] for i in range(0, len(order), resident)]
+        strips = sum(len(set(w[:, 0])) + len(set(w[:, 1])) for w in waves)
+        wave_model[per_sm, group] = flops_8192 / (strips * strip_bytes)
+        print(
+            f"{resident:3d} programs at once, GROUP_M = {group}: {len(waves):2d} waves, "
+            f"{strips * strip_bytes / 1e9:4.2f} GB from HBM, intensity "
+            f"{wave_model[per_sm, group]:4.0f} FLOP/B (ridge {ridge:.0f})"
+        )
 hamlib.check(
-    "grouped order cuts the working set of the resident programs by more than 2x, to about the "
-    "size of L2",
-    working[1] / working[8] > 2 and working[8] <= 1.05 * spec.l2_mib,
+    "in the wave model grouped order gives at least 1.5x the intensity of row-major order and "
+    "is compute-bound with one or two programs per SM; row-major with one per SM is not",
+    all(wave_model[p, 8] >= 1.5 * wave_model[p, 1] and wave_model[p, 8] > ridge for p in (1, 2))
+    and wave_model[1, 1] < ridge,
 )
 
 # %% [markdown]
-# (The real schedule is less tidy: programs do not start in exact `pid` order, and an H100's L2
-# is split in two halves. The point survives: the order of programs is a free parameter, and it
-# changes how often the same bytes come from HBM.)
+# Grouping does not change what one program loads (64 FLOP/B, section 6.2), only how often the
+# loads of programs running together coincide. With one program per SM it is the difference
+# between sitting below the ridge and above it. The model is optimistic in two ways that a real
+# schedule spoils: programs do not start in exact `pid` order or advance in lockstep, and an H100's
+# L2 is split in two halves. It is pessimistic in one: tiles can survive in L2 from one wave to the
+# next.
 
 # %%
 mm_shapes = [(1, 1, 1), (33, 65, 17), (100, 37, 129), (64, 64, 64)]
@@ -627,7 +748,10 @@ hamlib.show_source(K._select_backend)
 #
 # **Trap 1: an unmasked access is not an error.** Drop the masks from vector add and launch it on
 # 1,000 elements with blocks of 256: the last program reads and writes 24 elements past the end.
-# Nothing checks this, on a GPU or in the interpreter. To see what happens without touching
+# Nothing checks this at run time, on a GPU or in the interpreter. On a GPU, NVIDIA's
+# `compute-sanitizer` catches accesses outside any allocation, but not these: PyTorch's caching
+# allocator carves tensors out of larger blocks, so the bytes past the end of one tensor belong to
+# the process, often to another tensor. To see what happens without touching
 # memory we do not own, the three tensors below are the first 1,000 elements of larger buffers;
 # the 24 elements after `out` stand for whatever tensor happens to live there.
 
@@ -673,7 +797,10 @@ if TRITON:
     wrong = torch.empty(4, 3, device=DEV)
     K._tk.add_kernel[(1,)](at, torch.zeros_like(wrong), wrong, 12, BLOCK=16)
     print("the raw kernel on a.t():\n", wrong.cpu().numpy())
-    hamlib.check("the raw kernel returns a in storage order, not a.t()", not torch.equal(wrong, at))
+    hamlib.check(
+        "the raw kernel returns a in storage order, not a.t()",
+        torch.equal(wrong.flatten(), a.flatten()) and not torch.equal(wrong, at),
+    )
 try:
     K.add(at, torch.zeros(4, 3, device=DEV))
 except ValueError as exc:
@@ -757,7 +884,245 @@ else:
 # race between programs, or a missing barrier, cannot show up; and `triton.testing.do_bench`,
 # `triton.autotune` and queries about the device need a GPU.
 #
-# ## 6.6 Measuring speed honestly
+# ## 6.6 What the GPU runs: the kernels compiled for an A100 and an H100
+#
+# The interpreter checks what a kernel computes; it says nothing about what the compiler makes of
+# it. That needs no GPU either. Triton compiles for any NVIDIA target on a CPU: it ships NVIDIA's
+# assembler `ptxas`, and `triton.compile` turns a kernel into PTX and a binary (a *cubin*) for
+# `sm_80` (A100) or `sm_90` (H100) without a driver. `hamlib.aot.compile` does this for the exact
+# launch a wrapper makes on a GPU (`K.launch_plan(..., backend="cuda")`: the same tiles, warps and
+# pipeline stages) and specializes it as Triton's JIT would: an integer argument divisible by 16
+# and a pointer aligned to 16 bytes are marked as such, which is what allows 128-bit vector loads.
+# It then reads the binary with `cuobjdump`, also in the Triton wheel: registers per thread, the
+# stack frame in local memory (where spilled registers go) and the machine code, SASS.
+#
+# The launches below are the wrappers' choices at the sizes of section 6.2 (the tensors are on
+# PyTorch's `meta` device: shapes without storage, so nothing is allocated). The table depends on
+# the Triton version, so it is not part of the regression test; the checks after it are.
+
+# %%
+from hamlib import aot
+
+COMPILE, why_not = aot.available()
+
+
+def meta(*shape, dtype=torch.float16):
+    return torch.empty(*shape, dtype=dtype, device="meta")
+
+
+big = meta(8192, 8192)
+big32 = meta(8192, 8192, dtype=torch.float32)
+head = meta(1, 32, 4096, 128)
+head32 = meta(1, 32, 4096, 128, dtype=torch.float32)
+launches = {
+    "add fp16, n = 2^27": K.launch_plan("add", meta(2**27), meta(2**27)),
+    "add fp16, n = 2^27 + 3": K.launch_plan("add", meta(2**27 + 3), meta(2**27 + 3)),
+    "softmax fp16, 4096 x 16384": K.launch_plan("softmax", meta(4096, 16384)),
+    "layer norm fp16, 4096 x 8192": K.launch_plan("layer_norm", meta(4096, 8192), *[meta(8192)] * 2),
+    "matmul fp16, 8192^3": K.launch_plan("matmul", big, big),
+    "matmul bf16, 8192^3": K.launch_plan("matmul", *[meta(8192, 8192, dtype=torch.bfloat16)] * 2),
+    "matmul fp32, 8192^3": K.launch_plan("matmul", big32, big32),
+    "matmul fp32 as TF32, 8192^3": K.launch_plan("matmul", big32, big32, "tf32"),
+    "flash attention fp16, d 128": K.launch_plan("flash_attention", head, head, head),
+    "flash attention fp32, d 128": K.launch_plan("flash_attention", head32, head32, head32),
+}
+compiled = {}
+if COMPILE:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:  # one compiler process per target
+        per_arch = dict(zip((80, 90), pool.map(lambda a: aot.compile(list(launches.values()), a), (80, 90)), strict=True))
+    compiled = {(name, arch): per_arch[arch][i] for arch in (80, 90) for i, name in enumerate(launches)}
+else:
+    print(f"not compiled here: {why_not}")
+
+# %% tags=["nbval-ignore-output"]
+if COMPILE:
+    import triton
+
+    print(f"triton {triton.__version__}; per thread: registers, stack bytes; per block: warps, shared KiB")
+    print(f"{'':30s}{'A100 (sm_80)':>30s}{'H100 (sm_90)':>30s}")
+    print(f"{'launch':30s}" + f"{'regs stack warps smem blk/SM':>30s}" * 2)
+    for name in launches:
+        cells = ""
+        for arch, gpu in ((80, K.A100_SXM), (90, K.H100_SXM)):
+            c = compiled[name, arch]
+            occ = K.occupancy(gpu, c.registers, c.shared_bytes, c.num_warps)
+            cells += (
+                f"{c.registers:9d}{c.stack_bytes:6d}{c.num_warps:6d}{c.shared_bytes / 1024:5.0f}"
+                f"{occ.blocks_per_sm:4d} {occ.limited_by[:4]}"
+            )
+        print(f"{name:30s}{cells}")
+
+# %%
+if COMPILE:
+    hamlib.check(
+        "every launch compiles for sm_80 and sm_90, fits the per-block shared memory of both "
+        "(163 and 227 KiB) and keeps its state in registers (no stack frame: no spills)",
+        all(c.fits and not c.spills for c in compiled.values()),
+    )
+
+# %% [markdown]
+# The `blk/SM` column is the occupancy calculator of section 6.1 fed with the compiler's numbers,
+# and the last word says which resource ran out first (`regi`sters, `shar`ed memory, `warp`
+# slots or `bloc`k slots). The elementwise and row-wise kernels need few registers and no shared
+# memory (a softmax row lives in registers; its `tl.max` and `tl.sum` reduce across a warp with
+# shuffles and across warps through a little shared memory). The matmul and attention tiles
+# need a lot of both, and fit one or two programs per SM: the two programs per SM assumed in the
+# wave model of section 6.3. `tests/test_aot.py` compiles every configuration the wrappers can
+# choose (every dtype, small and large shapes, every head size class) for both targets and fails
+# if any spills or does not fit.
+#
+# **The configuration that did not fit.** A 128 x 128 x 64 tile with 3 pipeline stages is a
+# common choice for fp16. An estimate of its shared memory in fp32, (128 + 128) x 64 x 4 bytes per
+# stage times 3 stages = 192 KiB, would put it over the A100's 163 KiB per block. The compiler
+# says otherwise, and finds a different problem:
+
+# %%
+if COMPILE:
+    old = K.launch_plan("matmul", big32, big32)
+    old = K.Launch(old.kernel, old.grid, old.args, {**old.meta, "BLOCK_K": 64, "num_stages": 3})
+    (c_old,) = aot.compile(old, 80)
+    estimate = (128 + 128) * 64 * 4 * 3
+    print(
+        f"fp32 128 x 128 x 64, 3 stages, sm_80: shared {c_old.shared_bytes:,} B (estimate "
+        f"{estimate:,} B), {c_old.registers} registers, stack frame {c_old.stack_bytes:,} B"
+    )
+    hamlib.check(
+        "the fp32 128 x 128 x 64 tile uses less shared memory than stages x tile and fits sm_80, "
+        "but spills registers; K.matmul's fp32 tile (BLOCK_K 16) does not",
+        c_old.shared_bytes < estimate and c_old.fits and c_old.spills
+        and not compiled["matmul fp32, 8192^3", 80].spills,
+    )
+
+# %% [markdown]
+# On sm_80 Triton keeps `num_stages - 1` tiles in shared memory, not `num_stages` (one stage is
+# in flight in registers), so 128 KiB. The real cost is in registers: computed exactly, an fp32
+# `tl.dot` runs on the FMA units, which need each thread to hold its share of both tiles for the
+# whole `BLOCK_K` slice; at 64 that is more than 255 registers, and the rest goes to local memory,
+# which lives in HBM behind the L1 cache. The kernel would run, correctly and slowly. `K.matmul`
+# therefore takes `BLOCK_K = 16` for fp32, and flash attention in fp32 takes blocks of 64 queries
+# and 16 keys (a 128-query block spills thousands of bytes per thread).
+#
+# **Tensor cores, read from the binary.** On an A100 a tensor-core instruction is `HMMA` (a warp
+# multiplies fragments of 16 x 8 x 16 in fp16); on an H100 the fast path is `HGMMA`, the SASS of
+# PTX's `wgmma`, issued by a warpgroup of four warps on 64 x N x 16 tiles read straight from shared
+# memory. Ordinary fp32 multiply-adds are `FFMA`. Counted in each matmul and attention binary:
+
+# %% tags=["nbval-ignore-output"]
+MMA = {"HMMA": r"\bHMMA\b", "HGMMA": r"\bHGMMA\b", "FFMA": r"\bFFMA\b"}
+if COMPILE:
+    print(f"{'launch':30s}{'sm_80 HMMA':>11s}{'FFMA':>7s}{'sm_90 HGMMA':>13s}{'FFMA':>7s}")
+    for name in launches:
+        if name.startswith(("matmul", "flash")):
+            c80, c90 = compiled[name, 80], compiled[name, 90]
+            print(
+                f"{name:30s}{c80.count(MMA['HMMA']):11d}{c80.count(MMA['FFMA']):7d}"
+                f"{c90.count(MMA['HGMMA']):13d}{c90.count(MMA['FFMA']):7d}"
+            )
+    print(*compiled["matmul fp16, 8192^3", 80].lines(MMA["HMMA"], limit=1))
+    print(*compiled["matmul fp16, 8192^3", 90].lines(MMA["HGMMA"], limit=1))
+
+# %%
+if COMPILE:
+    dots = [n for n in launches if n.startswith(("matmul", "flash"))]
+    exact = [n for n in dots if "fp32" in n and "TF32" not in n]
+    uses_tc = {
+        n: compiled[n, 80].count(MMA["HMMA"]) > 0 and compiled[n, 90].count(MMA["HGMMA"]) > 0
+        for n in dots
+    }
+    hamlib.check(
+        "fp16, bf16 and TF32 dots use tensor cores on both targets (HMMA on sm_80, wgmma on "
+        "sm_90); exact fp32 uses none, only FFMA",
+        all(uses_tc[n] for n in dots if n not in exact)
+        and all(
+            compiled[n, a].count(MMA["HMMA"]) + compiled[n, a].count(MMA["HGMMA"]) == 0
+            and compiled[n, a].count(MMA["FFMA"]) > 0
+            for n in exact
+            for a in (80, 90)
+        ),
+    )
+
+# %% [markdown]
+# So exact fp32 gives up the tensor cores:
+
+# %%
+for gpu in (K.A100_SXM, K.H100_SXM):
+    print(
+        f"{gpu.name}: fp32 on FMA units {gpu.fp32_flops / 1e12:.1f} TFLOP/s, "
+        f"TF32 on tensor cores {gpu.tf32_tensor_flops / 1e12:.0f}, "
+        f"fp16 {gpu.fp16_tensor_flops / 1e12:.0f}"
+    )
+
+# %% [markdown]
+# TF32 keeps fp32's range but only 10 bits of mantissa. What that costs in accuracy needs no
+# GPU: round the inputs to TF32 as the conversion instruction does (to nearest, ties away from
+# zero) and multiply in float64.
+
+
+# %%
+def to_tf32(t):
+    bits = t.float().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)  # keep 10 of 23 mantissa bits
+
+
+gen = torch.Generator().manual_seed(0)
+a64 = torch.randn(256, 4096, generator=gen, dtype=torch.float64)
+b64 = torch.randn(4096, 256, generator=gen, dtype=torch.float64)
+exact64 = a64 @ b64
+scale64 = exact64.abs().max().item()
+errors = {
+    "fp32 inputs, fp32 products": (a64.float().double() @ b64.float().double() - exact64),
+    "TF32 inputs, fp32 products": (to_tf32(a64).double() @ to_tf32(b64).double() - exact64),
+}
+rel = {name: e.abs().max().item() / scale64 for name, e in errors.items()}
+for name, r in rel.items():
+    print(f"{name:28s} max error / max |C|: {hamlib.approx(r, '.1e')}")
+worse = rel["TF32 inputs, fp32 products"] / rel["fp32 inputs, fp32 products"]
+print(f"TF32 / fp32 error: {hamlib.approx(worse, '.0f')} (2^13 = {2**13})")
+hamlib.check(
+    "rounding the inputs to TF32 (13 fewer mantissa bits) makes a K = 4096 product 2^13 times "
+    "less accurate, within a factor of 2 (three seeds measured 7,700 to 8,600)",
+    2**12 < worse < 2**14,
+)
+
+# %% [markdown]
+# A relative error of a few $10^{-4}$: harmless for training a network, not what someone
+# comparing with `a @ b` in fp32 expects. PyTorch's default for fp32 matmuls is therefore full precision
+# (`torch.backends.cuda.matmul.allow_tf32 = False`), and `K.matmul` follows it; `precision="tf32"`
+# is the opt-in.
+#
+# **Vector loads need proof of alignment.** The vector add reads 2 bytes per element and does one
+# addition: its speed is its loads. A load instruction can fetch 16 bytes at once
+# (`LDG.E.128`) only if the compiler can prove that the addresses are 16-byte aligned and that the
+# mask covers all 8 fp16 elements together. Triton's JIT proves it from the arguments: a pointer
+# aligned to 16 bytes and a length divisible by 16. One extra element breaks the proof:
+
+# %% tags=["nbval-ignore-output"]
+VECTOR, SCALAR = r"LDG\.E\.128", r"LDG\.E(?!\.128|\.64)"
+if COMPILE:
+    for name in ("add fp16, n = 2^27", "add fp16, n = 2^27 + 3"):
+        c = compiled[name, 90]
+        print(f"{name}: {c.count(VECTOR)} 128-bit loads, {c.count(SCALAR)} element loads")
+        print("   ", c.lines(r"LDG\.E", limit=1)[0].split(";")[0])
+
+# %%
+if COMPILE:
+    aligned, odd = (compiled[n, a] for n in ("add fp16, n = 2^27", "add fp16, n = 2^27 + 3") for a in (90,))
+    hamlib.check(
+        "n divisible by 16: only 128-bit loads; n = 2^27 + 3: only element-wise loads",
+        aligned.count(VECTOR) > 0 and aligned.count(SCALAR) == 0
+        and odd.count(VECTOR) == 0 and odd.count(SCALAR) > 0,
+    )
+
+# %% [markdown]
+# Each element load is a separate instruction, and the memory system splits and merges the
+# requests of a warp by 32-byte sectors; whether the odd-length version is much slower is a
+# question for a GPU (`make gpu-check` times both). The lesson for a kernel writer: shapes that
+# are multiples of 16 and tensors that start on 16-byte boundaries are what let the compiler
+# vectorize, and a view that starts one element into a tensor takes it away.
+#
+# ## 6.7 Measuring speed honestly
 #
 # Speed is a property of a kernel *on a device*. The interpreter's times say nothing about a GPU,
 # so on a CPU the measurement cells below print what they would measure and no number. On a GPU,
@@ -809,7 +1174,7 @@ else:
 # %% [markdown]
 # `make bench` prints the same table on a GPU machine.
 #
-# ## 6.7 Claims in circulation
+# ## 6.8 Claims in circulation
 #
 # **"Flash attention is faster because it does fewer FLOPs."** It does exactly the same FLOPs in
 # the forward pass (the backward pass does more: it recomputes the scores rather than storing

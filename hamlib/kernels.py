@@ -48,6 +48,7 @@ __all__ = [
     "attainable_flops",
     "benchmark",
     "backend",
+    "default_benchmarks",
     "count_traffic",
     "cuda_add",
     "flash_attention",
@@ -610,6 +611,7 @@ class GPUSpec:
     hbm_bandwidth: float  # bytes / s
     fp16_tensor_flops: float  # FLOP / s, dense fp16/bf16 tensor cores, fp32 accumulate
     fp32_flops: float  # FLOP / s, non-tensor fp32
+    tf32_tensor_flops: float  # FLOP / s, dense TF32 tensor cores
     clock_hz: float  # the boost clock at which the tensor-core figure is quoted
     source: str
     shared_bytes_per_clock_per_sm: int = 128  # 32 banks x 4 bytes
@@ -641,10 +643,12 @@ H100_SXM = GPUSpec(
     hbm_bandwidth=3.35e12,
     fp16_tensor_flops=989.4e12,
     fp32_flops=66.9e12,
+    tf32_tensor_flops=494.7e12,
     clock_hz=1.83e9,
     source=(
         "NVIDIA H100 Tensor Core GPU datasheet (SXM5: 3.35 TB/s HBM3, 989 TFLOPS dense FP16 "
-        "Tensor Core, 67 TFLOPS FP32) and NVIDIA H100 Tensor Core GPU Architecture whitepaper "
+        "Tensor Core, 495 TFLOPS dense TF32, 67 TFLOPS FP32) and NVIDIA H100 Tensor Core GPU "
+        "Architecture whitepaper "
         "(132 SMs, 64K 32-bit registers, 228 KB shared memory and 64 warps per SM, 50 MB L2, "
         "16 SFUs per SM); 227 KB per block and 32 blocks per SM: CUDA C Programming Guide, "
         "compute capability 9.0"
@@ -666,10 +670,12 @@ A100_SXM = GPUSpec(
     hbm_bandwidth=2.039e12,
     fp16_tensor_flops=312e12,
     fp32_flops=19.5e12,
+    tf32_tensor_flops=156e12,
     clock_hz=1.41e9,
     source=(
         "NVIDIA A100 Tensor Core GPU datasheet (SXM4 80GB: 2,039 GB/s HBM2e, 312 TFLOPS FP16 "
-        "Tensor Core, 19.5 TFLOPS FP32) and NVIDIA A100 Tensor Core GPU Architecture whitepaper "
+        "Tensor Core, 156 TFLOPS TF32, 19.5 TFLOPS FP32) and NVIDIA A100 Tensor Core GPU "
+        "Architecture whitepaper "
         "(108 SMs, 192 KB L1/shared per SM of which 164 KB shared, 40 MB L2, 1,410 MHz boost); "
         "163 KB per block: CUDA C Programming Guide, compute capability 8.0"
     ),
@@ -917,21 +923,48 @@ def latency_hiding(
 # ------------------------------------------------------------------------- measuring speed
 
 
+def default_benchmarks() -> list[tuple[str, str, tuple[int, ...]]]:
+    """(kernel, dtype, shape) of every row of the GPU table: the sizes of ``make gpu-check``."""
+    cases: list[tuple[str, str, tuple[int, ...]]] = [
+        ("add", "float16", (2**24,)),
+        ("add", "float16", (2**24 + 3,)),  # no vector loads (section 6.6)
+        ("add", "float16", (4096,)),  # launch and Python overhead dominate
+        ("softmax", "float16", (4096, 4096)),
+        ("softmax", "float16", (4096, 16384)),
+    ]
+    for dtype in ("float16", "bfloat16", "float32", "tf32"):
+        cases.append(("matmul", dtype, (4096, 4096, 4096)))
+    cases.append(("matmul", "float16", (8192, 8192, 8192)))
+    for dtype in ("float16", "bfloat16"):
+        cases.append(("attention", dtype, (4, 16, 4096, 128)))
+    cases.append(("attention", "float16", (4, 16, 4096, 64)))
+    return cases
+
+
+BASELINES = {
+    "add": "device-to-device copy",
+    "softmax": "torch.softmax",
+    "matmul": "cuBLAS (torch.matmul)",
+    "attention": "PyTorch SDPA (flash)",
+}
+
+
 def benchmark(
-    sizes: dict[str, list[Any]] | None = None,
+    cases: list[tuple[str, str, tuple[int, ...]]] | None = None,
     timer: Callable[[Callable[[], Any]], float] | None = None,
     spec: GPUSpec = H100_SXM,
-    dtype: torch.dtype = torch.float16,
 ) -> list[dict[str, Any]]:
-    """Time each kernel against its torch baseline; one row per (kernel, size).
+    """Time each kernel against its baseline; one row per (kernel, dtype, shape) in ``cases``
+    (default: :func:`default_benchmarks`). dtype ``"tf32"`` is fp32 with TF32 allowed on both
+    sides (``precision="tf32"`` here, ``allow_tf32`` for cuBLAS).
 
-    ``timer(fn)`` returns milliseconds per call (default: ``triton.testing.do_bench``, the median
-    over repeated runs after warm-up, on a CUDA GPU). Rows give both times, ``speedup`` = torch
-    time / kernel time, the achieved rate (GB/s for memory-bound kernels, TFLOP/s for matmul and
-    attention) and ``of_peak``, its fraction of the device's peak: the measured copy bandwidth for
-    ``add``, the published HBM bandwidth for softmax, ``spec.fp16_tensor_flops`` for the others.
-    Without a GPU, pass ``timer`` (and small sizes) to exercise the bookkeeping only.
-    """
+    ``timer(fn)`` returns milliseconds per call; the default is ``triton.testing.do_bench`` with
+    ``return_mode="median"`` (its default is the mean), which flushes L2 between runs and times
+    the Python call, wrapper checks and launch included. ``ratio`` = baseline time / kernel time
+    (above 1: ours is faster), except for ``add``, where it is the achieved bandwidth over the
+    copy's (3 arrays moved against 2). ``rate`` is GB/s or TFLOP/s; ``of_peak`` its fraction of
+    ``spec``'s HBM bandwidth or tensor-core peak. Without a GPU pass ``timer`` (and small sizes)
+    to exercise the bookkeeping only."""
     if timer is None:
         if _BACKEND != "cuda":
             raise RuntimeError(
@@ -940,66 +973,81 @@ def benchmark(
             )
         from triton.testing import do_bench
 
-        timer = do_bench
-    if sizes is None:
-        sizes = {
-            "add": [2**24, 2**27],
-            "softmax": [(4096, n) for n in (1024, 4096, 16384)],
-            "matmul": [1024, 4096, 8192],
-            "attention": [(1, 16, s, 128) for s in (1024, 4096, 16384)],
-        }
+        timer = partial(do_bench, return_mode="median")
+    if cases is None:
+        cases = default_benchmarks()
     dev = _device()
     gen = torch.Generator(device=dev).manual_seed(0)
-
-    def rand(*shape: int) -> Tensor:
-        return torch.randn(*shape, generator=gen, device=dev).to(dtype)
-
     rows: list[dict[str, Any]] = []
+    for kernel, dtype_name, shape in cases:
+        if kernel not in BASELINES:
+            raise ValueError(f"kernel must be one of {sorted(BASELINES)}, got {kernel!r}")
+        tf32 = dtype_name == "tf32"
+        dtype = torch.float32 if tf32 else getattr(torch, dtype_name, None)
+        if dtype not in FLOAT_DTYPES:
+            raise ValueError(
+                f"dtype must be float16, bfloat16, float32 or tf32, got {dtype_name!r}"
+            )
 
-    def row(kernel: str, size: str, ours: float, theirs: float, work: float, unit: str) -> None:
+        def rand(*size: int, dtype: torch.dtype = dtype) -> Tensor:
+            return torch.randn(*size, generator=gen, device=dev).to(dtype)
+
+        nbytes = torch.empty((), dtype=dtype).element_size()
+        if kernel == "add":
+            (n,) = shape
+            x, y, dst = rand(n), rand(n), torch.empty(n, dtype=dtype, device=dev)
+            ours = timer(partial(add, x, y))
+            theirs = timer(partial(dst.copy_, x))
+            work, unit = 3.0 * n * nbytes, "GB/s"
+            ratio = (work / ours) / (2 * n * nbytes / theirs)
+        elif kernel == "softmax":
+            x = rand(*shape)
+            ours = timer(partial(softmax, x))
+            theirs = timer(partial(torch.softmax, x, -1))
+            work, unit, ratio = 2.0 * x.numel() * nbytes, "GB/s", None
+        elif kernel == "matmul":
+            m, n, k = shape
+            a, b = rand(m, k), rand(k, n)
+            ours = timer(partial(matmul, a, b, "tf32" if tf32 else "ieee"))
+            theirs = timer(partial(_cublas, a, b, tf32))
+            work, unit, ratio = 2.0 * m * n * k, "TFLOP/s", None
+        else:
+            q, k_, v = (rand(*shape) for _ in range(3))
+            ours = timer(partial(flash_attention, q, k_, v))
+            theirs = timer(partial(_sdpa_flash, q, k_, v))
+            bb, hh, ss, dd = shape
+            work, unit, ratio = 4.0 * bb * hh * ss * ss * dd, "TFLOP/s", None
         rate = work / (ours * 1e-3)
-        peak = {"GB/s": copy_peak if kernel == "add" else spec.hbm_bandwidth}.get(
-            unit, spec.fp16_tensor_flops
-        )
+        peak = spec.hbm_bandwidth if unit == "GB/s" else spec.fp16_tensor_flops
+        if tf32:
+            peak = spec.tf32_tensor_flops
+        elif dtype == torch.float32 and unit == "TFLOP/s":
+            peak = spec.fp32_flops
         rows.append(
             {
                 "kernel": kernel,
-                "size": size,
+                "dtype": dtype_name,
+                "size": " x ".join(map(str, shape)),
                 "ms": ours,
-                "torch_ms": theirs,
-                "speedup": theirs / ours,
+                "baseline": BASELINES[kernel],
+                "baseline_ms": theirs,
+                "ratio": theirs / ours if ratio is None else ratio,
                 "rate": rate / (1e9 if unit == "GB/s" else 1e12),
                 "unit": unit,
                 "of_peak": rate / peak,
             }
         )
-
-    nbytes = torch.empty((), dtype=dtype).element_size()
-    copy_peak = spec.hbm_bandwidth
-    for n in sizes.get("add", []):
-        x, y = rand(n), rand(n)
-        dst = torch.empty_like(x)
-        copy_peak = 2 * n * nbytes / (timer(partial(dst.copy_, x)) * 1e-3)
-        ours = timer(partial(add, x, y))
-        theirs = timer(partial(torch.add, x, y))
-        row("add", f"n = {n:,}", ours, theirs, 3 * n * nbytes, "GB/s")
-    for m, n in sizes.get("softmax", []):
-        x = rand(m, n)
-        ours = timer(partial(softmax, x))
-        theirs = timer(partial(torch.softmax, x, -1))
-        row("softmax", f"{m} x {n}", ours, theirs, 2 * m * n * nbytes, "GB/s")
-    for n in sizes.get("matmul", []):
-        a, b = rand(n, n), rand(n, n)
-        ours = timer(partial(matmul, a, b))
-        theirs = timer(partial(torch.matmul, a, b))
-        row("matmul", f"{n}^3", ours, theirs, 2.0 * n**3, "TFLOP/s")
-    for shape in sizes.get("attention", []):
-        q, k, v = rand(*shape), rand(*shape), rand(*shape)
-        ours = timer(partial(flash_attention, q, k, v))
-        theirs = timer(partial(_sdpa_flash, q, k, v))
-        b, h, s, d = shape
-        row("attention", f"b{b} h{h} s{s} d{d}", ours, theirs, 4.0 * b * h * s * s * d, "TFLOP/s")
     return rows
+
+
+def _cublas(a: Tensor, b: Tensor, tf32: bool) -> Tensor:
+    """torch.matmul with TF32 allowed or not for fp32 (cuBLAS on a GPU)."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        return torch.matmul(a, b)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def _sdpa_flash(q: Tensor, k: Tensor, v: Tensor) -> Tensor:

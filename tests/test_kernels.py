@@ -335,56 +335,28 @@ def test_benchmark_bookkeeping_with_a_fake_timer() -> None:
     def timer(fn) -> float:
         fn()
         calls.append(1)
-        return 2.0  # every call "takes" 2 ms
+        return 2.0 if len(calls) % 2 else 4.0  # ours 2 ms, the baseline 4 ms
 
-    sizes = {"add": [1000], "softmax": [(3, 50)], "matmul": [40], "attention": [(1, 2, 33, 16)]}
-    rows = K.benchmark(sizes=sizes, timer=timer, dtype=torch.float32)
+    cases = [
+        ("add", "float32", (1000,)),
+        ("softmax", "float16", (3, 50)),
+        ("matmul", "tf32", (40, 30, 20)),
+        ("attention", "bfloat16", (1, 2, 33, 16)),
+    ]
+    rows = K.benchmark(cases, timer=timer)
     assert [r["kernel"] for r in rows] == ["add", "softmax", "matmul", "attention"]
-    assert len(calls) == 9  # one copy for the bandwidth, then ours and torch's for each
-    add_row, _, mm_row, _ = rows
-    assert add_row["speedup"] == 1.0 and add_row["unit"] == "GB/s"
-    assert add_row["rate"] == pytest.approx(3 * 1000 * 4 / 2e-3 / 1e9)
-    assert add_row["of_peak"] == pytest.approx(1.5)  # 3 arrays moved vs 2 in the copy
-    assert mm_row["rate"] == pytest.approx(2 * 40**3 / 2e-3 / 1e12)
+    assert len(calls) == 8  # ours and the baseline for each
+    add_row, sm_row, mm_row, _ = rows
+    assert add_row["unit"] == "GB/s" and add_row["rate"] == pytest.approx(3 * 1000 * 4 / 2e-3 / 1e9)
+    assert add_row["ratio"] == pytest.approx(3.0)  # 3 arrays in 2 ms against 2 arrays in 4 ms
+    assert sm_row["ratio"] == 2.0 and sm_row["baseline"] == "torch.softmax"
+    assert mm_row["rate"] == pytest.approx(2 * 40 * 30 * 20 / 2e-3 / 1e12)
+    assert mm_row["of_peak"] == pytest.approx(mm_row["rate"] * 1e12 / K.H100_SXM.tf32_tensor_flops)
+    assert len(K.default_benchmarks()) >= 10
+    with pytest.raises(ValueError, match="dtype must be"):
+        K.benchmark([("add", "float64", (10,))], timer=timer)
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        K.benchmark([("gelu", "float16", (10,))], timer=timer)
     if K.backend() != "cuda":
         with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
             K.benchmark()
-
-
-def test_count_traffic_in_place_and_out() -> None:
-    x = randn(64, 32)
-    nb = x.numel() * x.element_size()
-    assert K.count_traffic(lambda t: t.exp_(), x.clone()).total == 2 * nb
-    y = torch.empty_like(x)
-    assert K.count_traffic(lambda t: torch.exp(t, out=y), x).total == 2 * nb
-    assert K.count_traffic(lambda t: y.copy_(t), x).total == 2 * nb
-    mask = torch.zeros(64, 32, dtype=torch.bool)
-    traffic = K.count_traffic(lambda t: t.masked_fill_(mask, 0.0), x.clone())
-    assert traffic.ops == [("masked_fill_", nb + mask.numel(), nb)]
-    assert K.count_traffic(lambda t: t.view(-1), x).ops == []  # a view moves nothing
-
-
-def test_occupancy_is_the_calculators_arithmetic() -> None:
-    h100 = K.H100_SXM
-    # 40 registers, no shared memory, 4 warps: 1,280 registers per warp -> 51 warps -> 12 blocks.
-    occ = K.occupancy(h100, 40, 0, 4)
-    assert (occ.blocks_per_sm, occ.warps_per_sm, occ.limited_by) == (12, 48, "registers")
-    # 32 registers: 64 warps fit by registers; the 64 warp slots and 16 blocks of 4 warps.
-    assert K.occupancy(h100, 32, 0, 4).warps_per_sm == 64
-    # 96 KiB of shared memory per block: 2 blocks in 228 KiB (97 KiB each with the reserve).
-    occ = K.occupancy(h100, 64, 96 * 1024, 4)
-    assert (occ.blocks_per_sm, occ.limited_by) == (2, "shared memory")
-    assert K.occupancy(h100, 16, 0, 1).limited_by == "blocks"
-    with pytest.raises(ValueError, match="per-block limit"):
-        K.occupancy(K.A100_SXM, 64, 164 * 1024, 4)
-    with pytest.raises(ValueError, match="registers must be <= 255"):
-        K.occupancy(h100, 300, 0, 4)
-    with pytest.raises(ValueError, match="num_warps must be an int"):
-        K.occupancy(h100, 32, 0, 0)
-
-
-def test_published_peaks_follow_from_the_clock() -> None:
-    # 4 tensor cores per SM: 1,024 fp16 FLOP per clock each on Hopper, 512 on Ampere.
-    assert K.H100_SXM.fp16_tensor_flops == pytest.approx(132 * 4 * 1024 * 1.83e9, rel=1e-3)
-    assert K.A100_SXM.fp16_tensor_flops == pytest.approx(108 * 4 * 512 * 1.41e9, rel=2e-3)
-    assert K.A100_SXM.shared_bandwidth == pytest.approx(19.5e12, rel=0.01)

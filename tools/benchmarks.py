@@ -46,28 +46,25 @@ def batched_pendulum(
 
 
 def kernel_table() -> dict[str, dict[str, float]]:
-    """hamlib.kernels against torch on a CUDA GPU; on anything else, say why there is no table."""
+    """hamlib.kernels against its baselines on a CUDA GPU; on anything else, say why there is no
+    table. (``make gpu-check`` measures the same table and saves it for Chapter 6.)"""
     if kernels.backend() != "cuda":
         print(
             f"kernel table: not measured (backend {kernels.backend()!r}: no CUDA GPU here; "
             "the interpreter's speed means nothing)"
         )
         return {}
-    print(f"kernel table on {torch.cuda.get_device_name()} (fp16, median of triton do_bench):")
-    print(
-        f"{'kernel':10s} {'size':22s} {'ms':>8s} {'torch ms':>9s} {'x torch':>8s} {'rate':>14s} "
-        f"{'of peak':>8s}"
-    )
-    out = {}
-    for r in kernels.benchmark():
-        print(
-            f"{r['kernel']:10s} {r['size']:22s} {r['ms']:8.3f} {r['torch_ms']:9.3f} "
-            f"{r['speedup']:8.2f} {r['rate']:9.1f} {r['unit']:7s} {r['of_peak']:7.1%}"
-        )
-        out[f"kernel {r['kernel']} {r['size']}"] = {
-            k: float(r[k]) for k in ("ms", "torch_ms", "speedup", "rate", "of_peak")
+    from tools.gpu_check import table
+
+    rows = kernels.benchmark()
+    print(f"kernel table on {torch.cuda.get_device_name()} (medians of triton do_bench):")
+    print(table(rows))
+    return {
+        f"kernel {r['kernel']} {r['dtype']} {r['size']}": {
+            k: float(r[k]) for k in ("ms", "baseline_ms", "ratio", "rate", "of_peak")
         }
-    return out
+        for r in rows
+    }
 
 
 def run() -> dict[str, dict[str, float]]:
