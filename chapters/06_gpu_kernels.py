@@ -581,12 +581,12 @@ plt.show()
 
 # %% [markdown]
 # At full scale: an $8192^3$ fp16 matmul in $128 \times 128$ tiles is a $64 \times 64$ grid of
-# programs, of which a few hundred run at once (section 6.6 reads from the compiled kernel that
-# one fits per SM on an A100 and two on an H100). A model of what L2 saves: the programs resident together form a *wave*;
-# they advance along $K$ at about the same pace, so a tile of $A$ or $B$ that several of them need
-# comes from HBM once per wave and from L2 after that. The HBM traffic is then the number of
-# distinct tile-rows and tile-columns in each wave, times a strip of $128 \times 8192$ values,
-# summed over the waves:
+# programs, of which a few hundred run at once (section 6.6 reads from the compiled kernel that one
+# fits per SM on an A100 and two on an H100). A model of what L2 saves: the programs resident
+# together form a *wave*; they advance along $K$ at about the same pace, so a tile of $A$ or $B$
+# that several of them need comes from HBM once per wave and from L2 after that. The HBM traffic
+# is then the number of distinct tile-rows and tile-columns in each wave, times a strip of
+# $128 \times 8192$ values, summed over the waves:
 
 # %%
 strip_bytes = 128 * 8192 * 2
@@ -997,10 +997,10 @@ if COMPILE:
 # slots or `bloc`k slots). The elementwise and row-wise kernels need few registers and no shared
 # memory (a softmax row lives in registers; its `tl.max` and `tl.sum` reduce across a warp with
 # shuffles and across warps through a little shared memory). The matmul and attention tiles
-# need a lot of both: the fp16 matmul fits one program per SM on an A100 and two on an H100, the
-# two cases of the wave model in section 6.3. `tests/test_aot.py` compiles every configuration the wrappers can
-# choose (every dtype, small and large shapes, every head size class) for both targets and fails
-# if any spills or does not fit.
+# need a lot of both: the fp16 matmul fits one program per SM on an A100 and two on an H100, the two
+# cases of the wave model in section 6.3. `tests/test_aot.py` compiles every configuration the
+# wrappers can choose (every dtype, small and large shapes, every head size class) for both targets
+# and fails if any spills or does not fit.
 #
 # **The configuration that did not fit.** A 128 x 128 x 64 tile with 3 pipeline stages is a
 # common choice for fp16. An estimate of its shared memory in fp32, (128 + 128) x 64 x 4 bytes per
@@ -1202,12 +1202,12 @@ print(f"K.add's checks and launch plan: {per_call * 1e6:.0f} us per call, before
 
 # %% [markdown]
 # Of the order of ten microseconds of Python per call on a laptop-class CPU (the cell prints this
-# machine's), before Triton's launcher packs the arguments and CUDA launches the kernel, which
-# add a few more. Against a 30 µs kernel that is not noise. The remedies are the ones PyTorch uses: fewer, larger kernels
-# (fusion again), *CUDA graphs*, which record a sequence of launches once and replay it with one
-# call, and `torch.compile`, whose backend (Inductor) generates fused Triton kernels much like the
-# ones in this chapter and can capture them in a CUDA graph. `make gpu-check` times `K.add` on
-# 4,096 elements beside $2^{24}$ to show the regime on a GPU.
+# machine's), before Triton's launcher packs the arguments and CUDA launches the kernel, which add a
+# few more. Against a 30 µs kernel that is not noise. The remedies are the ones PyTorch uses: fewer,
+# larger kernels (fusion again), *CUDA graphs*, which record a sequence of launches once and replay
+# it with one call, and `torch.compile`, whose backend (Inductor) generates fused Triton kernels
+# much like the ones in this chapter and can capture them in a CUDA graph. `make gpu-check` times
+# `K.add` on 4,096 elements beside $2^{24}$ to show the regime on a GPU.
 #
 # **The table.** `make gpu-check` runs on a CUDA machine: the kernel tests on the GPU, this
 # chapter under nbval, and the benchmark, saved with the machine's facts in
