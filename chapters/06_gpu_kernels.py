@@ -556,12 +556,18 @@ verify("softmax", [lambda t, s=s: (rand(*s, dtype=t) * 5,) for s in softmax_shap
 hamlib.show_source(K._tk.matmul_kernel) if TRITON else None
 
 # %% [markdown]
-# The first lines of the kernel decide which tile program `pid` computes. In row-major order
-# consecutive programs sweep a whole row of tiles of $C$: they share one strip of $A$ but each
-# needs a different strip of $B$. In *grouped* order they walk down `GROUP_M` tile-rows before
-# moving right, so the programs running at the same time touch fewer distinct strips, and more of
-# what they load is still in L2 when a neighbour asks for it. `K.tile_order` is the same
-# arithmetic in Python:
+# The kernel's first line asks `grouped_tile` which tile program `pid` computes. In row-major
+# order consecutive programs sweep a whole row of tiles of $C$: they share one strip of $A$ but
+# each needs a different strip of $B$. In *grouped* order they walk down `GROUP_M` tile-rows
+# before moving right, so the programs running at the same time touch fewer distinct strips, and
+# more of what they load is still in L2 when a neighbour asks for it:
+
+# %%
+hamlib.show_source(K._tk.grouped_tile) if TRITON else None
+
+# %% [markdown]
+# `K.tile_order` is the same arithmetic in numpy (a test runs `grouped_tile` in a one-program
+# kernel and compares the two):
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(8.5, 4))

@@ -70,6 +70,19 @@ def softmax_online_kernel(
 
 
 @triton.jit
+def grouped_tile(pid, tiles_m, tiles_n, GROUP_M: tl.constexpr):
+    """The (tile-row, tile-column) of C that program ``pid`` computes. Consecutive programs walk
+    down GROUP_M tile-rows before moving right, so the tiles of A and B they share are still in
+    L2 when the neighbours ask for them (``hamlib.kernels.tile_order`` is the same in numpy)."""
+    tiles_per_group = GROUP_M * tiles_n
+    first_m = (pid // tiles_per_group) * GROUP_M
+    group_rows = tl.minimum(tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % tiles_per_group) % group_rows
+    pid_n = (pid % tiles_per_group) // group_rows
+    return pid_m, pid_n
+
+
+@triton.jit
 def matmul_kernel(
     a_ptr,
     b_ptr,
@@ -91,16 +104,7 @@ def matmul_kernel(
     PRECISION: tl.constexpr,
 ):
     """C = A @ B, one BLOCK_M x BLOCK_N tile of C per program, in grouped order."""
-    pid = tl.program_id(0)
-    tiles_m = tl.cdiv(M, BLOCK_M)
-    tiles_n = tl.cdiv(N, BLOCK_N)
-    # Grouped ordering: consecutive programs walk down GROUP_M tile-rows before moving right, so
-    # the tiles of A and B they share are still in L2 when the neighbours ask for them.
-    tiles_per_group = GROUP_M * tiles_n
-    first_m = (pid // tiles_per_group) * GROUP_M
-    group_rows = tl.minimum(tiles_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % tiles_per_group) % group_rows
-    pid_n = (pid % tiles_per_group) // group_rows
+    pid_m, pid_n = grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
 
     # int64 offsets: rows * stride_am passes 2**31 once M * K does.
     rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)

@@ -360,3 +360,25 @@ def test_benchmark_bookkeeping_with_a_fake_timer() -> None:
     if K.backend() != "cuda":
         with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
             K.benchmark()
+
+
+if K.backend() != "torch":
+    import triton
+    import triton.language as tl
+
+    from hamlib import _triton_kernels as tk
+
+    @triton.jit
+    def _which_tile(out_ptr, tiles_m, tiles_n, GROUP_M: tl.constexpr):
+        pid = tl.program_id(0)
+        pid_m, pid_n = tk.grouped_tile(pid, tiles_m, tiles_n, GROUP_M)
+        tl.store(out_ptr + 2 * pid, pid_m)
+        tl.store(out_ptr + 2 * pid + 1, pid_n)
+
+
+@pytest.mark.skipif(K.backend() == "torch", reason="needs triton")
+def test_tile_order_is_the_kernels_own_arithmetic() -> None:
+    for tm, tn, g in [(5, 7, 4), (8, 8, 8), (3, 2, 1), (9, 4, 2)]:
+        out = torch.full((tm * tn, 2), -1, dtype=torch.int32, device=DEV)
+        _which_tile[(tm * tn,)](out, tm, tn, GROUP_M=g)
+        assert out.cpu().numpy().tolist() == K.tile_order(tm, tn, g).tolist()
