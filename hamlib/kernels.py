@@ -517,28 +517,33 @@ def _attention_reference(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: f
     return out.to(q.dtype)
 
 
+_REFERENCES: dict[str, Callable[..., Tensor]] = {
+    "add": lambda x, y: x + y,
+    "softmax": lambda x: torch.softmax(x.float(), dim=-1).to(x.dtype),
+    "matmul": lambda a, b: (a.float() @ b.float()).to(a.dtype),
+    "layer_norm": lambda x, w, b, eps=1e-5: F.layer_norm(
+        x.float(), (x.shape[-1],), w.float(), b.float(), eps
+    ).to(x.dtype),
+    "flash_attention": lambda q, k, v, causal=False, sm_scale=None: _attention_reference(
+        q, k, v, causal, 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else sm_scale
+    ),
+}
+
+
 def reference(name: str) -> Callable[..., Tensor]:
     """The torch computation each kernel is tested against (float32 inside, input dtype out);
     also what the kernels compute on the "torch" backend."""
-    refs: dict[str, Callable[..., Tensor]] = {
-        "add": lambda x, y: x + y,
-        "softmax": lambda x: torch.softmax(x.float(), dim=-1).to(x.dtype),
-        "matmul": lambda a, b: (a.float() @ b.float()).to(a.dtype),
-        "layer_norm": lambda x, w, b, eps=1e-5: F.layer_norm(
-            x.float(), (x.shape[-1],), w.float(), b.float(), eps
-        ).to(x.dtype),
-        "flash_attention": lambda q, k, v, causal=False, sm_scale=None: _attention_reference(
-            q, k, v, causal, 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else sm_scale
-        ),
-    }
-    if name not in refs:
-        raise ValueError(f"name must be one of {sorted(refs)}, got {name!r}")
-    return refs[name]
+    if name not in _REFERENCES:
+        raise ValueError(f"name must be one of {sorted(_REFERENCES)}, got {name!r}")
+    return _REFERENCES[name]
 
 
 # ------------------------------------------------------------------------------------ CUDA C
 
 CUDA_ADD_SOURCE = r"""
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+
 // One thread per element. The grid is ceil(n / 256) blocks of 256 threads; threads past the
 // end of the tensor (the last block) do nothing: the `if` is the mask.
 __global__ void add_kernel(const float* x, const float* y, float* out, long n) {
@@ -551,8 +556,12 @@ torch::Tensor add(torch::Tensor x, torch::Tensor y) {
     long n = x.numel();
     int threads = 256;
     long blocks = (n + threads - 1) / threads;
-    add_kernel<<<blocks, threads>>>(x.data_ptr<float>(), y.data_ptr<float>(),
-                                    out.data_ptr<float>(), n);
+    // On PyTorch's current stream, so that it is ordered with the torch operations around it
+    // (the bare <<<blocks, threads>>> would use the legacy default stream).
+    auto stream = at::cuda::getCurrentCUDAStream();
+    add_kernel<<<blocks, threads, 0, stream>>>(x.data_ptr<float>(), y.data_ptr<float>(),
+                                               out.data_ptr<float>(), n);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();  // a failed launch raises here, not at some later call
     return out;
 }
 """
