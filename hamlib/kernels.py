@@ -49,14 +49,17 @@ __all__ = [
     "benchmark",
     "backend",
     "default_benchmarks",
+    "host_timer",
     "count_traffic",
     "cuda_add",
     "flash_attention",
+    "attention_candidates",
     "attention_config",
     "latency_hiding",
     "launch_plan",
     "layer_norm",
     "matmul",
+    "matmul_candidates",
     "matmul_config",
     "next_power_of_2",
     "occupancy",
@@ -171,9 +174,54 @@ class Launch:
     grid: tuple[int, ...]
     args: tuple[Any, ...]
     meta: dict[str, Any]
+    # On a GPU, the wrapper lets Triton's autotuner choose among these configurations (tile
+    # sizes, num_warps, num_stages) once per shape and dtype; ``meta`` holds the first, the one
+    # the interpreter and a compile use. ``grid_of(meta)`` is the grid of a configuration and
+    # ``key`` names the arguments whose values start a new search.
+    tune: tuple[dict[str, Any], ...] = ()
+    grid_of: Callable[[dict[str, Any]], tuple[int, ...]] | None = None
+    key: tuple[str, ...] = ()
+
+    def variants(self) -> list[Launch]:
+        """This launch under each configuration the autotuner may choose (itself if none)."""
+        if not self.tune or self.grid_of is None:
+            return [self]
+        out = []
+        for config in self.tune:
+            meta = {**self.meta, **config}
+            out.append(Launch(self.kernel, self.grid_of(meta), self.args, meta))
+        return out
 
     def __call__(self) -> None:
-        getattr(_tk, self.kernel)[self.grid](*self.args, **self.meta)
+        if self.tune and self.grid_of is not None and _BACKEND == "cuda":
+            grid_of = self.grid_of
+            fixed = {k: v for k, v in self.meta.items() if k not in self.tune[0]}
+            kernel = _autotuned(self.kernel, self.tune, self.key)
+            kernel[lambda meta: grid_of({**fixed, **meta})](*self.args, **fixed)
+        else:
+            getattr(_tk, self.kernel)[self.grid](*self.args, **self.meta)
+
+
+_AUTOTUNED: dict[tuple[str, str], Any] = {}
+
+
+def _autotuned(kernel: str, tune: tuple[dict[str, Any], ...], key: tuple[str, ...]) -> Any:
+    # One triton.autotune wrapper per kernel and list of configurations, built on first use (on
+    # a GPU only); it benchmarks every configuration the first time it meets a key.
+    ident = (kernel, repr(tune))
+    if ident not in _AUTOTUNED:
+        import triton
+
+        configs = [
+            triton.Config(
+                {k: v for k, v in c.items() if k not in ("num_warps", "num_stages")},
+                num_warps=c["num_warps"],
+                num_stages=c["num_stages"],
+            )
+            for c in tune
+        ]
+        _AUTOTUNED[ident] = triton.autotune(configs=configs, key=list(key))(getattr(_tk, kernel))
+    return _AUTOTUNED[ident]
 
 
 BACKENDS = ("cuda", "interpreter")
@@ -225,7 +273,9 @@ def add(x: Tensor, y: Tensor) -> Tensor:
 
 
 # Rows longer than this use the two-pass online kernel instead of holding the row in registers.
-SOFTMAX_MAX_FUSED = 16384
+# Compiled with 16 warps, a row of 32,768 fp32 values takes 97 registers per thread; 65,536 spill
+# (Chapter 6 compiles both).
+SOFTMAX_MAX_FUSED = 32768
 
 
 def softmax(x: Tensor, max_fused: int = SOFTMAX_MAX_FUSED) -> Tensor:
@@ -301,6 +351,40 @@ def matmul_config(
     }
 
 
+def _tiles(*rows: tuple[int, ...]) -> list[dict[str, int]]:
+    names = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+# The configurations the autotuner tries for large matmuls on a GPU (the first is
+# matmul_config's); the fp16/bf16 list follows the Triton matmul tutorial's. Every one is
+# compiled for sm_80 and sm_90 by tests/test_aot.py and must not spill.
+_MATMUL_TUNE = {
+    "half": _tiles(
+        (128, 128, 64, 8, 3),
+        (128, 256, 64, 8, 3),
+        (256, 128, 64, 8, 3),
+        (128, 128, 32, 4, 4),
+        (128, 64, 32, 4, 4),
+        (64, 128, 32, 4, 4),
+        (64, 256, 32, 4, 4),
+    ),
+    "tf32": _tiles((128, 128, 32, 8, 3), (128, 64, 32, 4, 3), (64, 128, 32, 4, 3)),
+    "ieee": _tiles((128, 128, 16, 8, 3), (128, 64, 16, 4, 3), (64, 128, 16, 4, 3)),
+}
+
+
+def matmul_candidates(
+    m: int, n: int, k: int, dtype: torch.dtype, precision: str = "ieee"
+) -> list[dict[str, int]]:
+    """The configurations ``K.matmul`` autotunes among on a GPU (none for small matrices, which
+    take :func:`matmul_config` as it is)."""
+    if m < 128 or n < 128:
+        return []
+    kind = "half" if dtype != torch.float32 else precision
+    return [dict(c) for c in _MATMUL_TUNE[kind]]
+
+
 def tile_order(tiles_m: int, tiles_n: int, group_m: int) -> np.ndarray:
     """The (tile-row, tile-column) of C that each program id computes in ``matmul_kernel``:
     the kernel's grouped-ordering arithmetic, in Python. ``group_m = 1`` is row-major order.
@@ -356,12 +440,19 @@ def _matmul_plan(a: Tensor, b: Tensor, precision: str, backend: str) -> tuple[La
     n = b.shape[1]
     c = _empty((m, n), a, backend)
     cfg = matmul_config(m, n, k, a.dtype, backend, precision)
-    grid = (math.ceil(m / cfg["BLOCK_M"]) * math.ceil(n / cfg["BLOCK_N"]),)
     strides = (a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1))
     args = (a, b, c, m, n, k, *strides)
     # For fp16/bf16 operands the precision is ignored: they go to the tensor cores as they are.
     meta = {"UPCAST": _upcast(backend, a), "PRECISION": precision, **cfg}
-    return Launch("matmul_kernel", grid, args, meta), c
+    tune = tuple(matmul_candidates(m, n, k, a.dtype, precision)) if backend == "cuda" else ()
+    if tune:
+        meta.update(tune[0])
+
+    def grid_of(meta: dict[str, Any]) -> tuple[int, ...]:
+        return (math.ceil(m / meta["BLOCK_M"]) * math.ceil(n / meta["BLOCK_N"]),)
+
+    launch = Launch("matmul_kernel", grid_of(meta), args, meta, tune, grid_of, ("M", "N", "K"))
+    return launch, c
 
 
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
@@ -482,7 +573,6 @@ def _attention_plan(
     b, h, s_q, d = q.shape
     o = _empty(q.shape, q, backend)
     cfg = attention_config(d, q.dtype, backend)
-    grid = (math.ceil(s_q / cfg["BLOCK_M"]), b * h)
     args = (q, k, v, o, sm_scale, s_q, k.shape[2], d)
     meta = {
         "CAUSAL": causal,
@@ -491,7 +581,38 @@ def _attention_plan(
         "BLOCK_D": max(16, next_power_of_2(d)),
         **cfg,
     }
-    return Launch("flash_attention_kernel", grid, args, meta), o
+    tune = tuple(attention_candidates(s_q, d, q.dtype)) if backend == "cuda" else ()
+    if tune:
+        meta.update(tune[0])
+
+    def grid_of(meta: dict[str, Any]) -> tuple[int, ...]:
+        return (math.ceil(s_q / meta["BLOCK_M"]), b * h)
+
+    key = ("S_q", "S_k", "D")
+    return Launch("flash_attention_kernel", grid_of(meta), args, meta, tune, grid_of, key), o
+
+
+def _blocks(*rows: tuple[int, int, int, int]) -> list[dict[str, int]]:
+    names = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+# Autotuned on a GPU for fp16/bf16 and sequences of 128 queries or more (the first is
+# attention_config's); compiled for sm_80 and sm_90 by tests/test_aot.py.
+_ATTENTION_TUNE = {
+    "d<=64": _blocks((128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 32, 4, 3)),
+    "d<=64, d%16": _blocks((128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)),
+    "d>64": _blocks((128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)),  # (128, 64) spills on sm_80
+}
+
+
+def attention_candidates(seq_q: int, head_dim: int, dtype: torch.dtype) -> list[dict[str, int]]:
+    """The configurations ``K.flash_attention`` autotunes among on a GPU (fp16/bf16, at least
+    128 queries; otherwise none, and :func:`attention_config` is used as it is)."""
+    if dtype == torch.float32 or seq_q < 128:
+        return []
+    kind = "d>64" if head_dim > 64 else ("d<=64, d%16" if head_dim % 16 else "d<=64")
+    return [dict(c) for c in _ATTENTION_TUNE[kind]]
 
 
 _ARGS: dict[str, Callable[..., tuple[Any, ...]]] = {
@@ -621,6 +742,8 @@ class GPUSpec:
     fp16_tensor_flops: float  # FLOP / s, dense fp16/bf16 tensor cores, fp32 accumulate
     fp32_flops: float  # FLOP / s, non-tensor fp32
     tf32_tensor_flops: float  # FLOP / s, dense TF32 tensor cores
+    fp8_tensor_flops: float  # FLOP / s, dense FP8 tensor cores (0: none)
+    fp32_lanes_per_sm: int  # "CUDA cores": fp32 FMA lanes per SM
     clock_hz: float  # the boost clock at which the tensor-core figure is quoted
     source: str
     shared_bytes_per_clock_per_sm: int = 128  # 32 banks x 4 bytes
@@ -653,14 +776,16 @@ H100_SXM = GPUSpec(
     fp16_tensor_flops=989.4e12,
     fp32_flops=66.9e12,
     tf32_tensor_flops=494.7e12,
+    fp8_tensor_flops=1978.9e12,
+    fp32_lanes_per_sm=128,
     clock_hz=1.83e9,
     source=(
         "NVIDIA H100 Tensor Core GPU datasheet (SXM5: 3.35 TB/s HBM3, 989 TFLOPS dense FP16 "
-        "Tensor Core, 495 TFLOPS dense TF32, 67 TFLOPS FP32) and NVIDIA H100 Tensor Core GPU "
-        "Architecture whitepaper "
-        "(132 SMs, 64K 32-bit registers, 228 KB shared memory and 64 warps per SM, 50 MB L2, "
-        "16 SFUs per SM); 227 KB per block and 32 blocks per SM: CUDA C Programming Guide, "
-        "compute capability 9.0"
+        "Tensor Core, 495 TFLOPS dense TF32, 1,979 TFLOPS dense FP8, 67 TFLOPS FP32) and NVIDIA "
+        "H100 Tensor Core GPU Architecture whitepaper "
+        "(132 SMs, 128 FP32 cores, 64K 32-bit registers, 228 KB shared memory and 64 warps per "
+        "SM, 50 MB L2, 16 SFUs per SM); 227 KB per block and 32 blocks per SM: CUDA C "
+        "Programming Guide, compute capability 9.0"
     ),
 )
 
@@ -680,12 +805,15 @@ A100_SXM = GPUSpec(
     fp16_tensor_flops=312e12,
     fp32_flops=19.5e12,
     tf32_tensor_flops=156e12,
+    fp8_tensor_flops=0.0,
+    fp32_lanes_per_sm=64,
     clock_hz=1.41e9,
     source=(
         "NVIDIA A100 Tensor Core GPU datasheet (SXM4 80GB: 2,039 GB/s HBM2e, 312 TFLOPS FP16 "
         "Tensor Core, 156 TFLOPS TF32, 19.5 TFLOPS FP32) and NVIDIA A100 Tensor Core GPU "
         "Architecture whitepaper "
-        "(108 SMs, 192 KB L1/shared per SM of which 164 KB shared, 40 MB L2, 1,410 MHz boost); "
+        "(108 SMs, 64 FP32 cores and 192 KB L1/shared per SM of which 164 KB shared, 40 MB L2, "
+        "1,410 MHz boost); "
         "163 KB per block: CUDA C Programming Guide, compute capability 8.0"
     ),
 )
@@ -937,7 +1065,7 @@ def default_benchmarks() -> list[tuple[str, str, tuple[int, ...]]]:
     cases: list[tuple[str, str, tuple[int, ...]]] = [
         ("add", "float16", (2**24,)),
         ("add", "float16", (2**24 + 3,)),  # no vector loads (section 6.6)
-        ("add", "float16", (4096,)),  # launch and Python overhead dominate
+        ("add_host", "float16", (4096,)),  # launch and Python overhead, on a host clock
         ("softmax", "float16", (4096, 4096)),
         ("softmax", "float16", (4096, 16384)),
     ]
@@ -947,33 +1075,57 @@ def default_benchmarks() -> list[tuple[str, str, tuple[int, ...]]]:
     for dtype in ("float16", "bfloat16"):
         cases.append(("attention", dtype, (4, 16, 4096, 128)))
     cases.append(("attention", "float16", (4, 16, 4096, 64)))
+    for d in (64, 128):  # the "10x faster than standard attention" claim
+        cases.append(("attention_unfused", "float16", (4, 16, 4096, d)))
     return cases
 
 
 BASELINES = {
     "add": "device-to-device copy",
+    "add_host": "torch.add, host clock",
     "softmax": "torch.softmax",
     "matmul": "cuBLAS (torch.matmul)",
     "attention": "PyTorch SDPA (flash)",
+    "attention_unfused": "torch, scores in HBM",
 }
+
+
+def host_timer(fn: Callable[[], Any], calls: int = 1000) -> float:
+    """Milliseconds per call of ``fn`` on the host's clock over back-to-back calls, with one
+    synchronization at the end: what a program that launches small kernels one after another
+    sees, Python and launch overhead included. (``do_bench`` flushes L2 before each call, which
+    lets the CPU run ahead and hides that overhead.)"""
+    import time
+
+    fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / calls * 1e3
 
 
 def benchmark(
     cases: list[tuple[str, str, tuple[int, ...]]] | None = None,
     timer: Callable[[Callable[[], Any]], float] | None = None,
     spec: GPUSpec = H100_SXM,
+    host: Callable[[Callable[[], Any]], float] | None = None,
 ) -> list[dict[str, Any]]:
     """Time each kernel against its baseline; one row per (kernel, dtype, shape) in ``cases``
     (default: :func:`default_benchmarks`). dtype ``"tf32"`` is fp32 with TF32 allowed on both
-    sides (``precision="tf32"`` here, ``allow_tf32`` for cuBLAS).
+    sides (``precision="tf32"`` here, ``allow_tf32`` for cuBLAS). Kernel ``"add_host"`` times
+    small adds with ``host`` (default :func:`host_timer`): the overhead regime.
+    ``"attention_unfused"`` times our flash attention against torch attention that writes the
+    scores to HBM.
 
     ``timer(fn)`` returns milliseconds per call; the default is ``triton.testing.do_bench`` with
-    ``return_mode="median"`` (its default is the mean), which flushes L2 between runs and times
-    the Python call, wrapper checks and launch included. ``ratio`` = baseline time / kernel time
-    (above 1: ours is faster), except for ``add``, where it is the achieved bandwidth over the
-    copy's (3 arrays moved against 2). ``rate`` is GB/s or TFLOP/s; ``of_peak`` its fraction of
-    ``spec``'s HBM bandwidth or tensor-core peak. Without a GPU pass ``timer`` (and small sizes)
-    to exercise the bookkeeping only."""
+    ``return_mode="median"`` (its default is the mean), which flushes L2 before each run and
+    records CUDA events around it: GPU time, with the CPU free to run ahead. ``ratio`` is the
+    baseline's time over ours (above 1: ours is faster), except for ``add``, where it is our
+    bandwidth over the copy's (3 arrays moved against 2). ``rate`` is GB/s or TFLOP/s and
+    ``of_peak`` its fraction of ``spec``'s HBM bandwidth or the matching compute peak. Without a
+    GPU, pass ``timer`` (and small sizes) to exercise the bookkeeping only."""
     if timer is None:
         if _BACKEND != "cuda":
             raise RuntimeError(
@@ -983,6 +1135,7 @@ def benchmark(
         from triton.testing import do_bench
 
         timer = partial(do_bench, return_mode="median")
+        host = host or host_timer
     if cases is None:
         cases = default_benchmarks()
     dev = _device()
@@ -1009,6 +1162,13 @@ def benchmark(
             theirs = timer(partial(dst.copy_, x))
             work, unit = 3.0 * n * nbytes, "GB/s"
             ratio = (work / ours) / (2 * n * nbytes / theirs)
+        elif kernel == "add_host":
+            (n,) = shape
+            x, y = rand(n), rand(n)
+            clock = timer if host is None else host
+            ours = clock(partial(add, x, y))
+            theirs = clock(partial(torch.add, x, y))
+            work, unit, ratio = 3.0 * n * nbytes, "GB/s", None
         elif kernel == "softmax":
             x = rand(*shape)
             ours = timer(partial(softmax, x))
@@ -1020,10 +1180,11 @@ def benchmark(
             ours = timer(partial(matmul, a, b, "tf32" if tf32 else "ieee"))
             theirs = timer(partial(_cublas, a, b, tf32))
             work, unit, ratio = 2.0 * m * n * k, "TFLOP/s", None
-        else:
+        else:  # attention against SDPA, or against torch with the scores in HBM
             q, k_, v = (rand(*shape) for _ in range(3))
             ours = timer(partial(flash_attention, q, k_, v))
-            theirs = timer(partial(_sdpa_flash, q, k_, v))
+            other = _sdpa_flash if kernel == "attention" else _attention_unfused
+            theirs = timer(partial(other, q, k_, v))
             bb, hh, ss, dd = shape
             work, unit, ratio = 4.0 * bb * hh * ss * ss * dd, "TFLOP/s", None
         rate = work / (ours * 1e-3)
@@ -1047,6 +1208,11 @@ def benchmark(
             }
         )
     return rows
+
+
+def _attention_unfused(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)
+    return torch.softmax(scores, dim=-1) @ v
 
 
 def _cublas(a: Tensor, b: Tensor, tf32: bool) -> Tensor:

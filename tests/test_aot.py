@@ -32,7 +32,8 @@ def _t(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
 
 
 def every_launch() -> dict[str, K.Launch]:
-    """One launch per configuration a wrapper can choose on a GPU, labelled."""
+    """One launch per configuration a wrapper can choose on a GPU, labelled: each heuristic
+    choice, and each configuration the autotuner may pick among."""
     plans: dict[str, K.Launch] = {}
     for t in DTYPES:
         name = str(t).removeprefix("torch.")
@@ -53,7 +54,11 @@ def every_launch() -> dict[str, K.Launch]:
                 q = _t(2, 4, 1024, d, dtype=t)
                 label = f"flash_attention {name} d={d} causal={causal}"
                 plans[label] = K.launch_plan("flash_attention", q, q, q, causal)
-    return plans
+    tuned: dict[str, K.Launch] = {}
+    for label, plan in plans.items():
+        for i, variant in enumerate(plan.variants()):
+            tuned[label if i == 0 else f"{label} autotune #{i}"] = variant
+    return tuned
 
 
 @pytest.fixture(scope="module")

@@ -353,6 +353,14 @@ def test_benchmark_bookkeeping_with_a_fake_timer() -> None:
     assert mm_row["rate"] == pytest.approx(2 * 40 * 30 * 20 / 2e-3 / 1e12)
     assert mm_row["of_peak"] == pytest.approx(mm_row["rate"] * 1e12 / K.H100_SXM.tf32_tensor_flops)
     assert len(K.default_benchmarks()) >= 10
+    host_calls = []
+    rows = K.benchmark(
+        [("add_host", "float16", (64,)), ("attention_unfused", "float16", (1, 1, 16, 16))],
+        timer=timer,
+        host=lambda fn: host_calls.append(fn()) or 1.0,
+    )
+    assert len(host_calls) == 2 and rows[0]["ratio"] == 1.0
+    assert rows[1]["baseline"] == "torch, scores in HBM"
     with pytest.raises(ValueError, match="dtype must be"):
         K.benchmark([("add", "float64", (10,))], timer=timer)
     with pytest.raises(ValueError, match="kernel must be one of"):

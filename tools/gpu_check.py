@@ -140,8 +140,11 @@ def main() -> int:
     }
     from tools.portability import NBVAL
 
+    # --nbval-lax: every cell must run and every hamlib.check must hold (a failed check raises),
+    # but outputs are not compared: on a GPU the interpreter's trap cells print other claims,
+    # and timings and compiler output differ. CI compares the outputs on the CPU.
     steps["nbval chapter 6"] = _run(
-        "nbval chapter 6", [py, *NBVAL, "book/06_gpu_kernels.ipynb"], timeout=300
+        "nbval chapter 6", [py, *NBVAL, "--nbval-lax", "book/06_gpu_kernels.ipynb"], timeout=300
     )
     sys.path.insert(0, str(ROOT))
     from hamlib import kernels as K
@@ -154,8 +157,8 @@ def main() -> int:
         "measured": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
         **info,
         "method": (
-            "triton.testing.do_bench, return_mode='median' (L2 flushed between runs; the Python "
-            "call, checks and launch included)"
+            "triton.testing.do_bench, return_mode='median' (L2 flushed before each run, CUDA "
+            "events: GPU time); add_host: host clock over 1000 back-to-back calls"
         ),
         "bench_seconds": round(time.perf_counter() - t0, 1),
         "targets": {f"{k} {d}": v for (k, d), v in TARGETS.items()},
