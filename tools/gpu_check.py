@@ -41,12 +41,11 @@ TARGETS = {  # goals for the kernels (the issue's), not gates
 
 
 def _env() -> dict[str, str]:
+    from tools import execenv  # the executors' environment: hash seed, no progress bars, ...
+
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.setdefault("PYTHONHASHSEED", "0")
-    env.setdefault("TQDM_DISABLE", "1")
-    env.setdefault("HAMLIB_STATIC", "1")
-    return env
+    return execenv.executor_env(env)
 
 
 def _run(name: str, cmd: list[str], timeout: int) -> dict[str, object]:
@@ -119,6 +118,7 @@ def main() -> int:
         print("make gpu-check needs a CUDA GPU visible to torch; none is here. Nothing was run.")
         return 2
     os.environ.pop("TRITON_INTERPRET", None)
+    sys.path.insert(0, str(ROOT))
     info = facts()
     print("== machine:", json.dumps(info), flush=True)
     py = sys.executable
@@ -146,7 +146,6 @@ def main() -> int:
     steps["nbval chapter 6"] = _run(
         "nbval chapter 6", [py, *NBVAL, "--nbval-lax", "book/06_gpu_kernels.ipynb"], timeout=300
     )
-    sys.path.insert(0, str(ROOT))
     from hamlib import kernels as K
 
     print("== benchmarks", flush=True)
