@@ -220,7 +220,14 @@ def _autotuned(kernel: str, tune: tuple[dict[str, Any], ...], key: tuple[str, ..
             )
             for c in tune
         ]
-        _AUTOTUNED[ident] = triton.autotune(configs=configs, key=list(key))(getattr(_tk, kernel))
+        from triton.testing import do_bench
+
+        # Short timing windows (5 ms warm-up, 25 ms of runs per configuration): the search runs
+        # once per shape and dtype, and the kernel tests meet many shapes.
+        quick = partial(do_bench, warmup=5, rep=25)
+        _AUTOTUNED[ident] = triton.autotune(configs=configs, key=list(key), do_bench=quick)(
+            getattr(_tk, kernel)
+        )
     return _AUTOTUNED[ident]
 
 

@@ -4,8 +4,8 @@
 2. The kernel tests on CUDA: ``tests/test_kernels.py`` (every kernel against torch, bf16 included,
    now compiled natively) and ``tests/test_kernels_gpu.py`` (the configurations a CPU never runs:
    large tiles, many query blocks, TF32, long rows).
-3. nbval over Chapter 6 on the CUDA backend (the cells whose output depends on the device are
-   marked to be ignored).
+3. Chapter 6 under nbval on the CUDA backend, lax: every cell runs and every claim holds (a
+   failed ``hamlib.check`` raises); CI compares the stored outputs on the CPU.
 4. The benchmark table (``hamlib.kernels.benchmark``: medians of ``triton.testing.do_bench``),
    saved with the machine's facts and the results of 2 and 3 in ``book/data/gpu_bench.json``,
    which Chapter 6 shows. Also copied to ``$OUT`` when that is set.
@@ -135,7 +135,7 @@ def main() -> int:
                 "tests/test_kernels.py",
                 "tests/test_kernels_gpu.py",
             ],
-            timeout=300,
+            timeout=420,
         ),
     }
     from tools.portability import NBVAL
