@@ -19,7 +19,8 @@
 # explain why fusion and flash attention are about bytes, not FLOPs; read a compiled kernel's
 # resources and instructions; and avoid the traps of debugging kernels on a CPU.
 #
-# **Run time:** under a minute on two CPU cores (the last code cell prints the measured time).
+# **Run time:** under a minute on two CPU cores (the cell before the references prints the
+# measured time).
 
 # %%
 import hamlib
@@ -64,13 +65,13 @@ print(f"kernels run on: {K.backend()!r}")
 # wait. Blocks of a grid run in any order and cannot wait for each other; threads of one block
 # can cooperate through the SM's *shared memory* and barriers.
 #
-# **The memory hierarchy.** Each thread has private *registers*, the fastest storage; the
-# threads of a block share the SM's *shared memory* (the same SRAM as its L1 cache); all SMs share
-# an *L2 cache*; and the tensors live in *HBM*, the high-bandwidth DRAM stacked beside the chip.
-# Going out, each level is slower, and each *per SM* is larger than the one before (a thread's
-# registers are few, but the register files of all SMs together outsize their shared memory,
-# as the table shows). The published figures of one current data-centre GPU, which this chapter
-# uses as its running example:
+# **The memory hierarchy.** Each thread has private *registers*, the fastest storage; the threads
+# of a block share the SM's *shared memory* (the same SRAM as its L1 cache); all SMs share an *L2
+# cache*; and the tensors live in *HBM*, the high-bandwidth DRAM stacked beside the chip. Going
+# out, each level is slower; in size the order is not monotone: an SM's register file (256 KiB) is
+# larger than its shared memory (228 KiB), and the register files of all SMs together are not far
+# from the L2, as the table shows. The published figures of one current data-centre GPU, which
+# this chapter uses as its running example:
 
 # %%
 spec = K.H100_SXM
@@ -202,8 +203,8 @@ for r in [32, 64, 128, 255]:
 # hides latency differently: each warp issues many independent loads before it needs the first
 # result (Volkov, 2010); and Ampere and Hopper copy the next tiles from HBM to shared memory
 # asynchronously while the tensor cores work on the current one (`cp.async`, and on Hopper a copy
-# engine, the TMA): software pipelining, `num_stages` in Triton. High occupancy is a means, not
-# the goal.
+# engine, the Tensor Memory Accelerator): software pipelining, `num_stages` in Triton. High
+# occupancy is a means, not the goal.
 #
 # ## 6.2 The roofline
 #
@@ -260,8 +261,8 @@ print(f"ridge point: {ridge:.0f} FLOP/byte; attention: batch 1, 32 heads, seq 40
 # head past them: $4\,$`BLOCK_M`$\,s d$ FLOPs on $4 s d$ bytes, an intensity of `BLOCK_M`.
 # (Summed over the $s/$`BLOCK_M` programs of a head, that traffic is $\Theta(s^2 d/$`BLOCK_M`$)$;
 # since the query block must fit on chip, `BLOCK_M` $\propto M/d$ for an SRAM of $M$ bytes, which
-# is Dao et al.'s $\Theta(s^2 d^2 / M)$.) With the tiles `K.matmul` and `K.flash_attention` use on
-# a GPU:
+# is Dao et al.'s $\Theta(s^2 d^2 / M)$.) With the default tiles of `K.matmul` and
+# `K.flash_attention` on a GPU (the first of the configurations their autotuner tries there):
 
 # %%
 mm_cfg = K.matmul_config(8192, 8192, 8192, torch.float16)
@@ -270,26 +271,19 @@ tile_intensity = {
     "matmul tile": mm_cfg["BLOCK_M"] * mm_cfg["BLOCK_N"] / (mm_cfg["BLOCK_M"] + mm_cfg["BLOCK_N"]),
     "flash attention program": float(fa_cfg["BLOCK_M"]),
 }
-smem_ridge = spec.fp16_tensor_flops / spec.shared_bandwidth
 print(
     f"matmul tiles {mm_cfg['BLOCK_M']} x {mm_cfg['BLOCK_N']} x {mm_cfg['BLOCK_K']}, "
     f"flash attention BLOCK_M = {fa_cfg['BLOCK_M']} (fp16, head_dim 128)"
 )
 for name, i in tile_intensity.items():
-    print(
-        f"{name:24s} {i:5.0f} FLOP/B   (HBM ridge {ridge:.0f}, "
-        f"shared-memory ridge {smem_ridge:.0f})"
-    )
-print(
-    f"shared memory: {spec.sms} SMs x {spec.shared_bytes_per_clock_per_sm} B/clock x "
-    f"{spec.clock_hz / 1e9:.2f} GHz = {spec.shared_bandwidth / 1e12:.1f} TB/s"
-)
+    print(f"{name:24s} {i:5.0f} FLOP/B of HBM traffic (ridge {ridge:.0f})")
 
 # %% [markdown]
 # These are arithmetic on the tile sizes, not measurements, and they say: neither kernel is
-# compute-bound by its own loads from HBM. A 128 x 128 tile reused from shared memory is (64
-# FLOP/B against a shared-memory ridge of 32), but if every program fetched its tiles from HBM the
-# matmul would run at a fifth of the tensor cores' peak. What closes the gap is *L2*:
+# compute-bound by its own loads from HBM. If every program fetched its tiles from HBM the matmul
+# would run at a fifth of the tensor cores' peak. (The same question one level down, whether
+# shared memory can feed the tensor cores, depends on what each warp reads: section 6.6 answers
+# it from the compiled layouts.) What closes the gap is *L2*:
 # programs that run at the same time load the same tiles, and only the first load of each goes
 # to HBM. Section 6.3 measures how much the order of programs matters for that.
 #
@@ -576,9 +570,9 @@ verify("softmax", [lambda t, s=s: (rand(*s, dtype=t) * 5,) for s in softmax_shap
 # Program `pid` computes one `BLOCK_M x BLOCK_N` tile of $C = AB$: it walks along $K$ in steps of
 # `BLOCK_K`, loads a tile of $A$ and a tile of $B$, and accumulates their product with `tl.dot`
 # into a float32 accumulator. On a GPU, `tl.dot` on fp16 or bf16 tiles becomes tensor-core
-# instructions; on fp32 tiles it does too if it may round them to TF32 (`precision="tf32"`), and
-# runs on the ordinary FMA units if it must compute in full fp32 (`"ieee"`, the default here, as
-# in torch); section 6.6 reads which from the binary. Out-of-range rows, columns and the ragged
+# instructions; on fp32 tiles it does too if it may reduce them to TF32 (`precision="tf32"`),
+# and runs on the ordinary FMA units if it must compute in full fp32 (`"ieee"`, the default here,
+# as in torch); section 6.6 reads which from the binary. Out-of-range rows, columns and the ragged
 # end of $K$ load as zeros, which add nothing to the dot products.
 
 # %%
@@ -892,10 +886,12 @@ else:
     print(f"backend {K.backend()!r}: the interpreter's bf16 traps do not apply")
 
 # %% [markdown]
-# hamlib's kernels never do arithmetic in half precision: they load, convert to float32, compute
-# and convert back on the store, which is also what a GPU kernel should do for accuracy. On the
-# interpreter, `tl.dot` tiles are converted to float32 first, and bf16 results are written in
-# float32 and rounded by torch.
+# hamlib's elementwise and row-wise kernels never do arithmetic in half precision: they load,
+# convert to float32, compute and convert back on the store, which is also what a GPU kernel
+# should do for accuracy. The dots are different: on a GPU, fp16 and bf16 tiles go to the tensor
+# cores as they are, which multiply them exactly and accumulate in float32 (and flash attention
+# rounds $P$ to the input dtype before $PV$). On the interpreter, `tl.dot` tiles in bf16 are
+# converted to float32 first, and bf16 results are written in float32 and rounded by torch.
 #
 # Two more differences need no demonstration. The interpreter runs programs one at a time, so a
 # race between programs, or a missing barrier, cannot show up; and `triton.testing.do_bench`,
@@ -992,6 +988,21 @@ if COMPILE:
         all(c.fits and not c.spills for c in compiled.values()),
     )
 
+    def blocks(name, arch):
+        c, gpu = compiled[name, arch], {80: K.A100_SXM, 90: K.H100_SXM}[arch]
+        return K.occupancy(gpu, c.registers, c.shared_bytes, c.num_warps).blocks_per_sm
+
+    tile_pair = (128 + 128) * 64 * 2  # one stage of A and B tiles, fp16
+    mm16 = {a: compiled["matmul fp16, 8192^3", a] for a in (80, 90)}
+    hamlib.check(
+        "the vector add fits 16 blocks per SM on both GPUs (64 warp slots, 4 warps each); the "
+        "fp16 matmul fits 1 on an A100 and 2 on an H100, holding 2 stages of tiles in shared "
+        "memory on sm_80 (num_stages - 1) and 3 on sm_90",
+        blocks("add fp16, n = 2^27", 80) == blocks("add fp16, n = 2^27", 90) == 16
+        and (blocks("matmul fp16, 8192^3", 80), blocks("matmul fp16, 8192^3", 90)) == (1, 2)
+        and (mm16[80].shared_bytes, mm16[90].shared_bytes) == (2 * tile_pair, 3 * tile_pair),
+    )
+
 # %% [markdown]
 # The `blk/SM` column is the occupancy calculator of section 6.1 fed with the compiler's numbers,
 # and the last word says which resource ran out first (`regi`sters, `shar`ed memory, `warp`
@@ -1012,7 +1023,7 @@ if COMPILE:
 # then the number of distinct tile-rows and tile-columns in each wave, times a strip of
 # $128 \times 8192$ values, summed over the waves; each GPU against its own ridge:
 
-# %%
+# %% tags=["nbval-ignore-output"]
 if COMPILE:
     strip_bytes = 128 * 8192 * 2
     flops_8192 = 2 * 8192**3
@@ -1034,10 +1045,18 @@ if COMPILE:
             )
     cut = {a: wave_traffic[a, 1] / wave_traffic[a, 8] for a in (80, 90)}
     print(f"grouped order moves {cut[80]:.1f}x less on the A100, {cut[90]:.1f}x on the H100")
+
+# %%
+if COMPILE:
+    ridges = {80: K.A100_SXM, 90: K.H100_SXM}
     hamlib.check(
         "in the wave model grouped order moves at least 1.5x less HBM traffic than row-major "
-        "order on both GPUs",
-        all(r >= 1.5 for r in cut.values()),
+        "order on both GPUs, and both orders stay above each GPU's ridge",
+        all(r >= 1.5 for r in cut.values())
+        and all(
+            flops_8192 / traffic > ridges[a].fp16_tensor_flops / ridges[a].hbm_bandwidth
+            for (a, _), traffic in wave_traffic.items()
+        ),
     )
 
 # %% [markdown]
@@ -1047,8 +1066,8 @@ if COMPILE:
 # folklore that grouping is what makes a large matmul compute-bound overstates it at this size;
 # what it buys is less traffic, so more slack against the ridge when L2 hit rates fall short of
 # the model. The model is optimistic in two ways a real schedule spoils: programs do not start in
-# exact `pid` order or advance in lockstep, and an H100's L2 is split in two halves. It is
-# pessimistic in one: tiles can survive in L2 from one wave to the next.
+# exact `pid` order or advance in lockstep, and the L2 of an A100 or an H100 is split in two
+# halves. It is pessimistic in one: tiles can survive in L2 from one wave to the next.
 
 # %% [markdown]
 # **The configuration that did not fit.** A 128 x 128 x 64 tile with 3 pipeline stages is a
@@ -1056,7 +1075,7 @@ if COMPILE:
 # stage times 3 stages = 192 KiB, would put it over the A100's 163 KiB per block. The compiler
 # says otherwise, and finds a different problem:
 
-# %%
+# %% tags=["nbval-ignore-output"]
 if COMPILE:
     old = K.launch_plan("matmul", big32, big32)
     old = K.Launch(old.kernel, old.grid, old.args, {**old.meta, "BLOCK_K": 64, "num_stages": 3})
@@ -1066,6 +1085,9 @@ if COMPILE:
         f"fp32 128 x 128 x 64, 3 stages, sm_80: shared {c_old.shared_bytes:,} B (estimate "
         f"{estimate:,} B), {c_old.registers} registers, stack frame {c_old.stack_bytes:,} B"
     )
+
+# %%
+if COMPILE:
     hamlib.check(
         "the fp32 128 x 128 x 64 tile uses less shared memory than stages x tile and fits sm_80, "
         "but spills registers; K.matmul's fp32 tile (BLOCK_K 16) does not",
@@ -1090,7 +1112,7 @@ if COMPILE:
 # The same question for the fused softmax of section 6.3, which keeps a whole row in registers:
 # compiled with its 16 warps at the longest row it takes and at twice that,
 
-# %%
+# %% tags=["nbval-ignore-output"]
 if COMPILE:
     rows_fused = {}
     for cols in (K.SOFTMAX_MAX_FUSED, 2 * K.SOFTMAX_MAX_FUSED):
@@ -1101,6 +1123,9 @@ if COMPILE:
             f"fused softmax, {cols:,} fp32 per row, {c.num_warps} warps: {c.registers} registers, "
             f"stack frame {c.stack_bytes:,} B"
         )
+
+# %%
+if COMPILE:
     hamlib.check(
         "the fused softmax keeps a row of K.SOFTMAX_MAX_FUSED = 32,768 fp32 in registers and "
         "spills at twice that",
@@ -1143,9 +1168,9 @@ if COMPILE:
     )
     hamlib.check(
         "fp16, bf16 and TF32 dots use tensor cores on both targets (HMMA.16816 on sm_80, "
-        "HGMMA.64xN on sm_90, i.e. wgmma); exact fp32 uses none, only FFMA",
+        "HGMMA.64x128x16 on sm_90, i.e. wgmma); exact fp32 uses none, only FFMA",
         "HMMA.16816" in shapes[0]
-        and "HGMMA.64x" in shapes[1]
+        and "HGMMA.64x128x16" in shapes[1]
         and all(uses_tc[n] for n in dots if n not in exact)
         and all(
             compiled[n, a].count(MMA["HMMA"]) + compiled[n, a].count(MMA["HGMMA"]) == 0
@@ -1154,6 +1179,51 @@ if COMPILE:
             for a in (80, 90)
         ),
     )
+
+# %% [markdown]
+# **Can shared memory feed the tensor cores?** The roofline has a level per memory. One level
+# down from HBM, what matters is what each *instruction* reads from shared memory: on an A100 a
+# warp loads its own slice of the A and B tiles (`ldmatrix`) for its `mma.sync`s; on an H100
+# `wgmma` reads a warpgroup's slice directly. The compiled layout (Triton's `nvidia_mma`
+# attribute in the TTGIR) says how the 128 x 128 tile of the fp16 matmul is divided: `warpsPerCTA`
+# gives the warps along M and N. A slice of $r \times c$ outputs over a step of $k$ does
+# $2rck$ FLOPs on $(r + c)k$ fp16 values read, an intensity of $rc/(r + c)$ FLOP/B, against the
+# shared-memory ridge: tensor-core FLOP/s over shared-memory bandwidth (32 banks of 4 bytes per
+# SM per clock):
+
+# %%
+if COMPILE:
+    smem = {}
+    for arch, gpu in ((80, K.A100_SXM), (90, K.H100_SXM)):
+        c = compiled["matmul fp16, 8192^3", arch]
+        version, warps, _ = c.mma_layout()
+        rows = c_rows = 128 // warps[0]
+        cols = 128 // warps[1]
+        if version == 3:  # wgmma: a warpgroup of 4 consecutive warps shares one instruction
+            rows = 4 * c_rows
+        smem[arch] = (rows * cols / (rows + cols), gpu.fp16_tensor_flops / gpu.shared_bandwidth)
+        unit = "warpgroup" if version == 3 else "warp"
+        print(
+            f"{gpu.name[:11]}: mma v{version}, warpsPerCTA {warps}: a {unit} computes "
+            f"{rows} x {cols}, {smem[arch][0]:.1f} FLOP/B from shared memory; ridge "
+            f"{smem[arch][1]:.1f} ({gpu.shared_bandwidth / 1e12:.1f} TB/s)"
+        )
+    warp_tile_on_h100 = 64 * 32 / (64 + 32)  # the A100's 64 x 32 warp slice, on an H100
+    print(f"the A100's 64 x 32 warp slice on an H100: {warp_tile_on_h100:.1f} FLOP/B")
+    hamlib.check(
+        "the fp16 matmul's warp (A100) and warpgroup (H100) slices read shared memory at an "
+        "intensity above each GPU's shared-memory ridge; a 64 x 32 warp slice would fall below "
+        "the H100's",
+        all(i > r for i, r in smem.values()) and warp_tile_on_h100 < smem[90][1],
+    )
+
+# %% [markdown]
+# The margins are thin: the tensor cores of an A100 need nearly all of its shared-memory
+# bandwidth, and an H100, with twice the tensor-core throughput per SM and only a little more
+# shared-memory bandwidth, could not feed them from warp-sized slices. That is the reason for
+# `wgmma`: four warps share one instruction and one read of the B tile. (Flash attention's
+# $QK^\top$ is the same calculation with its query rows: 16 per warp on the A100, 64 per
+# warpgroup on the H100, with $Q$ held in registers.)
 
 # %% [markdown]
 # So exact fp32 gives up the tensor cores:
@@ -1172,11 +1242,14 @@ for gpu in (K.A100_SXM, K.H100_SXM):
 # does not emit it; a tensor core given raw fp32 bits ignores the low 13, which truncates
 # (Triton issue 4574 reports the accuracy this costs):
 
-# %%
+# %% tags=["nbval-ignore-output"]
 if COMPILE:
     tf32_ptx = compiled["matmul fp32 as TF32, 8192^3", 80]
     print(f"cvt.rna.tf32.f32 in the TF32 matmul's PTX: {tf32_ptx.count('cvt.rna.tf32', 'ptx')}")
     print(*tf32_ptx.lines(r"mma.*tf32", where="ptx", limit=1))
+
+# %%
+if COMPILE:
     hamlib.check(
         "Triton's TF32 matmul passes fp32 bits to mma.sync ... .tf32 without rounding them",
         tf32_ptx.count("cvt.rna.tf32", "ptx") == 0 and tf32_ptx.count(r"mma.*tf32", "ptx") > 0,
@@ -1224,8 +1297,10 @@ hamlib.check(
 # %% [markdown]
 # A relative error of a few $10^{-4}$, and two to three times that when truncated: harmless for
 # training a network, not what someone comparing with `a @ b` in fp32 expects. PyTorch's default
-# for fp32 matmuls is therefore full precision (`torch.backends.cuda.matmul.allow_tf32 = False`),
-# and `K.matmul` follows it; `precision="tf32"` is the opt-in.
+# for fp32 matmuls is therefore full precision (`torch.backends.cuda.matmul.fp32_precision =
+# "ieee"`, formerly `allow_tf32 = False`), and `K.matmul` follows it; `precision="tf32"` is the
+# opt-in. (cuBLAS's TF32 rounds its inputs; Triton's truncates them, so the two are not equally
+# accurate, which the TF32 row of the GPU table should be read with.)
 #
 # **Vector loads need proof of alignment.** The vector add reads 2 bytes per element and does one
 # addition: its speed is its loads. A load instruction can fetch 16 bytes at once
@@ -1435,11 +1510,14 @@ for d in (64, 128):
 # on fp32 tiles on a GPU uses TF32 unless told `"ieee"`; and `tl.exp` and fp32 division compile
 # to approximate instructions:
 
-# %%
+# %% tags=["nbval-ignore-output"]
 if COMPILE:
     (c_softmax,) = aot.compile(K.launch_plan("softmax", meta(8, 1000, dtype=torch.float32)), 90)
     print(*c_softmax.lines(r"ex2\.approx", where="ptx", limit=1))
     print(*c_softmax.lines(r"div\.", where="ptx", limit=1))
+
+# %%
+if COMPILE:
     hamlib.check(
         "the compiled softmax computes exp with ex2.approx and divides with div.full (both "
         "approximations), not with correctly rounded exp and division (div.rn)",
@@ -1557,6 +1635,14 @@ print(f"chapter run time: {hamlib.elapsed():.1f} s")
 # - V. Volkov. Better performance at lower occupancy. *GPU Technology Conference*, 2010.
 # - Z. Jia, M. Maggioni, B. Staiger, D. P. Scarpazza. Dissecting the NVIDIA Volta GPU
 #   architecture via microbenchmarking. arXiv:1804.06826, 2018.
+# - J. Shah, G. Bikshandi, Y. Zhang, V. Thakkar, P. Ramani, T. Dao. FlashAttention-3: fast and
+#   accurate attention with asynchrony and low-precision. *NeurIPS*, 2024.
+# - H. He. Making deep learning go brrrr from first principles. Blog post, 2022.
+# - NVIDIA. *NVIDIA A100 Tensor Core GPU Architecture* whitepaper, 2020; *A100* datasheet;
+#   *CUDA C++ Programming Guide* (technical specifications per compute capability); *Parallel
+#   Thread Execution ISA* (`mma`, `wgmma`, `cvt`, `ex2`, `div`).
+# - Triton issue 4574: TF32 matrix multiplication is much less accurate than fp16 (truncation
+#   of the inputs), 2024.
 #
 # ## Exercises
 #

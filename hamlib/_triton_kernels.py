@@ -127,7 +127,8 @@ def matmul_kernel(
             a = a.to(tl.float32)
             b = b.to(tl.float32)
         # fp32 operands: "ieee" = full fp32 products on the FMA units (torch's default),
-        # "tf32" = inputs rounded to TF32 on the tensor cores. fp16/bf16 ignore it.
+        # "tf32" = inputs cut to TF32 (truncated: no cvt.rna) on the tensor cores. fp16/bf16
+        # ignore it.
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
     c = acc.to(c_ptr.dtype.element_ty)
     mask = (rows[:, None] < M) & (cols[None, :] < N)

@@ -30,7 +30,7 @@ import torch
 if TYPE_CHECKING:  # not imported at run time: the child process must not import hamlib.kernels
     from hamlib.kernels import Launch
 
-__all__ = ["LIMITS", "Compiled", "available", "compile"]
+__all__ = ["LIMITS", "TESTED_TRITON", "Compiled", "available", "compile"]
 
 # Per-block limits that Triton checks when it loads a kernel (cudaDevAttrMaxSharedMemoryPerBlock-
 # Optin, in bytes) and the most registers a thread can have. CUDA C Programming Guide, table
@@ -39,6 +39,10 @@ LIMITS: dict[int, dict[str, Any]] = {
     80: {"name": "A100 (sm_80)", "shared_per_block": 163 * 1024, "registers_per_thread": 255},
     90: {"name": "H100 (sm_90)", "shared_per_block": 227 * 1024, "registers_per_thread": 255},
 }
+
+
+# The Triton release whose internals (the JIT's argument binder, ASTSource) this module uses.
+TESTED_TRITON = "3.9."
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class Compiled:
     stack_bytes: int  # local-memory stack frame per thread: spilled registers live there
     ptx: str
     sass: str
+    ttgir: str  # Triton's GPU dialect: the layouts (which warp holds which part of a tile)
 
     @property
     def spills(self) -> bool:
@@ -66,20 +71,35 @@ class Compiled:
         return self.shared_bytes <= LIMITS[self.arch]["shared_per_block"]
 
     def count(self, pattern: str, where: str = "sass") -> int:
-        """Number of lines of the SASS (or ``where="ptx"``) that match the regex ``pattern``."""
-        if where not in ("sass", "ptx"):
-            raise ValueError(f"where must be 'sass' or 'ptx', got {where!r}")
-        text = self.sass if where == "sass" else self.ptx
+        """Number of lines of the SASS (or ``where="ptx"`` or ``"ttgir"``) that match the regex
+        ``pattern``."""
         rx = re.compile(pattern)
-        return sum(1 for line in text.splitlines() if rx.search(line))
+        return sum(1 for line in self._text(where).splitlines() if rx.search(line))
+
+    def _text(self, where: str) -> str:
+        texts = {"sass": self.sass, "ptx": self.ptx, "ttgir": self.ttgir}
+        if where not in texts:
+            raise ValueError(f"where must be one of {sorted(texts)}, got {where!r}")
+        return texts[where]
 
     def lines(self, pattern: str, where: str = "sass", limit: int = 3) -> list[str]:
         """The first ``limit`` lines of the SASS (or PTX) that match ``pattern``, stripped."""
-        if where not in ("sass", "ptx"):
-            raise ValueError(f"where must be 'sass' or 'ptx', got {where!r}")
-        text = self.sass if where == "sass" else self.ptx
         rx = re.compile(pattern)
-        return [ln.strip() for ln in text.splitlines() if rx.search(ln)][:limit]
+        return [ln.strip() for ln in self._text(where).splitlines() if rx.search(ln)][:limit]
+
+    def mma_layout(self) -> tuple[int, list[int], list[int]]:
+        """(version, warpsPerCTA, instrShape) of the tensor-core layout Triton chose for the
+        dot: version 2 is mma.sync (Ampere), 3 is wgmma (Hopper). Raises ValueError if the
+        kernel has no tensor-core dot."""
+        m = re.search(
+            r"nvidia_mma<\{versionMajor = (\d+).*?warpsPerCTA = \[([\d, ]+)\]"
+            r".*?instrShape = \[([\d, ]+)\]",
+            self.ttgir,
+        )
+        if m is None:
+            raise ValueError(f"{self.kernel} has no tensor-core (nvidia_mma) layout")
+        ints = [[int(x) for x in g.split(",")] for g in (m[2], m[3])]
+        return int(m[1]), ints[0], ints[1]
 
 
 def available() -> tuple[bool, str]:
@@ -88,6 +108,11 @@ def available() -> tuple[bool, str]:
         import triton
     except ImportError:
         return False, "triton is not installed (it has wheels for Linux x86-64 only)"
+    if not triton.__version__.startswith(TESTED_TRITON):
+        return False, (
+            f"hamlib.aot drives Triton's JIT internals and was checked with Triton "
+            f"{TESTED_TRITON}x; this is {triton.__version__}"
+        )
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     if not os.path.exists(tool):
         return False, f"this triton has no NVIDIA backend tools ({tool} is missing)"
@@ -202,6 +227,7 @@ def _compile_one(job: dict[str, Any]) -> dict[str, Any]:
         "stack_bytes": int(m[2]),
         "ptx": kernel.asm["ptx"],
         "sass": sass,
+        "ttgir": kernel.asm["ttgir"],
     }
 
 

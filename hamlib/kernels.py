@@ -336,7 +336,7 @@ def matmul_config(
     sm_80 and sm_90 (``tests/test_aot.py``: no choice spills registers). fp16/bf16 (and fp32 in
     TF32) feed the tensor cores with tiles of 128 x 128 x 64 (x 32 for TF32). fp32 computed
     exactly (``"ieee"``) runs on the FMA units, which hold the whole BLOCK_K slice of both tiles
-    in registers: fp32 takes BLOCK_K = 16 (with 64, 128 x 128 tiles spill 1,672 bytes per
+    in registers: fp32 takes BLOCK_K = 16 (with 64, 128 x 128 tiles spill over 1,600 bytes per
     thread on an A100). The interpreter runs programs one after another: 32 x 32 x 32."""
     if backend == "interpreter":
         return {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4}
@@ -418,8 +418,8 @@ def matmul(a: Tensor, b: Tensor, precision: str = "ieee") -> Tensor:
     Tiles of C are handed out in grouped order (``GROUP_M`` tile-rows at a time) so that
     neighbouring programs reuse the tiles of A and B they load. ``precision`` matters for fp32
     inputs on a GPU only: ``"ieee"`` (default, as torch's default) multiplies in full fp32 on the
-    FMA units; ``"tf32"`` rounds the inputs to TF32 (10-bit mantissa) and uses the tensor cores.
-    The interpreter computes both in full fp32."""
+    FMA units; ``"tf32"`` cuts the inputs to TF32 (10-bit mantissa; Triton truncates) for the
+    tensor cores. The interpreter computes both in full fp32."""
     a, b, precision = _matmul_args(a, b, precision)
     if _BACKEND == "torch":
         return reference("matmul")(a, b)
@@ -595,7 +595,7 @@ def _attention_plan(
     def grid_of(meta: dict[str, Any]) -> tuple[int, ...]:
         return (math.ceil(s_q / meta["BLOCK_M"]), b * h)
 
-    key = ("S_q", "S_k", "D")
+    key = ("S_q", "S_k", "D", "CAUSAL")
     return Launch("flash_attention_kernel", grid_of(meta), args, meta, tune, grid_of, key), o
 
 
@@ -1224,12 +1224,20 @@ def _attention_unfused(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
 
 def _cublas(a: Tensor, b: Tensor, tf32: bool) -> Tensor:
     """torch.matmul with TF32 allowed or not for fp32 (cuBLAS on a GPU)."""
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = tf32
+    settings = torch.backends.cuda.matmul
+    if hasattr(settings, "fp32_precision"):  # torch >= 2.9; the legacy flag warns there
+        before = settings.fp32_precision
+        settings.fp32_precision = "tf32" if tf32 else "ieee"
+        try:
+            return torch.matmul(a, b)
+        finally:
+            settings.fp32_precision = before
+    before_flag = settings.allow_tf32
+    settings.allow_tf32 = tf32
     try:
         return torch.matmul(a, b)
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
+        settings.allow_tf32 = before_flag
 
 
 def _sdpa_flash(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
