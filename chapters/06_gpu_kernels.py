@@ -145,6 +145,49 @@ hamlib.check(
 )
 
 # %% [markdown]
+# **Coalescing.** The same per-warp view decides how memory is read. A warp's load is one
+# instruction for 32 addresses, and the memory system serves it in 32-byte *sectors*: if the
+# lanes read consecutive elements, a few sectors carry exactly what was asked for; if each lane
+# reads from a different place, every lane costs a sector of its own. `K.coalescing` counts the
+# sectors of one warp's fp32 load (lane $i$ reads the element at the given index):
+
+# %%
+lane = np.arange(32)
+patterns = {
+    "x[i] (consecutive)": lane,
+    "x[i + 1] (one element off)": lane + 1,
+    "x[2 i] (stride 2)": 2 * lane,
+    "A[i, j] down a column of a 4096-wide row-major matrix": 4096 * lane,
+}
+for name, idx in patterns.items():
+    sectors, eff = K.coalescing(idx)
+    print(f"{name:55s} {sectors:2d} sectors, {eff:.1%} of the bytes used")
+
+# %% [markdown]
+# Reading down a column uses one byte in eight: the reason matmul kernels load tiles with
+# consecutive threads along the contiguous dimension, and transposes go through shared memory.
+#
+# **Bank conflicts.** Shared memory is split into 32 *banks*, each serving one 4-byte word per
+# clock; word $w$ lives in bank $w \bmod 32$. A warp whose lanes read 32 words in 32 different
+# banks is served in one pass; lanes that need different words of one bank wait for each other
+# (lanes reading the same word share it). For a 32 x 32 fp32 tile stored row by row,
+# `K.bank_conflicts` counts the passes:
+
+# %%
+conflicts = {
+    "a row of the tile": K.bank_conflicts(lane),
+    "a column of the tile": K.bank_conflicts(32 * lane),
+    "a column, rows padded to 33 words": K.bank_conflicts(33 * lane),
+}
+for name, passes in conflicts.items():
+    print(f"{name:36s} {passes:2d} pass(es)")
+
+# %% [markdown]
+# A column of a 32-word-wide tile sits entirely in one bank: 32 passes. One padding word per row
+# shifts each row by one bank, and the column is conflict-free: the classic fix in a CUDA
+# transpose. Triton chooses the shared-memory layouts of its tiles itself (with *swizzling*, which
+# permutes instead of padding); in CUDA C this is the programmer's job.
+#
 # **Latency hiding and occupancy.** A load from HBM takes hundreds of cycles to return
 # (microbenchmarks such as Jia et al., 2018, measure it); an arithmetic instruction issues every
 # cycle or so. A GPU does not wait: each SM keeps many warps resident at once, and its schedulers
@@ -249,8 +292,22 @@ print(f"ridge point: {ridge:.0f} FLOP/byte; attention: batch 1, 32 heads, seq 40
 # their time is their bytes. A square matmul sits far right of it. The same matmul with 16 rows,
 # the shape of one decoding step of a language model with 16 sequences in the batch, is
 # memory-bound: all of $B$ is read to do 16 multiply-adds per element. Attention moves from one
-# side to the other
-# depending on whether the $s \times s$ scores go through HBM.
+# side to the other depending on whether the $s \times s$ scores go through HBM.
+#
+# How many sequences must a decoding step batch before the weights stop being the bottleneck?
+# For $b$ rows, an $8192 \times 8192$ fp16 weight gives $2b \cdot 8192^2$ FLOPs on about
+# $2 \cdot 8192^2$ bytes: an intensity of about $b$, so the batch must reach the ridge:
+
+# %%
+crossing_b = next(
+    b for b in range(1, 4096) if np.divide(*K.op_cost("matmul", m=b, n=8192, k=8192)) >= ridge
+)
+print(f"matmul b x 8192 x 8192 (fp16) is compute-bound from b = {crossing_b} (ridge {ridge:.0f})")
+
+# %% [markdown]
+# About 300 sequences decoded together, for every weight matrix, before an H100 stops waiting on
+# HBM: why serving systems batch requests, and why a single user's decoding runs at a few percent
+# of the tensor cores' peak.
 #
 # **The roofline of one program.** The table counts each operation's *minimum* traffic: every
 # input read once. A kernel reaches that only through reuse the table does not show. One program

@@ -46,8 +46,10 @@ __all__ = [
     "Traffic",
     "add",
     "attainable_flops",
+    "bank_conflicts",
     "benchmark",
     "backend",
+    "coalescing",
     "default_benchmarks",
     "host_timer",
     "count_traffic",
@@ -1009,6 +1011,51 @@ def softmax_unfused(x: Tensor) -> Tensor:
     numerator = shifted.exp()
     denominator = numerator.sum(dim=-1, keepdim=True)
     return numerator / denominator
+
+
+def _warp_indices(name: str, values: Any, warp_size: int) -> np.ndarray:
+    if not isinstance(warp_size, int) or isinstance(warp_size, bool) or warp_size < 1:
+        raise ValueError(f"warp_size must be a positive int, got {warp_size!r}")
+    arr = np.asarray(values)
+    if arr.shape != (warp_size,) or not np.issubdtype(arr.dtype, np.integer) or np.any(arr < 0):
+        raise ValueError(
+            f"{name} must be {warp_size} non-negative integers (one per lane), got "
+            f"shape {arr.shape} and dtype {arr.dtype}"
+        )
+    return arr.astype(np.int64)
+
+
+def coalescing(
+    element_index: np.ndarray | list[int],
+    element_bytes: int = 4,
+    sector_bytes: int = 32,
+    warp_size: int = 32,
+) -> tuple[int, float]:
+    """(sectors, efficiency) of one warp's load: lane i reads element ``element_index[i]`` of a
+    tensor. The memory system serves a warp in 32-byte sectors; the efficiency is the bytes the
+    lanes asked for over the bytes of the sectors fetched (1.0: perfectly coalesced)."""
+    for name, val in (("element_bytes", element_bytes), ("sector_bytes", sector_bytes)):
+        if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+            raise ValueError(f"{name} must be a positive int, got {val!r}")
+    idx = _warp_indices("element_index", element_index, warp_size)
+    first = idx * element_bytes // sector_bytes
+    last = (idx * element_bytes + element_bytes - 1) // sector_bytes
+    sectors = {int(s) for f, la in zip(first, last, strict=True) for s in range(f, la + 1)}
+    useful = len(set(idx.tolist())) * element_bytes
+    return len(sectors), useful / (len(sectors) * sector_bytes)
+
+
+def bank_conflicts(word_index: np.ndarray | list[int], banks: int = 32, warp_size: int = 32) -> int:
+    """How many passes one warp's shared-memory access takes: lane i reads 4-byte word
+    ``word_index[i]``; word w lives in bank w mod ``banks``, each bank serves one word per pass,
+    and lanes reading the same word share it (a broadcast). 1 means conflict-free."""
+    if not isinstance(banks, int) or isinstance(banks, bool) or banks < 1:
+        raise ValueError(f"banks must be a positive int, got {banks!r}")
+    idx = _warp_indices("word_index", word_index, warp_size)
+    words_per_bank: dict[int, set[int]] = {}
+    for w in idx.tolist():
+        words_per_bank.setdefault(w % banks, set()).add(w)
+    return max(len(words) for words in words_per_bank.values())
 
 
 def warp_efficiency(branch: np.ndarray | list[int], warp_size: int = 32) -> float:

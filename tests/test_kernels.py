@@ -390,3 +390,30 @@ def test_tile_order_is_the_kernels_own_arithmetic() -> None:
         out = torch.full((tm * tn, 2), -1, dtype=torch.int32, device=DEV)
         _which_tile[(tm * tn,)](out, tm, tn, GROUP_M=g)
         assert out.cpu().numpy().tolist() == K.tile_order(tm, tn, g).tolist()
+
+
+def test_coalescing_counts_sectors() -> None:
+    lanes = np.arange(32)
+    assert K.coalescing(lanes) == (4, 1.0)  # 32 consecutive fp32: four 32-byte sectors
+    assert K.coalescing(lanes * 4096) == (32, 0.125)  # a column of a row-major matrix
+    assert K.coalescing(lanes * 2) == (8, 0.5)  # every other element
+    assert K.coalescing(lanes, element_bytes=2) == (2, 1.0)
+    assert K.coalescing(lanes + 1) == (5, 0.8)  # one element off alignment: one more sector
+    assert K.coalescing(np.zeros(32, dtype=int)) == (1, 0.125)  # a broadcast
+    with pytest.raises(ValueError, match="element_index must be 32 non-negative integers"):
+        K.coalescing(np.arange(31))
+    with pytest.raises(ValueError, match="element_bytes must be a positive int"):
+        K.coalescing(lanes, element_bytes=0)
+
+
+def test_bank_conflicts() -> None:
+    lanes = np.arange(32)
+    assert K.bank_conflicts(lanes) == 1  # a row of a 32 x 32 fp32 tile
+    assert K.bank_conflicts(lanes * 32) == 32  # a column: every lane in bank 0
+    assert K.bank_conflicts(lanes * 33) == 1  # the column of a tile padded to 33 words a row
+    assert K.bank_conflicts(lanes * 2) == 2
+    assert K.bank_conflicts(np.zeros(32, dtype=int)) == 1  # one word, broadcast
+    with pytest.raises(ValueError, match="word_index must be 32 non-negative integers"):
+        K.bank_conflicts(-lanes)
+    with pytest.raises(ValueError, match="banks must be a positive int"):
+        K.bank_conflicts(lanes, banks=0)
