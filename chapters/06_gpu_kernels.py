@@ -967,7 +967,9 @@ else:
 # stack frame in local memory (where spilled registers go) and the machine code, SASS.
 #
 # The launches below are the wrappers' choices at the sizes of section 6.2 (the tensors are on
-# PyTorch's `meta` device: shapes without storage, so nothing is allocated). The table depends on
+# PyTorch's `meta` device: shapes without storage, so nothing is allocated). For the large
+# matmuls and attention these are the default configurations; on a GPU the autotuner may pick
+# another of its candidates, each of which `tests/test_aot.py` compiles too. The table depends on
 # the Triton version, so it is not part of the regression test; the checks after it are.
 
 # %%
@@ -1024,18 +1026,16 @@ if COMPILE:
         f"triton {triton.__version__}; per thread: registers, stack bytes; "
         "per block: warps, shared bytes"
     )
-    print(f"{'':30s}{'A100 (sm_80)':>35s}{'H100 (sm_90)':>35s}")
-    print(f"{'launch':30s}" + f"{'regs stack warps   smem blk/SM':>35s}" * 2)
+    print(f"{'launch':29s}{'GPU':>5s}{'regs':>5s}{'stack':>6s}{'warps':>6s}{'smem':>7s}  blk/SM")
     for name in launches:
-        cells = ""
         for arch, gpu in ((80, K.A100_SXM), (90, K.H100_SXM)):
             c = compiled[name, arch]
             occ = K.occupancy(gpu, c.registers, c.shared_bytes, c.num_warps)
-            cells += (
-                f"{c.registers:7d}{c.stack_bytes:6d}{c.num_warps:6d}{c.shared_bytes:7d}"
-                f"{occ.blocks_per_sm:4d} {occ.limited_by[:4]}"
+            print(
+                f"{name if arch == 80 else '':29s}{gpu.name[7:11]:>5s}{c.registers:5d}"
+                f"{c.stack_bytes:6d}{c.num_warps:6d}{c.shared_bytes:7d}"
+                f"{occ.blocks_per_sm:4d} {occ.limited_by}"
             )
-        print(f"{name:30s}{cells}")
 
 # %%
 if COMPILE:
@@ -1062,8 +1062,8 @@ if COMPILE:
 
 # %% [markdown]
 # The `blk/SM` column is the occupancy calculator of section 6.1 fed with the compiler's numbers,
-# and the last word says which resource ran out first (`regi`sters, `shar`ed memory, `warp`
-# slots or `bloc`k slots). The elementwise and row-wise kernels need few registers and almost no
+# and the last word says which resource ran out first (registers, shared memory, warp slots or
+# block slots). The elementwise and row-wise kernels need few registers and almost no
 # shared memory (a softmax row lives in registers; its `tl.max` and `tl.sum` reduce across a
 # warp with shuffles and across warps through the few bytes of shared memory in the `smem`
 # column). The matmul and attention tiles need a lot of both: the fp16 matmul fits one program
@@ -1416,16 +1416,16 @@ for op, shape, baseline in expect:
     print(f"{op:14s}{baseline:>16s}{best * 1e6:13.1f} us")
 
 # %% [markdown]
-# **The third regime: overhead.** The vector add of $2^{24}$ fp16 elements should take about
-# 30 µs on the GPU. Before the GPU sees anything, the CPU runs Python: `K.add` checks its inputs
-# and plans the launch, Triton's launcher packs the arguments, the driver queues the kernel. The
-# CPU then returns and can queue the next launch while the GPU works; but a program that
-# launches small kernels one after another, each shorter than that CPU time, waits on the CPU
-# (Horace He's third regime, beside memory- and compute-bound). `do_bench` does not show it: it
-# flushes L2 before every run and times with CUDA events, so the CPU queues ahead and the events
-# measure only GPU time. It takes a host clock over many back-to-back calls (`K.host_timer`, the
-# `add_host` row of the table below). The Python part can be measured here, on the CPU, by timing
-# the wrapper's checks and launch plan alone:
+# **The third regime: overhead.** The vector add of $2^{24}$ fp16 elements should take about 30 µs
+# on the GPU. Before the GPU sees anything, the CPU runs Python: `K.add` checks its inputs and
+# plans the launch, Triton's launcher packs the arguments, the driver queues the kernel. The CPU
+# then returns and can queue the next launch while the GPU works; but a program that launches
+# small kernels one after another, each shorter than that CPU time, waits on the CPU (Horace He's
+# third regime, beside memory- and compute-bound). `do_bench` does not show it: it flushes L2
+# before every run and times with CUDA events, so the CPU queues ahead and the events measure only
+# GPU time. Measuring the overhead takes a host clock over many back-to-back calls
+# (`K.host_timer`, the `add_host` row of the table below). The Python part can be measured here,
+# on the CPU, by timing the wrapper's checks and launch plan alone:
 
 # %% tags=["nbval-ignore-output"]
 import timeit
