@@ -1001,20 +1001,8 @@ launches = {
     "flash attention fp32, d 128": K.launch_plan("flash_attention", head32, head32, head32),
 }
 compiled = {}
-if COMPILE:
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(2) as pool:  # one compiler process per target
-        per_arch = dict(
-            zip(
-                (80, 90),
-                pool.map(lambda a: aot.compile(list(launches.values()), a), (80, 90)),
-                strict=True,
-            )
-        )
-    compiled = {
-        (name, arch): per_arch[arch][i] for arch in (80, 90) for i, name in enumerate(launches)
-    }
+if COMPILE:  # one compiler process per target, both at once: {(label, arch): what it made}
+    compiled = aot.compile_targets(launches, (80, 90))
 else:
     print(f"not compiled here: {why_not}")
 

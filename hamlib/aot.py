@@ -30,7 +30,7 @@ import torch
 if TYPE_CHECKING:  # not imported at run time: the child process must not import hamlib.kernels
     from hamlib.kernels import Launch
 
-__all__ = ["LIMITS", "TESTED_TRITON", "Compiled", "available", "compile"]
+__all__ = ["LIMITS", "TESTED_TRITON", "Compiled", "available", "compile", "compile_targets"]
 
 # Per-block limits that Triton checks when it loads a kernel (cudaDevAttrMaxSharedMemoryPerBlock-
 # Optin, in bytes) and the most registers a thread can have. CUDA C Programming Guide, table
@@ -170,6 +170,21 @@ def compile(launches: Launch | list[Launch], arch: int = 90) -> list[Compiled]: 
         with open(out) as f:
             results = json.load(f)
     return [Compiled(**r) for r in results]
+
+
+def compile_targets(
+    launches: dict[str, Launch], archs: tuple[int, ...] = (80, 90)
+) -> dict[tuple[str, int], Compiled]:
+    """Compile every labelled launch for every target, one child process per target running at
+    the same time; the results keyed by (label, arch)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not isinstance(launches, dict) or not launches:
+        raise TypeError("launches must be a non-empty dict of label -> Launch")
+    labels, plans = list(launches), list(launches.values())
+    with ThreadPoolExecutor(len(archs)) as pool:
+        runs = dict(zip(archs, pool.map(lambda arch: compile(plans, arch), archs), strict=True))
+    return {(label, arch): runs[arch][i] for arch in archs for i, label in enumerate(labels)}
 
 
 # ------------------------------------------------------------------------ the child process

@@ -360,9 +360,12 @@ def matmul_config(
     }
 
 
-def _tiles(*rows: tuple[int, ...]) -> list[dict[str, int]]:
-    names = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")
+def _configs(names: tuple[str, ...], *rows: tuple[int, ...]) -> list[dict[str, int]]:
     return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def _tiles(*rows: tuple[int, ...]) -> list[dict[str, int]]:
+    return _configs(("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages"), *rows)
 
 
 # The configurations the autotuner tries for large matmuls on a GPU (the first is
@@ -601,9 +604,8 @@ def _attention_plan(
     return Launch("flash_attention_kernel", grid_of(meta), args, meta, tune, grid_of, key), o
 
 
-def _blocks(*rows: tuple[int, int, int, int]) -> list[dict[str, int]]:
-    names = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")
-    return [dict(zip(names, row, strict=True)) for row in rows]
+def _blocks(*rows: tuple[int, ...]) -> list[dict[str, int]]:
+    return _configs(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"), *rows)
 
 
 # Autotuned on a GPU for fp16/bf16 and sequences of 128 queries or more (the first is

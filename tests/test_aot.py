@@ -12,8 +12,6 @@ head_dim 128 spilled 1,168 bytes on sm_80 and 7,216 on sm_90.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 import torch
 
@@ -63,12 +61,7 @@ def every_launch() -> dict[str, K.Launch]:
 
 @pytest.fixture(scope="module")
 def compiled() -> dict[tuple[str, int], aot.Compiled]:
-    plans = every_launch()
-    labels = list(plans)
-    with ThreadPoolExecutor(len(ARCHS)) as pool:  # one child process per target
-        runs = pool.map(lambda arch: aot.compile(list(plans.values()), arch), ARCHS)
-        done = dict(zip(ARCHS, runs, strict=True))
-    return {(label, arch): done[arch][i] for arch in ARCHS for i, label in enumerate(labels)}
+    return aot.compile_targets(every_launch(), tuple(ARCHS))
 
 
 def test_every_launch_compiles_fits_and_does_not_spill(compiled) -> None:
@@ -130,6 +123,8 @@ def test_compile_rejects_bad_input() -> None:
         aot.compile(plan, arch=70)
     with pytest.raises(TypeError, match="launches must be a Launch"):
         aot.compile([])
+    with pytest.raises(TypeError, match="launches must be a non-empty dict"):
+        aot.compile_targets({})
     with pytest.raises(ValueError, match="name must be one of"):
         K.launch_plan("gelu", _t(16))
     with pytest.raises(ValueError, match="backend must be one of"):
