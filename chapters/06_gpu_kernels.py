@@ -34,13 +34,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hamlib import kernels as K  # sets TRITON_INTERPRET=1 on a machine without a GPU
+from hamlib import cuda_c, kernel_bench, kernel_configs
+from hamlib import gpu_model as G
+from hamlib import kernels as K  # the wrappers; K.backend(): compiled, interpreted or torch
 from hamlib.plotting import COLORS, CYCLE
 
 TRITON = K.backend() != "torch"
 if TRITON:
     import triton
     import triton.language as tl
+
+    from hamlib import triton_kernels as tk  # the kernels themselves
 DEV = "cuda" if K.backend() == "cuda" else "cpu"
 
 # %% tags=["nbval-ignore-output"]
@@ -74,7 +78,7 @@ print(f"kernels run on: {K.backend()!r}")
 # this chapter uses as its running example:
 
 # %%
-spec = K.H100_SXM
+spec = G.H100_SXM
 threads = spec.sms * spec.max_warps_per_sm * spec.warp_size
 reg_mib = spec.sms * spec.registers_per_sm * 4 / 2**20
 smem_mib = spec.sms * spec.shared_memory_per_sm_kib / 2**10
@@ -116,11 +120,11 @@ print(f"source: {spec.source}")
 # **Divergence.** Because a warp has one instruction stream, a branch on which its threads
 # disagree is executed one side after the other, with the threads of the other side masked off.
 # The cost is per warp: a condition that changes only between warps costs nothing. Under the
-# model in `K.warp_efficiency` (equal-cost branches), the fraction of lane-cycles doing useful
+# model in `G.warp_efficiency` (equal-cost branches), the fraction of lane-cycles doing useful
 # work for a block of 1,024 threads:
 
 # %%
-hamlib.show_source(K.warp_efficiency)
+hamlib.show_source(G.warp_efficiency)
 
 # %%
 lane = np.arange(1024)
@@ -133,7 +137,7 @@ branches = {
     "if ((i / 32) % 2)": (lane // 32) % 2,
     "if (data[i] > 0), random data": rng.integers(0, 2, size=1024),
 }
-eff = {name: K.warp_efficiency(b) for name, b in branches.items()}
+eff = {name: G.warp_efficiency(b) for name, b in branches.items()}
 for name, e in eff.items():
     print(f"{name:32s} efficiency {e:.3f}")
 hamlib.check(
@@ -148,7 +152,7 @@ hamlib.check(
 # **Coalescing.** The same per-warp view decides how memory is read. A warp's load is one
 # instruction for 32 addresses, and the memory system serves it in 32-byte *sectors*: if the
 # lanes read consecutive elements, a few sectors carry exactly what was asked for; if each lane
-# reads from a different place, every lane costs a sector of its own. `K.coalescing` counts the
+# reads from a different place, every lane costs a sector of its own. `G.coalescing` counts the
 # sectors of one warp's fp32 load (lane $i$ reads the element at the given index):
 
 # %%
@@ -160,7 +164,7 @@ patterns = {
     "A[i, j] down a column of a 4096-wide row-major matrix": 4096 * lane,
 }
 for name, idx in patterns.items():
-    sectors, eff = K.coalescing(idx)
+    sectors, eff = G.coalescing(idx)
     print(f"{name:55s} {sectors:2d} sectors, {eff:.1%} of the bytes used")
 
 # %% [markdown]
@@ -171,13 +175,13 @@ for name, idx in patterns.items():
 # clock; word $w$ lives in bank $w \bmod 32$. A warp whose lanes read 32 words in 32 different
 # banks is served in one pass; lanes that need different words of one bank wait for each other
 # (lanes reading the same word share it). For a 32 x 32 fp32 tile stored row by row,
-# `K.bank_conflicts` counts the passes:
+# `G.bank_conflicts` counts the passes:
 
 # %%
 conflicts = {
-    "a row of the tile": K.bank_conflicts(lane),
-    "a column of the tile": K.bank_conflicts(32 * lane),
-    "a column, rows padded to 33 words": K.bank_conflicts(33 * lane),
+    "a row of the tile": G.bank_conflicts(lane),
+    "a column of the tile": G.bank_conflicts(32 * lane),
+    "a column, rows padded to 33 words": G.bank_conflicts(33 * lane),
 }
 for name, passes in conflicts.items():
     print(f"{name:36s} {passes:2d} pass(es)")
@@ -194,24 +198,24 @@ for name, passes in conflicts.items():
 # issue from whichever warp has its operands ready. If each warp computes for $c$ cycles and then
 # waits $L$ cycles for memory, $W$ warps keep an issue slot busy a fraction
 # $\min(1, Wc/(c+L))$ of the time: this is Little's law, with $(c+L)/c$ warps needed to cover the
-# latency. The toy scheduler in `K.latency_hiding` simulates one issue slot; with $c = 4$ and
+# latency. The toy scheduler in `G.latency_hiding` simulates one issue slot; with $c = 4$ and
 # $L = 28$ it needs 8 warps:
 
 # %%
 c, L = 4, 28
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
 for ax, n_warps in zip(axes[:2], [2, 8], strict=True):
-    sim = K.latency_hiding(n_warps, c, L, iters=12)
-    for w, spans in enumerate(sim["timeline"]):
+    sim = G.latency_hiding(n_warps, c, L, iters=12)
+    for w, spans in enumerate(sim.timeline):
         for start, end in spans:
             if start < 96:
                 ax.broken_barh([(start, end - start)], (w - 0.3, 0.6), color=CYCLE[0])
                 ax.broken_barh([(end, min(L, 96 - end))], (w - 0.06, 0.12), color=COLORS["muted"])
     ax.set(xlim=(0, 96), ylim=(-0.7, max(n_warps, 4) - 0.3), xlabel="cycle", ylabel="warp")
     ax.set_yticks(range(n_warps))
-    ax.set_title(f"{n_warps} warps, 12 iterations each: busy {sim['utilization']:.0%}")
+    ax.set_title(f"{n_warps} warps, 12 iterations each: busy {sim.utilization:.0%}")
 warps = np.arange(1, 17)
-measured = [K.latency_hiding(int(w), c, L, iters=200)["utilization"] for w in warps]
+measured = [G.latency_hiding(int(w), c, L, iters=200).utilization for w in warps]
 axes[2].plot(
     warps, np.minimum(1, warps * c / (c + L)), "--", color=COLORS["theory"], label="Little"
 )
@@ -241,7 +245,7 @@ for r in [32, 64, 128, 255]:
 # %% [markdown]
 # Section 6.6 reads the registers and shared memory of the book's kernels from their compiled
 # binaries and computes their occupancy with the rest of the calculator's arithmetic
-# (`K.occupancy`: registers are allocated in units of 256 per warp, shared memory per block). A
+# (`G.occupancy`: registers are allocated in units of 256 per warp, shared memory per block). A
 # kernel that keeps a large tile in registers (a matmul, flash attention) gives up warps, and
 # hides latency differently: each warp issues many independent loads before it needs the first
 # result (Volkov, 2010); and Ampere and Hopper copy the next tiles from HBM to shared memory
@@ -254,7 +258,7 @@ for r in [32, 64, 128, 255]:
 # An operation that does $F$ FLOPs and moves $Q$ bytes between HBM and the chip has *arithmetic
 # intensity* $I = F/Q$. On a device with peak compute $P$ and bandwidth $B$ it cannot run faster
 # than $\min(P, I\,B)$ FLOP/s (Williams, Waterman & Patterson, 2009): below the *ridge point*
-# $I = P/B$ the operation is memory-bound, above it compute-bound. `K.op_cost` counts both for a
+# $I = P/B$ the operation is memory-bound, above it compute-bound. `G.op_cost` counts both for a
 # single pass that reads each input once and writes each output once; its docstring states the
 # conventions.
 
@@ -275,9 +279,9 @@ print(
 )
 placed = {}
 for op, label, shape in ops:
-    flops, nbytes = K.op_cost(op, **(shape or attn))
+    flops, nbytes = G.op_cost(op, **(shape or attn))
     intensity = flops / nbytes
-    roof = float(K.attainable_flops(intensity, spec.fp16_tensor_flops, spec.hbm_bandwidth))
+    roof = float(G.attainable_flops(intensity, spec.fp16_tensor_flops, spec.hbm_bandwidth))
     bound = "memory" if intensity < ridge else "compute"
     placed[label] = (intensity, roof)
     print(
@@ -300,7 +304,7 @@ print(f"ridge point: {ridge:.0f} FLOP/byte; attention: batch 1, 32 heads, seq 40
 
 # %%
 crossing_b = next(
-    b for b in range(1, 4096) if np.divide(*K.op_cost("matmul", m=b, n=8192, k=8192)) >= ridge
+    b for b in range(1, 4096) if np.divide(*G.op_cost("matmul", m=b, n=8192, k=8192)) >= ridge
 )
 print(f"matmul b x 8192 x 8192 (fp16) is compute-bound from b = {crossing_b} (ridge {ridge:.0f})")
 
@@ -322,8 +326,8 @@ print(f"matmul b x 8192 x 8192 (fp16) is compute-bound from b = {crossing_b} (ri
 # `K.flash_attention` on a GPU (the first of the configurations their autotuner tries there):
 
 # %%
-mm_cfg = K.matmul_config(8192, 8192, 8192, torch.float16)
-fa_cfg = K.attention_config(128, torch.float16)
+mm_cfg = kernel_configs.matmul_config(8192, 8192, 8192, torch.float16)
+fa_cfg = kernel_configs.attention_config(128, torch.float16)
 tile_intensity = {
     "matmul tile": mm_cfg["BLOCK_M"] * mm_cfg["BLOCK_N"] / (mm_cfg["BLOCK_M"] + mm_cfg["BLOCK_N"]),
     "flash attention program": float(fa_cfg["BLOCK_M"]),
@@ -344,7 +348,7 @@ for name, i in tile_intensity.items():
 # programs that run at the same time load the same tiles, and only the first load of each goes
 # to HBM. Section 6.3 measures how much the order of programs matters for that.
 #
-# **Not every FLOP is equal.** `K.op_cost` counts an exponential as one FLOP. For the memory-bound
+# **Not every FLOP is equal.** `G.op_cost` counts an exponential as one FLOP. For the memory-bound
 # operations that is harmless. For flash attention on an H100 it is not: `exp2` runs on the
 # special-function units, 16 results per clock per SM, while the tensor cores do 4,096 FLOPs per
 # clock per SM (Shah et al., 2024, make this point for FlashAttention-3). Per score, the two
@@ -380,7 +384,7 @@ for peak, name, style in [
 ]:
     ax.loglog(
         x,
-        K.attainable_flops(x, peak, spec.hbm_bandwidth) / 1e12,
+        G.attainable_flops(x, peak, spec.hbm_bandwidth) / 1e12,
         style,
         color=COLORS["theory"],
         label=f"roof: {name}",
@@ -402,7 +406,7 @@ for label, (intensity, roof) in placed.items():  # counted, not measured: drawn 
 for name, i in tile_intensity.items():  # one program's own loads, without reuse between programs
     ax.loglog(
         i,
-        float(K.attainable_flops(i, spec.fp16_tensor_flops, spec.hbm_bandwidth)) / 1e12,
+        float(G.attainable_flops(i, spec.fp16_tensor_flops, spec.hbm_bandwidth)) / 1e12,
         "o",
         mfc="none",
         color=COLORS["highlight"],
@@ -434,10 +438,10 @@ plt.show()
 # result back:
 
 # %%
-hamlib.show_source(K.softmax_unfused)
+hamlib.show_source(G.softmax_unfused)
 
 # %% [markdown]
-# `K.count_traffic` runs a function under a `TorchFunctionMode` and adds up the bytes that every
+# `G.count_traffic` runs a function under a `TorchFunctionMode` and adds up the bytes that every
 # torch operation reads and writes, as if nothing stayed on chip between operations. For a
 # tensor larger than L2 that is what happens: the $4096 \times 4096$ fp32 matrix below is 67 MB,
 # more than the 50 MiB of L2, so each kernel finds the previous one's output in HBM. (For tensors
@@ -445,8 +449,8 @@ hamlib.show_source(K.softmax_unfused)
 
 # %%
 x = torch.randn(4096, 4096)
-unfused = K.count_traffic(K.softmax_unfused, x)
-fused = K.count_traffic(torch.softmax, x, -1)
+unfused = G.count_traffic(G.softmax_unfused, x)
+fused = G.count_traffic(torch.softmax, x, -1)
 print(f"{'operation':10s}{'MB read':>10s}{'MB written':>12s}")
 for name, read, wrote in unfused.ops:
     print(f"{name:10s}{read / 1e6:10.3f}{wrote / 1e6:12.3f}")
@@ -472,7 +476,7 @@ def attention_unfused(q, k, v):
 
 b, h, s, d = 1, 4, 512, 64
 q, k, v = (torch.randn(b, h, s, d) for _ in range(3))
-naive = K.count_traffic(attention_unfused, q, k, v)
+naive = G.count_traffic(attention_unfused, q, k, v)
 minimum = 4 * b * h * s * d * 4  # read Q, K, V and write O once (fp32)
 print(f"operations: {[name for name, _, _ in naive.ops]}")
 print(
@@ -487,7 +491,7 @@ print(f"s x s passes: {(naive.total / (b * h * 4) - 4 * s * d) / (s * s):.0f}")
 # written by the scaling, read and written by the softmax, and read by the second matmul. The
 # scaling is a pass of its own only because the code divides the scores; multiplying $Q$ by
 # $1/\sqrt d$ first costs a pass over $s \times d$ instead. Written that way the count is the one
-# `K.op_cost("attention_unfused")` assumes (its docstring: four passes of the scores):
+# `G.op_cost("attention_unfused")` assumes (its docstring: four passes of the scores):
 
 
 # %%
@@ -496,8 +500,8 @@ def attention_unfused_scaled_q(q, k, v):
     return torch.softmax(scores, dim=-1) @ v
 
 
-folded = K.count_traffic(attention_unfused_scaled_q, q, k, v)
-_, op_bytes = K.op_cost("attention_unfused", dtype_bytes=4, batch=b, heads=h, seq=s, head_dim=d)
+folded = G.count_traffic(attention_unfused_scaled_q, q, k, v)
+_, op_bytes = G.op_cost("attention_unfused", dtype_bytes=4, batch=b, heads=h, seq=s, head_dim=d)
 extra = folded.total - op_bytes
 print(f"scale folded into q: {folded.total / 1e6:.1f} MB; op_cost: {op_bytes / 1e6:.1f} MB")
 hamlib.check(
@@ -523,7 +527,7 @@ hamlib.check(
 # tensor, and the mask stops its loads and stores there.
 
 # %%
-hamlib.show_source(K._tk.add_kernel) if TRITON else print("triton is not available here")
+hamlib.show_source(tk.add_kernel) if TRITON else print("triton is not available here")
 
 # %% [markdown]
 # The wrapper checks its inputs (section 6.5 says why that matters), allocates the output and
@@ -593,7 +597,7 @@ verify(
 # \mathrm{softmax}(x - \max x)$.
 
 # %%
-hamlib.show_source(K._tk.softmax_kernel) if TRITON else None
+hamlib.show_source(tk.softmax_kernel) if TRITON else None
 
 # %% [markdown]
 # A row of $n$ elements must fit in one block's registers: spread over 16 warps (512 threads), a
@@ -613,7 +617,7 @@ hamlib.show_source(K._tk.softmax_kernel) if TRITON else None
 # the heart of flash attention below.
 
 # %%
-hamlib.show_source(K._tk.softmax_online_kernel) if TRITON else None
+hamlib.show_source(tk.softmax_online_kernel) if TRITON else None
 
 # %%
 softmax_shapes = [(1, 1), (7, 1000), (3, 5003), (2, K.SOFTMAX_MAX_FUSED + 3001)]
@@ -633,7 +637,7 @@ verify("softmax", [lambda t, s=s: (rand(*s, dtype=t) * 5,) for s in softmax_shap
 # end of $K$ load as zeros, which add nothing to the dot products.
 
 # %%
-hamlib.show_source(K._tk.matmul_kernel) if TRITON else None
+hamlib.show_source(tk.matmul_kernel) if TRITON else None
 
 # %% [markdown]
 # The kernel's first line asks `grouped_tile` which tile program `pid` computes. In row-major
@@ -643,16 +647,16 @@ hamlib.show_source(K._tk.matmul_kernel) if TRITON else None
 # more of what they load is still in L2 when a neighbour asks for it:
 
 # %%
-hamlib.show_source(K._tk.grouped_tile) if TRITON else None
+hamlib.show_source(tk.grouped_tile) if TRITON else None
 
 # %% [markdown]
-# `K.tile_order` is the same arithmetic in numpy (a test runs `grouped_tile` in a one-program
+# `G.tile_order` is the same arithmetic in numpy (a test runs `grouped_tile` in a one-program
 # kernel and compares the two):
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(8.5, 4))
 for ax, group in zip(axes, [1, 4], strict=True):
-    order = K.tile_order(8, 8, group)
+    order = G.tile_order(8, 8, group)
     grid = np.empty((8, 8), dtype=int)
     grid[order[:, 0], order[:, 1]] = np.arange(64)
     ax.imshow(grid < 16, cmap="Blues", vmin=0, vmax=1.6)
@@ -689,7 +693,7 @@ verify(
 # normalized output. Rows that fit in one block stay in cache between passes.
 
 # %%
-hamlib.show_source(K._tk.layer_norm_kernel) if TRITON else None
+hamlib.show_source(tk.layer_norm_kernel) if TRITON else None
 
 # %%
 ln_shapes = [(1, 1), (5, 300), (2, 3, 77), (3, 5000)]
@@ -724,7 +728,7 @@ verify(
 # query block's future are skipped, half the work.
 
 # %%
-hamlib.show_source(K._tk.flash_attention_kernel) if TRITON else None
+hamlib.show_source(tk.flash_attention_kernel) if TRITON else None
 
 # %%
 attn_cases = [  # (batch, heads, seq_q, seq_k, head_dim, causal)
@@ -767,11 +771,11 @@ hamlib.check(
 # %% [markdown]
 # ## 6.4 One kernel in CUDA C
 #
-# The same vector add in CUDA C, as `K.cuda_add` compiles it with `nvcc` through
+# The same vector add in CUDA C, as `cuda_c.cuda_add` compiles it with `nvcc` through
 # `torch.utils.cpp_extension.load_inline`:
 
 # %%
-print(K.CUDA_ADD_SOURCE)
+print(cuda_c.CUDA_ADD_SOURCE)
 
 # %% [markdown]
 # Set against the Triton kernel, the two views of the same computation:
@@ -793,19 +797,26 @@ print(K.CUDA_ADD_SOURCE)
 # %% tags=["nbval-ignore-output"]
 try:
     xa, ya = torch.randn(10_001, device="cuda"), torch.randn(10_001, device="cuda")
-    print("CUDA C add equals torch:", torch.equal(K.cuda_add(xa, ya), xa + ya))
+    print("CUDA C add equals torch:", torch.equal(cuda_c.cuda_add(xa, ya), xa + ya))
 except (RuntimeError, AssertionError) as exc:  # no GPU, no nvcc, or no CUDA build of torch
     print(f"not compiled here: {exc}")
 
 # %% [markdown]
 # ## 6.5 Running everywhere, and the traps of running on a CPU
 #
-# `hamlib.kernels` picks its backend when it is imported. Triton decides whether to compile or
-# interpret a kernel when `@triton.jit` runs, from the environment variable `TRITON_INTERPRET`,
-# so the module sets it *before* defining its kernels:
+# `hamlib.kernels` takes its backend from one switch, the environment variable
+# `HAMLIB_KERNELS_BACKEND` (`auto`, `cuda`, `interpreter` or `torch`), read once by
+# `hamlib.backend`:
 
 # %%
-hamlib.show_source(K._select_backend)
+hamlib.show_source(hamlib.backend.choose_backend)
+
+# %% [markdown]
+# Triton decides whether to compile or interpret a kernel when `@triton.jit` runs, from its own
+# switch `TRITON_INTERPRET`, and it decorates its library functions (`tl.sum`, `tl.max`) once,
+# when `triton` is first imported. So the interpreter cannot be switched on for one kernel:
+# `hamlib.backend` sets `TRITON_INTERPRET=1` before triton is imported, and every kernel defined
+# in the process from then on, hamlib's and the one we write below, runs in the interpreter.
 
 # %% [markdown]
 # The interpreter executes each program of the grid one after another, with numpy arrays standing
@@ -845,7 +856,7 @@ if TRITON:
         correct and bool((neighbour[n:] == 200.0).all()),
     )
     neighbour.fill_(-1.0)
-    K._tk.add_kernel[(triton.cdiv(n, block),)](x_buf[:n], y_buf[:n], neighbour[:n], n, BLOCK=block)
+    tk.add_kernel[(triton.cdiv(n, block),)](x_buf[:n], y_buf[:n], neighbour[:n], n, BLOCK=block)
     hamlib.check("with masks the neighbour is untouched", bool((neighbour[n:] == -1.0).all()))
 else:
     print("triton is not available here: the kernels fall back to torch")
@@ -863,7 +874,7 @@ a = torch.arange(12.0, device=DEV).reshape(3, 4)
 at = a.t()  # shape (4, 3), strides (1, 4): not contiguous
 if TRITON:
     wrong = torch.empty(4, 3, device=DEV)
-    K._tk.add_kernel[(1,)](at, torch.zeros_like(wrong), wrong, 12, BLOCK=16)
+    tk.add_kernel[(1,)](at, torch.zeros_like(wrong), wrong, 12, BLOCK=16)
     print("the raw kernel on a.t():\n", wrong.cpu().numpy())
     hamlib.check(
         "the raw kernel returns a in storage order, not a.t()",
@@ -1016,9 +1027,9 @@ if COMPILE:
     )
     print(f"{'launch':29s}{'GPU':>5s}{'regs':>5s}{'stack':>6s}{'warps':>6s}{'smem':>7s}  blk/SM")
     for name in launches:
-        for arch, gpu in ((80, K.A100_SXM), (90, K.H100_SXM)):
+        for arch, gpu in ((80, G.A100_SXM), (90, G.H100_SXM)):
             c = compiled[name, arch]
-            occ = K.occupancy(gpu, c.registers, c.shared_bytes, c.num_warps)
+            occ = G.occupancy(gpu, c.registers, c.shared_bytes, c.num_warps)
             print(
                 f"{name if arch == 80 else '':29s}{gpu.name[7:11]:>5s}{c.registers:5d}"
                 f"{c.stack_bytes:6d}{c.num_warps:6d}{c.shared_bytes:7d}"
@@ -1034,8 +1045,8 @@ if COMPILE:
     )
 
     def blocks(name, arch):
-        c, gpu = compiled[name, arch], {80: K.A100_SXM, 90: K.H100_SXM}[arch]
-        return K.occupancy(gpu, c.registers, c.shared_bytes, c.num_warps).blocks_per_sm
+        c, gpu = compiled[name, arch], {80: G.A100_SXM, 90: G.H100_SXM}[arch]
+        return G.occupancy(gpu, c.registers, c.shared_bytes, c.num_warps).blocks_per_sm
 
     tile_pair = (128 + 128) * 64 * 2  # one stage of A and B tiles, fp16
     mm16 = {a: compiled["matmul fp16, 8192^3", a] for a in (80, 90)}
@@ -1073,12 +1084,12 @@ if COMPILE:
     strip_bytes = 128 * 8192 * 2
     flops_8192 = 2 * 8192**3
     wave_traffic = {}
-    for arch, gpu in ((80, K.A100_SXM), (90, K.H100_SXM)):
+    for arch, gpu in ((80, G.A100_SXM), (90, G.H100_SXM)):
         c = compiled["matmul fp16, 8192^3", arch]
-        per_sm = K.occupancy(gpu, c.registers, c.shared_bytes, c.num_warps).blocks_per_sm
+        per_sm = G.occupancy(gpu, c.registers, c.shared_bytes, c.num_warps).blocks_per_sm
         resident = per_sm * gpu.sms
         for group in (1, 8):
-            order = K.tile_order(64, 64, group)
+            order = G.tile_order(64, 64, group)
             waves = [order[i : i + resident] for i in range(0, len(order), resident)]
             strips = sum(len(set(w[:, 0])) + len(set(w[:, 1])) for w in waves)
             wave_traffic[arch, group] = strips * strip_bytes
@@ -1093,7 +1104,7 @@ if COMPILE:
 
 # %%
 if COMPILE:
-    ridges = {80: K.A100_SXM, 90: K.H100_SXM}
+    ridges = {80: G.A100_SXM, 90: G.H100_SXM}
     hamlib.check(
         "in the wave model grouped order moves at least 1.5x less HBM traffic than row-major "
         "order on both GPUs, and both orders stay above each GPU's ridge",
@@ -1239,7 +1250,7 @@ if COMPILE:
 # %%
 if COMPILE:
     smem = {}
-    for arch, gpu in ((80, K.A100_SXM), (90, K.H100_SXM)):
+    for arch, gpu in ((80, G.A100_SXM), (90, G.H100_SXM)):
         c = compiled["matmul fp16, 8192^3", arch]
         version, warps, _ = c.mma_layout()
         rows = c_rows = 128 // warps[0]
@@ -1274,7 +1285,7 @@ if COMPILE:
 # So exact fp32 gives up the tensor cores:
 
 # %%
-for gpu in (K.A100_SXM, K.H100_SXM):
+for gpu in (G.A100_SXM, G.H100_SXM):
     print(
         f"{gpu.name}: fp32 on FMA units {gpu.fp32_flops / 1e12:.1f} TFLOP/s, "
         f"TF32 on tensor cores {gpu.tf32_tensor_flops / 1e12:.0f}, "
@@ -1384,10 +1395,10 @@ if COMPILE:
 # ## 6.7 Measuring speed honestly
 #
 # Speed is a property of a kernel *on a device*. The interpreter's times say nothing about a GPU,
-# so this chapter measures nothing on a CPU. On a GPU, `K.benchmark` times each kernel and a
+# so this chapter measures nothing on a CPU. On a GPU, `kernel_bench.benchmark` times each kernel and a
 # baseline with `triton.testing.do_bench`: it runs the call repeatedly after a warm-up, flushes
 # L2 between runs (so that a kernel does not find its input already on chip) and returns, as
-# `K.benchmark` asks, the *median*; its own default is the mean, which one slow outlier moves.
+# `kernel_bench.benchmark` asks, the *median*; its own default is the mean, which one slow outlier moves.
 # Before measuring, the roofline says what to expect at best:
 
 # %%
@@ -1399,7 +1410,7 @@ expect = [
 ]
 print(f"{'kernel, fp16':14s}{'baseline':>16s}{'roofline bound':>16s}")
 for op, shape, baseline in expect:
-    flops, nbytes = K.op_cost(op, **shape)
+    flops, nbytes = G.op_cost(op, **shape)
     best = max(nbytes / spec.hbm_bandwidth, flops / spec.fp16_tensor_flops)
     print(f"{op:14s}{baseline:>16s}{best * 1e6:13.1f} us")
 
@@ -1412,7 +1423,7 @@ for op, shape, baseline in expect:
 # third regime, beside memory- and compute-bound). `do_bench` does not show it: it flushes L2
 # before every run and times with CUDA events, so the CPU queues ahead and the events measure only
 # GPU time. Measuring the overhead takes a host clock over many back-to-back calls
-# (`K.host_timer`, the `add_host` row of the table below). The Python part can be measured here,
+# (`kernel_bench.host_timer`, the `add_host` row of the table below). The Python part can be measured here,
 # on the CPU, by timing the wrapper's checks and launch plan alone:
 
 # %% tags=["nbval-ignore-output"]
@@ -1468,7 +1479,7 @@ else:
 
 # %% tags=["nbval-ignore-output"]
 if K.backend() == "cuda":  # a live measurement, on the GPU running this notebook
-    rows = K.benchmark([("add", "float16", (2**24,)), ("matmul", "float16", (4096, 4096, 4096))])
+    rows = kernel_bench.benchmark([("add", "float16", (2**24,)), ("matmul", "float16", (4096, 4096, 4096))])
     for r in rows:
         print(
             f"{r['kernel']:8s}{r['dtype']:>9s}{r['size']:>18s}{r['ms']:9.3f} ms, "
@@ -1490,9 +1501,9 @@ else:
 
 # %%
 shape = {"batch": 1, "heads": 32, "seq": 4096, "head_dim": 128}
-f_flash, b_flash = K.op_cost("attention", **shape)
-f_naive, b_naive = K.op_cost("attention_unfused", **shape)
-block_n = K.attention_config(shape["head_dim"], torch.float16)["BLOCK_N"]
+f_flash, b_flash = G.op_cost("attention", **shape)
+f_naive, b_naive = G.op_cost("attention_unfused", **shape)
+block_n = kernel_configs.attention_config(shape["head_dim"], torch.float16)["BLOCK_N"]
 rescale = 32 * shape["seq"] * shape["head_dim"] * math.ceil(shape["seq"] / block_n)
 print(
     f"FLOPs: unfused {f_naive / 1e9:.1f} G; flash {(f_flash + rescale) / 1e9:.1f} G with "
@@ -1502,7 +1513,7 @@ print(
     f"bytes: flash {b_flash / 1e6:.0f} MB, unfused {b_naive / 1e6:.0f} MB "
     f"({b_naive / b_flash:.0f}x)"
 )
-block_m = K.attention_config(shape["head_dim"], torch.float16)["BLOCK_M"]
+block_m = kernel_configs.attention_config(shape["head_dim"], torch.float16)["BLOCK_M"]
 n_blocks = shape["seq"] // block_m
 causal_share = sum((i + 1) * block_m for i in range(n_blocks)) / (n_blocks * shape["seq"])
 print(f"causal: the kernel computes {causal_share:.1%} of the s x s scores (query block i reads")
@@ -1529,8 +1540,8 @@ print("keys up to the end of its own block); a materialized implementation compu
 # %%
 for d in (64, 128):
     shape_d = {"batch": 1, "heads": 32, "seq": 4096, "head_dim": d}
-    fl, by = K.op_cost("attention", **shape_d)
-    _, by_naive = K.op_cost("attention_unfused", **shape_d)
+    fl, by = G.op_cost("attention", **shape_d)
+    _, by_naive = G.op_cost("attention_unfused", **shape_d)
     t_naive = by_naive / spec.hbm_bandwidth
     t_flash = max(by / spec.hbm_bandwidth, fl / spec.fp16_tensor_flops)
     t_flash_exp = t_flash + 32 * 4096**2 / spec.special_function_rate
@@ -1591,7 +1602,7 @@ if COMPILE:
 # per SM" are the A100's, as the FlashAttention paper quotes them:
 
 # %%
-a100 = K.A100_SXM
+a100 = G.A100_SXM
 print(
     f"{a100.name}: HBM {a100.hbm_bandwidth / 1e12:.2f} TB/s; shared memory {a100.sms} SMs x "
     f"{a100.shared_bytes_per_clock_per_sm} B x {a100.clock_hz / 1e9:.2f} GHz = "
@@ -1760,7 +1771,7 @@ if TRITON:
         # The output in the input's dtype; only the interpreter's bf16 goes through fp32 (its
         # fp32 -> bf16 cast truncates, section 6.5).
         c = torch.empty(m_, n_, dtype=torch.float32 if interp_bf16 else a.dtype, device=a.device)
-        cfg = K.matmul_config(m_, n_, k_, a.dtype, K.backend())
+        cfg = kernel_configs.matmul_config(m_, n_, k_, a.dtype, K.backend())
         cfg.pop("GROUP_M")  # a plain 2-D grid here; grouped order is left as a further step
         grid = (triton.cdiv(m_, cfg["BLOCK_M"]), triton.cdiv(n_, cfg["BLOCK_N"]))
         matmul_bias_gelu_kernel[grid](
@@ -1831,7 +1842,7 @@ if TRITON:
     )
 
 # %% [markdown]
-# **3. When does attention become compute-bound?** With the conventions of `K.op_cost` and
+# **3. When does attention become compute-bound?** With the conventions of `G.op_cost` and
 # head_dim 128 in fp16, find the sequence length from which flash attention sits right of the
 # H100's ridge point. Does attention with the scores in HBM ever get there?
 #
@@ -1850,7 +1861,7 @@ if TRITON:
 
 # %% tags=["hide-cell"]
 def intensity(op, seq):
-    flops, nbytes = K.op_cost(op, batch=1, heads=1, seq=seq, head_dim=128)
+    flops, nbytes = G.op_cost(op, batch=1, heads=1, seq=seq, head_dim=128)
     return flops / nbytes
 
 

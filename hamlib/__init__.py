@@ -45,15 +45,22 @@ __all__ = [
 __version__ = "0.1.0"
 
 _SUBJECTS = {
+    "backend",
+    "cuda_c",
     "dynamics",
     "geometry",
+    "gpu_model",
     "hamiltonian",
+    "kernel_bench",
+    "kernel_configs",
     "kernels",
     "measure",
     "optim",
     "plotting",
     "repro",
+    "tasks",
     "transformer",
+    "triton_kernels",
     "vi",
 }
 

@@ -91,8 +91,14 @@ def real(
     below = x <= low if open_low else x < low
     above = x >= high if open_high else x > high
     if below or above:
-        left, right = "(" if open_low else "[", ")" if open_high else "]"
-        raise ValueError(f"{name} must be in {left}{low:g}, {high:g}{right}, got {x!r}")
+        if math.isinf(high):
+            want = f"{'>' if open_low else '>='} {low:g}"
+        elif math.isinf(low):
+            want = f"{'<' if open_high else '<='} {high:g}"
+        else:
+            left, right = "(" if open_low else "[", ")" if open_high else "]"
+            want = f"in {left}{low:g}, {high:g}{right}"
+        raise ValueError(f"{name} must be {want}, got {x!r}")
     return x
 
 

@@ -9,9 +9,10 @@ would on a GPU: pointers 16-byte aligned and integer arguments divisible by 16 a
 to 1 become constants. Then it reads the binary with the ``cuobjdump`` in the triton wheel:
 registers per thread, the local-memory stack frame (where spilled registers go) and the SASS.
 
-The compiler runs in a child process: a process that imported triton with
-``TRITON_INTERPRET=1`` (as :mod:`hamlib.kernels` does on a CPU) has replaced ``triton.language``
-by the interpreter's and cannot compile.
+The compiler runs in a child process that imports :mod:`hamlib.triton_kernels` as plain
+``@triton.jit`` functions: where :mod:`hamlib.kernels` runs the interpreter (a CPU), the kernels
+in this process, and ``grouped_tile`` that ``matmul_kernel`` calls, are the interpreter's objects,
+which the compiler cannot take.
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ def compile(launches: Launch | list[Launch], arch: int = 90) -> list[Compiled]: 
         for x in items
     ]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["HAMLIB_KERNELS_BACKEND"] = "cuda"  # compiled kernels, although this machine has no GPU
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # the JIT's default, without its warning
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.json")
@@ -196,7 +198,7 @@ def _compile_one(job: dict[str, Any]) -> dict[str, Any]:
     from triton.compiler import ASTSource, make_backend
     from triton.runtime.jit import JITFunction, create_function_from_signature
 
-    from hamlib import _triton_kernels as tk
+    from hamlib import triton_kernels as tk
 
     fn = getattr(tk, job["kernel"])
     jit = JITFunction(getattr(fn, "fn", fn))

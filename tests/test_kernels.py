@@ -3,18 +3,21 @@ this machine has (the Triton interpreter on a CPU), plus the input checks and th
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hamlib import cuda_c, kernel_bench, kernel_configs
+from hamlib import gpu_model as G
 from hamlib import kernels as K
+from hamlib.backend import choose_backend
 
 DEV = "cuda" if K.backend() == "cuda" else "cpu"
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -38,10 +41,63 @@ def close(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, scale: float
     torch.testing.assert_close(out.float(), ref.float(), atol=tol["atol"] * scale, rtol=tol["rtol"])
 
 
-def test_backend_is_known_and_interpreter_flag_set() -> None:
-    assert K.backend() in {"cuda", "interpreter", "torch"}
-    if K.backend() == "interpreter":
-        assert os.environ["TRITON_INTERPRET"] == "1"
+def _fresh(code: str) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter whose environment names no backend."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TRITON_INTERPRET", "HAMLIB_KERNELS_BACKEND")
+    }
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+
+
+def test_the_backend_and_its_one_change_to_the_environment() -> None:
+    """The kernels are compiled on a GPU and interpreted without one; the only change to
+    os.environ is Triton's own switch, and only for the interpreter."""
+    result = _fresh(
+        "import os; before = dict(os.environ)\n"
+        "from hamlib import kernels as K\n"
+        "keys = {*before, *os.environ}\n"
+        "changed = sorted(k for k in keys if before.get(k) != os.environ.get(k))\n"
+        "print(K.backend(), type(K.tk.add_kernel).__name__ if K.tk else None, changed)"
+    )
+    assert result.returncode == 0, result.stderr
+    got = result.stdout.strip().split(maxsplit=2)
+    expected = {
+        "cuda": ["cuda", "JITFunction", "[]"],
+        "interpreter": ["interpreter", "InterpretedFunction", "['TRITON_INTERPRET']"],
+        "torch": ["torch", "None", "[]"],
+    }
+    assert got == expected[got[0]]
+    assert got[0] == K.backend()
+
+
+@pytest.mark.skipif(K.backend() != "interpreter", reason="no GPU here: checks the interpreter")
+def test_triton_imported_first_in_compiled_mode_is_refused_with_the_fix() -> None:
+    result = _fresh("import triton\nfrom hamlib import kernels")
+    assert result.returncode != 0
+    assert "import hamlib.kernels before triton, or set TRITON_INTERPRET=1" in result.stderr
+
+
+def test_choose_backend_refuses_what_it_cannot_give() -> None:
+    with pytest.raises(ValueError, match="HAMLIB_KERNELS_BACKEND must be one of"):
+        choose_backend("gpu")
+    assert choose_backend("torch") == "torch"
+    if importlib.util.find_spec("triton") is not None:
+        assert choose_backend("cuda") == "cuda"  # compile-only without a GPU (hamlib.aot)
+
+
+@pytest.mark.skipif(K.backend() != "interpreter", reason="no GPU here: checks the interpreter")
+def test_importing_the_kernels_module_first_still_gives_interpreted_kernels() -> None:
+    result = _fresh(
+        "from hamlib import triton_kernels as tk\n"
+        "from hamlib import kernels as K\n"
+        "import torch; x = torch.arange(5.0)\n"
+        "assert torch.equal(K.add(x, x), 2 * x) and K.tk is tk\n"
+        "print(type(tk.add_kernel).__name__)"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["InterpretedFunction"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -141,7 +197,7 @@ def test_flash_attention_matches_explicit_formula() -> None:
 
 def test_rejects_bad_inputs() -> None:
     x = randn(4, 6)
-    with pytest.raises(TypeError, match="x must be float16, bfloat16 or float32"):
+    with pytest.raises(TypeError, match="x must have dtype float16, bfloat16, float32"):
         K.softmax(x.double())
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         K.softmax([[1.0]])
@@ -159,7 +215,7 @@ def test_rejects_bad_inputs() -> None:
         K.matmul(x, randn(5, 3))
     with pytest.raises(ValueError, match="weight and bias must have shape"):
         K.layer_norm(x, randn(5), randn(6))
-    with pytest.raises(ValueError, match="eps must be"):
+    with pytest.raises(ValueError, match="eps must be > 0"):
         K.layer_norm(x, randn(6), randn(6), eps=0.0)
     q = randn(1, 2, 8, 16)
     with pytest.raises(ValueError, match="head_dim must be between 16 and 128"):
@@ -188,9 +244,9 @@ def test_reference_names() -> None:
 
 
 def test_next_power_of_2() -> None:
-    assert [K.next_power_of_2(n) for n in (1, 2, 3, 64, 65)] == [1, 2, 4, 64, 128]
-    with pytest.raises(ValueError, match="n must be an int >= 1"):
-        K.next_power_of_2(0)
+    assert [kernel_configs.next_power_of_2(n) for n in (1, 2, 3, 64, 65)] == [1, 2, 4, 64, 128]
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        kernel_configs.next_power_of_2(0)
 
 
 # ------------------------------------------------------------------ backends and CUDA C
@@ -232,101 +288,17 @@ def test_torch_fallback_without_triton() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without GPU")
 def test_cuda_add_says_what_is_missing() -> None:
     with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
-        K.cuda_add(torch.ones(3), torch.ones(3))
-    assert "__global__ void add_kernel" in K.CUDA_ADD_SOURCE
+        cuda_c.cuda_add(torch.ones(3), torch.ones(3))
+    assert "__global__ void add_kernel" in cuda_c.CUDA_ADD_SOURCE
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU and nvcc")
 def test_cuda_add_on_gpu() -> None:  # pragma: no cover - GPU runners only
     x, y = torch.randn(10_001, device="cuda"), torch.randn(10_001, device="cuda")
-    assert torch.equal(K.cuda_add(x, y), x + y)
+    assert torch.equal(cuda_c.cuda_add(x, y), x + y)
 
 
-# ---------------------------------------------------------------------------- the models
-
-
-def test_op_cost() -> None:
-    assert K.op_cost("add", n=10) == (10.0, 60.0)
-    assert K.op_cost("matmul", dtype_bytes=4, m=2, n=3, k=5) == (60.0, 4.0 * (10 + 15 + 6))
-    flops, fused = K.op_cost("attention", batch=1, heads=1, seq=8, head_dim=4)
-    flops2, unfused = K.op_cost("attention_unfused", batch=1, heads=1, seq=8, head_dim=4)
-    assert flops == flops2 == 4 * 64 * 4 + 5 * 64
-    assert unfused - fused == 2 * 4 * 64
-    with pytest.raises(ValueError, match="op must be one of"):
-        K.op_cost("conv", n=3)
-    with pytest.raises(ValueError, match="takes sizes"):
-        K.op_cost("matmul", m=3, n=3)
-    with pytest.raises(ValueError, match="m must be a positive integer"):
-        K.op_cost("softmax", m=0, n=3)
-    with pytest.raises(ValueError, match="dtype_bytes"):
-        K.op_cost("add", dtype_bytes=3, n=3)
-
-
-def test_attainable_flops_is_the_roofline() -> None:
-    spec = K.H100_SXM
-    ridge = spec.fp16_tensor_flops / spec.hbm_bandwidth
-    got = K.attainable_flops(np.array([ridge / 10, ridge, ridge * 10]), 989.4e12, 3.35e12)
-    np.testing.assert_allclose(got, [98.94e12, 989.4e12, 989.4e12])
-    with pytest.raises(ValueError, match="intensity"):
-        K.attainable_flops(-1.0, 1.0, 1.0)
-    with pytest.raises(ValueError, match="positive"):
-        K.attainable_flops(1.0, 0.0, 1.0)
-
-
-def test_count_traffic_of_unfused_softmax_is_four_passes_more() -> None:
-    m, n = 16, 100
-    x = torch.randn(m, n)
-    unfused = K.count_traffic(K.softmax_unfused, x)
-    assert [name for name, _, _ in unfused.ops] == ["amax", "sub", "exp", "sum", "div"]
-    # reads: x five times plus the two (m, 1) columns; writes: three (m, n) and two (m, 1)
-    assert unfused.total == 4 * (5 * m * n + 2 * m + 3 * m * n + 2 * m)
-    assert K.count_traffic(torch.softmax, x, -1).total == 4 * 2 * m * n
-    assert K.count_traffic(lambda t: (t.view(-1), t[0], t.t()), x).ops == []
-    with pytest.raises(TypeError, match="fn must be callable"):
-        K.count_traffic(3)
-
-
-def test_warp_efficiency() -> None:
-    lanes = np.arange(128)
-    assert K.warp_efficiency(lanes % 2) == 0.5  # every warp runs both branches
-    assert K.warp_efficiency(lanes // 32 % 2) == 1.0  # branch per warp: no divergence
-    assert K.warp_efficiency(lanes % 32) == 1 / 32
-    with pytest.raises(ValueError, match="multiple of warp_size"):
-        K.warp_efficiency(np.arange(33))
-
-
-@given(st.lists(st.integers(0, 3), min_size=32, max_size=32))
-def test_warp_efficiency_bounds(branch: list[int]) -> None:
-    eff = K.warp_efficiency(branch)
-    assert 1 / 32 <= eff <= 1.0
-    assert eff == 1 / len(set(branch))
-
-
-@pytest.mark.parametrize("warps", [1, 2, 4, 8, 11, 16])
-def test_latency_hiding_matches_littles_law(warps: int) -> None:
-    c, lat = 4, 40
-    r = K.latency_hiding(warps, c, lat, iters=400)
-    assert r["utilization"] == pytest.approx(min(1.0, warps * c / (c + lat)), rel=0.02)
-    assert sum(len(t) for t in r["timeline"]) == warps * 400
-
-
-def test_latency_hiding_rejects_bad_input() -> None:
-    with pytest.raises(ValueError, match="n_warps must be an int >= 1"):
-        K.latency_hiding(0, 4, 40)
-    with pytest.raises(ValueError, match="latency_cycles must be an int >= 0"):
-        K.latency_hiding(2, 4, -1)
-
-
-def test_tile_order_is_a_permutation_in_groups() -> None:
-    for tm, tn, g in [(5, 7, 4), (8, 8, 8), (3, 2, 1), (1, 9, 4)]:
-        order = K.tile_order(tm, tn, g)
-        assert sorted(map(tuple, order.tolist())) == [(i, j) for i in range(tm) for j in range(tn)]
-    row_major = K.tile_order(4, 6, 1)
-    assert row_major[:6].tolist() == [[0, j] for j in range(6)]
-    grouped = K.tile_order(8, 8, 4)
-    assert grouped[:5].tolist() == [[0, 0], [1, 0], [2, 0], [3, 0], [0, 1]]
-    with pytest.raises(ValueError, match="group_m must be a positive int"):
-        K.tile_order(4, 4, 0)
+# ------------------------------------------------------------------------- the benchmark
 
 
 def test_benchmark_bookkeeping_with_a_fake_timer() -> None:
@@ -343,7 +315,7 @@ def test_benchmark_bookkeeping_with_a_fake_timer() -> None:
         ("matmul", "tf32", (40, 30, 20)),
         ("attention", "bfloat16", (1, 2, 33, 16)),
     ]
-    rows = K.benchmark(cases, timer=timer)
+    rows = kernel_bench.benchmark(cases, timer=timer)
     assert [r["kernel"] for r in rows] == ["add", "softmax", "matmul", "attention"]
     assert len(calls) == 8  # ours and the baseline for each
     add_row, sm_row, mm_row, _ = rows
@@ -351,10 +323,10 @@ def test_benchmark_bookkeeping_with_a_fake_timer() -> None:
     assert add_row["ratio"] == pytest.approx(3.0)  # 3 arrays in 2 ms against 2 arrays in 4 ms
     assert sm_row["ratio"] == 2.0 and sm_row["baseline"] == "torch.softmax"
     assert mm_row["rate"] == pytest.approx(2 * 40 * 30 * 20 / 2e-3 / 1e12)
-    assert mm_row["of_peak"] == pytest.approx(mm_row["rate"] * 1e12 / K.H100_SXM.tf32_tensor_flops)
-    assert len(K.default_benchmarks()) >= 10
+    assert mm_row["of_peak"] == pytest.approx(mm_row["rate"] * 1e12 / G.H100_SXM.tf32_tensor_flops)
+    assert len(kernel_bench.default_benchmarks()) >= 10
     host_calls = []
-    rows = K.benchmark(
+    rows = kernel_bench.benchmark(
         [("add_host", "float16", (64,)), ("attention_unfused", "float16", (1, 1, 16, 16))],
         timer=timer,
         host=lambda fn: host_calls.append(fn()) or 1.0,
@@ -362,58 +334,9 @@ def test_benchmark_bookkeeping_with_a_fake_timer() -> None:
     assert len(host_calls) == 2 and rows[0]["ratio"] == 1.0
     assert rows[1]["baseline"] == "torch, scores in HBM"
     with pytest.raises(ValueError, match="dtype must be"):
-        K.benchmark([("add", "float64", (10,))], timer=timer)
+        kernel_bench.benchmark([("add", "float64", (10,))], timer=timer)
     with pytest.raises(ValueError, match="kernel must be one of"):
-        K.benchmark([("gelu", "float16", (10,))], timer=timer)
+        kernel_bench.benchmark([("gelu", "float16", (10,))], timer=timer)
     if K.backend() != "cuda":
         with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
-            K.benchmark()
-
-
-if K.backend() != "torch":
-    import triton
-    import triton.language as tl
-
-    from hamlib import _triton_kernels as tk
-
-    @triton.jit
-    def _which_tile(out_ptr, tiles_m, tiles_n, GROUP_M: tl.constexpr):
-        pid = tl.program_id(0)
-        pid_m, pid_n = tk.grouped_tile(pid, tiles_m, tiles_n, GROUP_M)
-        tl.store(out_ptr + 2 * pid, pid_m)
-        tl.store(out_ptr + 2 * pid + 1, pid_n)
-
-
-@pytest.mark.skipif(K.backend() == "torch", reason="needs triton")
-def test_tile_order_is_the_kernels_own_arithmetic() -> None:
-    for tm, tn, g in [(5, 7, 4), (8, 8, 8), (3, 2, 1), (9, 4, 2)]:
-        out = torch.full((tm * tn, 2), -1, dtype=torch.int32, device=DEV)
-        _which_tile[(tm * tn,)](out, tm, tn, GROUP_M=g)
-        assert out.cpu().numpy().tolist() == K.tile_order(tm, tn, g).tolist()
-
-
-def test_coalescing_counts_sectors() -> None:
-    lanes = np.arange(32)
-    assert K.coalescing(lanes) == (4, 1.0)  # 32 consecutive fp32: four 32-byte sectors
-    assert K.coalescing(lanes * 4096) == (32, 0.125)  # a column of a row-major matrix
-    assert K.coalescing(lanes * 2) == (8, 0.5)  # every other element
-    assert K.coalescing(lanes, element_bytes=2) == (2, 1.0)
-    assert K.coalescing(lanes + 1) == (5, 0.8)  # one element off alignment: one more sector
-    assert K.coalescing(np.zeros(32, dtype=int)) == (1, 0.125)  # a broadcast
-    with pytest.raises(ValueError, match="element_index must be 32 non-negative integers"):
-        K.coalescing(np.arange(31))
-    with pytest.raises(ValueError, match="element_bytes must be a positive int"):
-        K.coalescing(lanes, element_bytes=0)
-
-
-def test_bank_conflicts() -> None:
-    lanes = np.arange(32)
-    assert K.bank_conflicts(lanes) == 1  # a row of a 32 x 32 fp32 tile
-    assert K.bank_conflicts(lanes * 32) == 32  # a column: every lane in bank 0
-    assert K.bank_conflicts(lanes * 33) == 1  # the column of a tile padded to 33 words a row
-    assert K.bank_conflicts(lanes * 2) == 2
-    assert K.bank_conflicts(np.zeros(32, dtype=int)) == 1  # one word, broadcast
-    with pytest.raises(ValueError, match="word_index must be 32 non-negative integers"):
-        K.bank_conflicts(-lanes)
-    with pytest.raises(ValueError, match="banks must be a positive int"):
-        K.bank_conflicts(lanes, banks=0)
+            kernel_bench.benchmark()

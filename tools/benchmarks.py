@@ -9,7 +9,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 from hamlib import hamiltonian as hm
-from hamlib import kernels
+from hamlib import kernel_bench, kernels
 
 
 def batched_pendulum(
@@ -56,7 +56,7 @@ def kernel_table() -> dict[str, dict[str, float]]:
         return {}
     from tools.gpu_check import table
 
-    rows = kernels.benchmark()
+    rows = kernel_bench.benchmark()
     print(f"kernel table on {torch.cuda.get_device_name()} (medians of triton do_bench):")
     print(table(rows))
     return {

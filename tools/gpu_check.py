@@ -6,7 +6,7 @@
    large tiles, many query blocks, TF32, long rows).
 3. Chapter 6 under nbval on the CUDA backend, lax: every cell runs and every claim holds (a
    failed ``hamlib.check`` raises); CI compares the stored outputs on the CPU.
-4. The benchmark table (``hamlib.kernels.benchmark``: medians of ``triton.testing.do_bench``),
+4. The benchmark table (``hamlib.kernel_bench.benchmark``: medians of ``triton.testing.do_bench``),
    saved with the machine's facts and the results of 2 and 3 in ``book/data/gpu_bench.json``,
    which Chapter 6 shows. Also copied to ``$OUT`` when that is set.
 
@@ -146,11 +146,11 @@ def main() -> int:
     steps["nbval chapter 6"] = _run(
         "nbval chapter 6", [py, *NBVAL, "--nbval-lax", "book/06_gpu_kernels.ipynb"], timeout=600
     )
-    from hamlib import kernels as K
+    from hamlib import kernel_bench
 
     print("== benchmarks", flush=True)
     t0 = time.perf_counter()
-    rows = K.benchmark()
+    rows = kernel_bench.benchmark()
     print(table(rows), flush=True)
     result = {
         "measured": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),

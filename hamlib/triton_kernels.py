@@ -1,17 +1,25 @@
-"""The Triton kernels behind :mod:`hamlib.kernels` (imported only where triton is installed).
+"""The Triton kernels behind :mod:`hamlib.kernels`: no input checks here; call them through the
+wrappers there, which check dtypes, shapes, devices and contiguity and choose the launch.
+
+Whether ``@triton.jit`` compiles these kernels for a GPU or runs them in Triton's interpreter is
+decided when the decorator runs; :mod:`hamlib.backend`, imported first, prepares triton for the
+chosen backend.
 
 Every kernel uses plain pointer arithmetic and masks: a program owns one block of the output,
 computes the addresses of its elements from ``tl.program_id`` and the strides, and masks every load
 and store whose address falls outside the tensor. Accumulation is always in float32. ``UPCAST``
 converts tiles to float32 before ``tl.dot``: the Triton interpreter computes bf16 arithmetic
 (dots included) wrongly.
-Call these through the wrappers in :mod:`hamlib.kernels`, which check their inputs.
 """
 
 from __future__ import annotations
 
+# isort: off
+from hamlib import backend  # noqa: F401  (first: it prepares triton to compile or to interpret)
 import triton
 import triton.language as tl
+
+# isort: on
 
 
 @triton.jit
