@@ -34,7 +34,7 @@ help:
 	@echo "              kernel table on a CUDA GPU [CHAPTER=...: re-time those chapters only]"
 	@echo "make sweeps   experiments too slow for a chapter; writes book/data/*.json (minutes)"
 
-setup: $(STAMP) chromium
+setup: $(STAMP)
 
 # The browser tests drive Debian's chromium, never a browser that Playwright downloads. Installed
 # here when missing and we are root; otherwise tests/test_browser.py skips and says why.
@@ -68,12 +68,13 @@ lint: setup workflows
 workflows: $(STAMP)
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
+# The repository's own sync gate and claims page (tests/ checks the gate's logic on scratch copies).
 gate: setup
 	$(BIN)/python -m tools.notebooks gate
 	$(BIN)/python -m tools.claims --check
 
 unit: setup
-	$(BIN)/pytest -q -m "not slow and not browser" tests
+	$(BIN)/pytest -q -m "not slow and not browser" --durations=10 tests
 
 slow: setup
 	$(BIN)/pytest -q -m slow tests
@@ -96,7 +97,8 @@ build: setup
 	$(BIN)/python tools/offline.py _build/html
 
 # Chromium over the built book and a live JupyterLab; screenshots land in _build/screenshots/.
-browser: setup
+# The only target that needs chromium, and it needs the built book (so `make -j test` is safe).
+browser: build chromium
 	$(BIN)/pytest -q -rs -m browser tests
 
 test: check slow nbval-ci build browser
