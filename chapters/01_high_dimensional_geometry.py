@@ -243,13 +243,13 @@ cos_dims = [2, 5, 10, 30, 100, 300, 1000, 3000, 10_000]
 cos_stats = {d: geometry.cosine_similarity_stats(d, 2000, generator=gen) for d in cos_dims}
 print(f"{'d':>6} {'mean':>8} {'std':>8} {'1/sqrt(d)':>10} {'max |cos|':>10}")
 for d, s in cos_stats.items():
-    print(f"{d:6d} {s['mean']:8.3f} {s['std']:8.4f} {1 / math.sqrt(d):10.4f} {s['max_abs']:10.3f}")
+    print(f"{d:6d} {s.mean:8.3f} {s.std:8.4f} {1 / math.sqrt(d):10.4f} {s.max_abs:10.3f}")
 
 # %%
 fig, ax = plt.subplots()
 ax.loglog(
     cos_dims,
-    [cos_stats[d]["std"] for d in cos_dims],
+    [cos_stats[d].std for d in cos_dims],
     "o",
     color=COLORS["measured"],
     label="measured std (2,000 pairs)",
@@ -270,7 +270,7 @@ ax.legend()
 plt.show()
 hamlib.check(
     "measured std of the cosine is within 5% of 1/sqrt(d) for d = 2 ... 10,000",
-    all(abs(cos_stats[d]["std"] * math.sqrt(d) - 1) < 0.05 for d in cos_dims),
+    all(abs(cos_stats[d].std * math.sqrt(d) - 1) < 0.05 for d in cos_dims),
 )
 
 # %% [markdown]
@@ -700,14 +700,12 @@ for d in [10, 100, 1000, 10_000]:
     p_near = 1 - geometry.cosine_tail_probability(d, 0.01)
     print(f"{d:6d} {p_tail:17.3g} {1 - p_tail:16.6f} {p_near:17.3f}")
 big = geometry.cosine_similarity_stats(10_000, 10_000, generator=torch.Generator().manual_seed(7))
-print(f"sampled: 10,000 pairs in d = 10,000, largest |cos| = {big['max_abs']:.3f}")
+print(f"sampled: 10,000 pairs in d = 10,000, largest |cos| = {big.max_abs:.3f}")
 
 # %%
 p = geometry.cosine_tail_probability(10_000, 0.1)
 hamlib.check("in d = 10,000, P(|cos| >= 0.1) is positive but below 1e-22", 0 < p < 1e-22)
-hamlib.check(
-    "in d = 10,000, none of 10,000 sampled pairs reaches |cos| = 0.1", big["max_abs"] < 0.1
-)
+hamlib.check("in d = 10,000, none of 10,000 sampled pairs reaches |cos| = 0.1", big.max_abs < 0.1)
 hamlib.check(
     "in d = 100 the same threshold fails for about a third of pairs",
     0.25 < geometry.cosine_tail_probability(100, 0.1) < 0.4,

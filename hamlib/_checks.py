@@ -64,8 +64,9 @@ def integer(
 
 
 def seed(name: str, value: Any) -> int:
-    """A random seed: an int in ``[0, 2**63 - 1]`` (what ``torch.manual_seed`` accepts)."""
-    return integer(name, value, minimum=0, maximum=2**63 - 1)
+    """A random seed: an int in ``[0, 2**32 - 1]``, what both ``torch.manual_seed`` and
+    ``numpy.random.seed`` accept."""
+    return integer(name, value, minimum=0, maximum=2**32 - 1)
 
 
 def real(
@@ -140,6 +141,14 @@ def one_of(name: str, value: T, options: Iterable[T]) -> T:
     return value
 
 
+def instance(name: str, value: Any, cls: type[T] | tuple[type, ...]) -> T:
+    """``value`` if it is an instance of ``cls`` (a class or a tuple of classes)."""
+    if not isinstance(value, cls):
+        names = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
+        raise TypeError(f"{name} must be a {names}, {_got(value)}")
+    return value  # type: ignore[return-value]
+
+
 def function(name: str, value: Any) -> Callable[..., Any]:
     """A callable."""
     if not callable(value):
@@ -191,7 +200,7 @@ def tensor(
             s is None or s == got for s, got in zip(shape, value.shape, strict=True)
         )
         if not ok:
-            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            want = str(tuple("*" if s is None else s for s in shape)).replace("'*'", "*")
             raise ValueError(f"{name} must have shape {want}, got {tuple(value.shape)}")
     if nonempty and value.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}")

@@ -1,22 +1,26 @@
 """High-dimensional geometry: volumes, concentration of measure, random projections and the
 intrinsic dimension of data (Chapter 1).
 
-Every function validates its arguments and raises a ``ValueError``/``TypeError`` that names the
-argument, rather than returning garbage for a negative dimension or an empty data set.
+Every function validates its arguments (:mod:`hamlib._checks`): a ``TypeError`` for a wrong type, a
+``ValueError`` for a wrong value, both naming the argument, rather than returning garbage for a
+negative dimension or an empty data set.
 """
 
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
+from scipy.spatial import KDTree
 from scipy.special import betainc
 
+from hamlib import _checks as check
+
 __all__ = [
+    "CosineStats",
     "ball_volume",
     "cosine_similarity_stats",
     "cosine_tail_probability",
@@ -31,53 +35,6 @@ __all__ = [
 ]
 
 
-# ----------------------------------------------------------------------------- argument checks
-def _int_arg(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _real_arg(name: str, value: Any, low: float, high: float, *, open_low: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}: {value!r}")
-    x = float(value)
-    too_low = x <= low if open_low else x < low
-    if not math.isfinite(x) or too_low or x > high:
-        bracket = "(" if open_low else "["
-        raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value!r}")
-    return x
-
-
-def _generator(generator: Any) -> torch.Generator:
-    if generator is None:
-        return torch.default_generator
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-        )
-    return generator
-
-
-def _points(X: Any, *, min_points: int) -> np.ndarray:
-    """An (n, D) float64 array of finite points, from a NumPy array, a tensor or a nested list."""
-    if isinstance(X, torch.Tensor):
-        X = X.detach().cpu().numpy()
-    try:
-        arr = np.asarray(X, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"X must be an (n, D) array of numbers, got {type(X).__name__}") from exc
-    if arr.ndim != 2:
-        raise ValueError(f"X must be a 2-D array of shape (n, D), got shape {arr.shape}")
-    if arr.shape[0] < min_points or arr.shape[1] < 1:
-        raise ValueError(f"X must have at least {min_points} points and 1 column, got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError("X must contain only finite values (found NaN or inf)")
-    return arr
-
-
 # ----------------------------------------------------------------------------- volumes
 def log_ball_volume(d: int, r: float = 1.0) -> float:
     r"""Natural log of the volume of the d-dimensional ball of radius r.
@@ -87,8 +44,7 @@ def log_ball_volume(d: int, r: float = 1.0) -> float:
     Computed in log space with ``lgamma``, so it is accurate for any d (the direct formula
     overflows ``math.gamma`` beyond d = 341).
     """
-    d = _int_arg("d", d, 0)
-    r = _real_arg("r", r, 0.0, math.inf, open_low=True)
+    d, r = check.integer("d", d, minimum=0), check.positive("r", r)
     return 0.5 * d * math.log(math.pi) + d * math.log(r) - math.lgamma(0.5 * d + 1.0)
 
 
@@ -107,8 +63,7 @@ def shell_fraction(d: int, eps: float) -> float:
 
     Evaluated as ``-expm1(d * log1p(-eps))`` so that tiny eps and huge d keep full precision.
     """
-    d = _int_arg("d", d, 0)
-    eps = _real_arg("eps", eps, 0.0, 1.0)
+    d, eps = check.integer("d", d, minimum=0), check.probability("eps", eps)
     if eps == 1.0:
         return 1.0 if d > 0 else 0.0
     return -math.expm1(d * math.log1p(-eps))
@@ -124,7 +79,7 @@ def gaussian_norm_moments(d: int) -> tuple[float, float]:
     :math:`\sqrt{d - 1/2} + O(d^{-3/2})`
     and the standard deviation tends to :math:`1/\sqrt{2}`.
     """
-    d = _int_arg("d", d, 1)
+    d = check.integer("d", d, minimum=1)
     mean = math.sqrt(2.0) * math.exp(math.lgamma(0.5 * (d + 1)) - math.lgamma(0.5 * d))
     # d - mean^2 loses about log10(d) of float64's 16 digits to cancellation: still ~1e-10 at d=1e6.
     var = d - mean * mean
@@ -139,16 +94,24 @@ def cosine_tail_probability(d: int, t: float) -> float:
     :math:`P(|\cos\theta| \ge t) = I_{1-t^2}(\tfrac{d-1}{2}, \tfrac12)`, the regularized incomplete
     beta function.
     """
-    d = _int_arg("d", d, 2)
-    t = _real_arg("t", t, 0.0, 1.0)
+    d, t = check.integer("d", d, minimum=2), check.probability("t", t)
     if t == 0.0:
         return 1.0
     return float(betainc(0.5 * (d - 1), 0.5, 1.0 - t * t))
 
 
+@dataclass(frozen=True)
+class CosineStats:
+    """What :func:`cosine_similarity_stats` measured over its random pairs."""
+
+    mean: float  # of the cosine (theory: 0)
+    std: float  # of the cosine (theory: exactly 1/sqrt(d))
+    max_abs: float  # the largest |cosine| among the pairs
+
+
 def cosine_similarity_stats(
     d: int, n_pairs: int, generator: torch.Generator | None = None, *, chunk: int = 2**22
-) -> dict[str, float]:
+) -> CosineStats:
     r"""Mean and standard deviation of the cosine, and max :math:`|\cos|`, over random pairs.
 
     Each pair is two independent :math:`N(0, I_d)` vectors. Theory: mean 0, standard deviation
@@ -156,12 +119,10 @@ def cosine_similarity_stats(
     drawn in chunks of at most ``chunk`` numbers, so memory stays bounded for d = 10^4 and beyond.
     Vectors are drawn in float32 (three times faster than float64 here; its 1e-7 relative error is
     far below the 1/sqrt(d) being measured) and the statistics are accumulated in float64.
-    Returns ``{"mean", "std", "max_abs"}``.
+    Returns a :class:`CosineStats` with fields ``mean``, ``std`` and ``max_abs``.
     """
-    d = _int_arg("d", d, 1)
-    n_pairs = _int_arg("n_pairs", n_pairs, 2)
-    chunk = _int_arg("chunk", chunk, 1)
-    gen = _generator(generator)
+    d, n_pairs = check.integer("d", d, minimum=1), check.integer("n_pairs", n_pairs, minimum=2)
+    chunk, gen = check.integer("chunk", chunk, minimum=1), check.generator("generator", generator)
     per_chunk = max(1, chunk // (2 * d))
     cos_all = []
     done = 0
@@ -173,11 +134,7 @@ def cosine_similarity_stats(
         cos_all.append(cos.to(torch.float64))
         done += m
     cos = torch.cat(cos_all)
-    return {
-        "mean": float(cos.mean()),
-        "std": float(cos.std()),
-        "max_abs": float(cos.abs().max()),
-    }
+    return CosineStats(mean=float(cos.mean()), std=float(cos.std()), max_abs=float(cos.abs().max()))
 
 
 def relative_contrast(X: Any, query: Any) -> float:
@@ -186,10 +143,7 @@ def relative_contrast(X: Any, query: Any) -> float:
 
     When it tends to 0, the nearest and the farthest neighbour are almost equally far away.
     """
-    pts = _points(X, min_points=2)
-    q = np.asarray(
-        query.detach().cpu().numpy() if isinstance(query, torch.Tensor) else query, dtype=np.float64
-    )
+    pts, q = check.array("X", X, ndim=2, min_rows=2), check.array("query", query, ndim=1)
     if q.shape != (pts.shape[1],):
         raise ValueError(f"query must have shape ({pts.shape[1]},) to match X, got {q.shape}")
     dist = np.linalg.norm(pts - q, axis=1)
@@ -213,10 +167,8 @@ def jl_min_dimension(n_points: int, eps: float) -> int:
     probability at least 1/n (Dasgupta & Gupta's statement; repeating the projection boosts it).
     It does not depend on the original dimension.
     """
-    n_points = _int_arg("n_points", n_points, 1)
-    eps = _real_arg("eps", eps, 0.0, 1.0, open_low=True)
-    if eps == 1.0:
-        raise ValueError("eps must be in (0, 1), got 1.0")
+    n_points = check.integer("n_points", n_points, minimum=1)
+    eps = check.probability("eps", eps, open_low=True, open_high=True)
     return int(math.ceil(4.0 * math.log(n_points) / (eps**2 / 2.0 - eps**3 / 3.0)))
 
 
@@ -226,9 +178,9 @@ def jl_distortion(X: Any, k: int, generator: torch.Generator | None = None) -> f
     Projects with :math:`P = G/\sqrt{k}`, :math:`G_{ij} \sim N(0, 1)`, and returns
     :math:`\max_{i<j} \left| \|Px_i - Px_j\|^2 / \|x_i - x_j\|^2 - 1 \right|`.
     """
-    pts = _points(X, min_points=2)
-    k = _int_arg("k", k, 1)
-    gen = _generator(generator)
+    pts = check.array("X", X, ndim=2, min_rows=2)
+    k = check.integer("k", k, minimum=1)
+    gen = check.generator("generator", generator)
     G = torch.randn(pts.shape[1], k, generator=gen, dtype=torch.float64).numpy() / math.sqrt(k)
     Y = pts @ G
     iu = np.triu_indices(pts.shape[0], k=1)
@@ -248,7 +200,7 @@ def _squared_distances(A: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- intrinsic dimension
 def _neighbour_distances(pts: np.ndarray, k: int) -> np.ndarray:
     """Distances from every point to its k nearest other points, shape (n, k), exact (k-d tree)."""
-    dist, _ = cKDTree(pts).query(pts, k=k + 1, workers=1)
+    dist, _ = KDTree(pts).query(pts, k=k + 1, workers=1)
     dist = dist[:, 1:]
     if np.any(dist[:, 0] == 0.0):
         raise ValueError(
@@ -268,8 +220,8 @@ def twonn_dimension(X: Any, discard_fraction: float = 0.1) -> float:
     :math:`(\log\mu_i, -\log(1 - F_{\rm emp}(\mu_i)))`, after discarding the largest
     ``discard_fraction`` of the :math:`\mu_i` (the noisy tail).
     """
-    pts = _points(X, min_points=3)
-    discard_fraction = _real_arg("discard_fraction", discard_fraction, 0.0, 0.9)
+    pts = check.array("X", X, ndim=2, min_rows=3)
+    discard_fraction = check.real("discard_fraction", discard_fraction, low=0.0, high=0.9)
     dist = _neighbour_distances(pts, 2)
     mu = np.sort(dist[:, 1] / dist[:, 0])
     n = mu.size
@@ -293,8 +245,8 @@ def mle_dimension(X: Any, k: int = 10) -> float:
     and the global estimate is its average over the data, as in the paper. (MacKay & Ghahramani's
     comment, 2005, proposes averaging the inverses instead; see the chapter's exercises.)
     """
-    pts = _points(X, min_points=3)
-    k = _int_arg("k", k, 2)
+    pts = check.array("X", X, ndim=2, min_rows=3)
+    k = check.integer("k", k, minimum=2)
     if k >= pts.shape[0]:
         raise ValueError(f"k must be smaller than the number of points ({pts.shape[0]}), got {k}")
     T = _neighbour_distances(pts, k)

@@ -8,12 +8,14 @@ of tensors shaped like ``params``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from scipy.linalg import eigvalsh_tridiagonal
 from torch import Tensor
+
+from hamlib import _checks as check
 
 __all__ = [
     "gradient_noise_scale",
@@ -28,32 +30,51 @@ LossFn = Callable[[], Tensor]
 
 
 def _check(loss_fn: LossFn, params: Sequence[Tensor]) -> list[Tensor]:
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be a zero-argument callable, got {type(loss_fn).__name__}")
+    """Checks a closure and its parameters; returns the parameters as a list."""
+    check.function("loss_fn", loss_fn)
+    if isinstance(params, Tensor) or not isinstance(params, Iterable):
+        raise TypeError(f"params must be a list of tensors, got {type(params).__name__}")
     params = list(params)
     if not params:
         raise ValueError("params must be a non-empty list of tensors")
     for i, p in enumerate(params):
-        if not isinstance(p, Tensor) or not p.requires_grad:
-            raise TypeError(f"params[{i}] must be a tensor with requires_grad=True")
+        check.tensor(f"params[{i}]", p)
+        if not p.requires_grad:
+            raise ValueError(f"params[{i}] must have requires_grad=True")
     return params
 
 
 def _grads(loss_fn: LossFn, params: list[Tensor]) -> tuple[Tensor, ...]:
     loss = loss_fn()
-    if not isinstance(loss, Tensor) or loss.numel() != 1:
-        raise ValueError("loss_fn must return a scalar tensor")
+    if not isinstance(loss, Tensor):
+        raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}")
+    if loss.numel() != 1:
+        raise ValueError(f"loss_fn must return a scalar tensor, got shape {tuple(loss.shape)}")
     return torch.autograd.grad(loss, params, create_graph=True, allow_unused=False)
+
+
+def _check_hvp_args(
+    loss_fn: LossFn, params: Sequence[Tensor], v: Sequence[Tensor]
+) -> tuple[list[Tensor], list[Tensor]]:
+    params = _check(loss_fn, params)
+    if isinstance(v, Tensor) or not isinstance(v, Iterable):
+        raise TypeError(f"v must be a list of tensors shaped like params, got {type(v).__name__}")
+    v = list(v)
+    if len(v) != len(params):
+        raise ValueError(
+            f"v must hold one tensor per entry of params ({len(params)}), got {len(v)}"
+        )
+    for i, (u, p) in enumerate(zip(v, params, strict=True)):
+        check.tensor(f"v[{i}]", u)
+        check.like(f"v[{i}]", u, f"params[{i}]", p)
+    return params, v
 
 
 def hvp(loss_fn: LossFn, params: Sequence[Tensor], v: Sequence[Tensor]) -> list[Tensor]:
     r"""Hessian-vector product :math:`Hv` by double backpropagation (Pearlmutter, 1994):
     :math:`Hv = \nabla_\theta \langle \nabla_\theta L, v\rangle`, for about the cost of two
     gradients."""
-    params = _check(loss_fn, params)
-    v = list(v)
-    if len(v) != len(params) or any(a.shape != b.shape for a, b in zip(v, params, strict=False)):
-        raise ValueError("v must be a list of tensors shaped like params")
+    params, v = _check_hvp_args(loss_fn, params, v)
     grads = _grads(loss_fn, params)
     dot = torch.stack([(g * u).sum() for g, u in zip(grads, v, strict=True)]).sum()
     return [h.detach() for h in torch.autograd.grad(dot, params)]
@@ -64,9 +85,11 @@ def _flat(xs: Sequence[Tensor]) -> Tensor:
 
 
 def _unflat(x: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    """Split a flat vector into tensors shaped like ``like``, each in its tensor's dtype and
+    device."""
     out, i = [], 0
     for p in like:
-        out.append(x[i : i + p.numel()].view_as(p))
+        out.append(x[i : i + p.numel()].view_as(p).to(p))
         i += p.numel()
     return out
 
@@ -84,18 +107,17 @@ def lanczos(
     magnitude, which is what power iteration finds). Returns the Ritz values, ascending.
     """
     params = _check(loss_fn, params)
+    iters = check.integer("iters", iters, minimum=1)
+    generator = check.generator("generator", generator)
     n = sum(p.numel() for p in params)
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
-        raise ValueError(f"iters must be a positive int, got {iters!r}")
     m = min(iters, n)
-    dtype = params[0].dtype
     q = torch.randn(n, generator=generator, dtype=torch.float64)
     q /= q.norm()
     Q = torch.zeros(m, n, dtype=torch.float64)
     alpha, beta = torch.zeros(m, dtype=torch.float64), torch.zeros(m, dtype=torch.float64)
     for j in range(m):
         Q[j] = q
-        w = _flat(hvp(loss_fn, params, _unflat(q.to(dtype), params))).double()
+        w = _flat(hvp(loss_fn, params, _unflat(q, params))).double()
         alpha[j] = w @ q
         w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)  # full reorthogonalization (twice is enough)
         w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)
@@ -126,6 +148,7 @@ def hessian_spectrum(loss_fn: LossFn, params: Sequence[Tensor], max_params: int 
     """All eigenvalues of the Hessian, ascending, from the exact Hessian (one backward pass per
     parameter). Refuses models with more than ``max_params`` parameters: use :func:`lanczos`."""
     params = _check(loss_fn, params)
+    max_params = check.integer("max_params", max_params, minimum=1)
     n = sum(p.numel() for p in params)
     if n > max_params:
         raise ValueError(
@@ -139,6 +162,21 @@ def hessian_spectrum(loss_fn: LossFn, params: Sequence[Tensor], max_params: int 
     return torch.linalg.eigvalsh(0.5 * (H + H.T))
 
 
+def _check_per_example_gradients_args(
+    model: torch.nn.Module, loss: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor
+) -> None:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check.function("loss", loss)
+    check.tensor("x", x)
+    check.tensor("y", y)
+    if x.ndim < 1 or y.ndim < 1 or len(x) != len(y) or len(x) < 1:
+        raise ValueError(
+            "x and y must have the same, non-zero number of examples (first dimension), "
+            f"got shapes {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+
+
 def per_example_gradients(
     model: torch.nn.Module, loss: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor
 ) -> Tensor:
@@ -147,10 +185,7 @@ def per_example_gradients(
     (n_examples, n_params), columns in the order of ``model.parameters()``. ``loss`` receives a
     batch of one example, e.g. ``torch.nn.functional.cross_entropy``.
     """
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor) or len(x) != len(y) or len(x) < 1:
-        raise ValueError("x and y must be tensors with the same, non-zero number of examples")
+    _check_per_example_gradients_args(model, loss, x, y)
     names = [n for n, _ in model.named_parameters()]
     values = tuple(p.detach() for p in model.parameters())
 
@@ -170,14 +205,13 @@ def gradient_noise_scale(per_example_grads: Tensor) -> float:
     larger ones waste computation. Uses unbiased estimates of both :math:`\mathrm{tr}\,\Sigma` and
     :math:`|G|^2` (the naive :math:`|\bar g|^2` is inflated by :math:`\mathrm{tr}\,\Sigma / n`).
     """
-    if not isinstance(per_example_grads, Tensor) or per_example_grads.ndim != 2:
-        raise ValueError("per_example_grads must be a 2-D tensor of shape (n_examples, n_params)")
+    check.tensor("per_example_grads", per_example_grads, ndim=2)
     n = per_example_grads.shape[0]
     if n < 2:
-        raise ValueError("need at least 2 per-example gradients")
+        raise ValueError(f"per_example_grads must hold at least 2 gradients (rows), got {n}")
     g = per_example_grads.double()
     mean = g.mean(0)
-    trace_sigma = g.var(0, unbiased=True).sum()
+    trace_sigma = g.var(0, correction=1).sum()
     g2 = mean @ mean - trace_sigma / n
     if g2 <= 0:
         return math.inf  # the mean gradient is not distinguishable from noise

@@ -14,29 +14,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from numbers import Real
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from hamlib import _checks as check
+
 __all__ = ["SGD", "Adam", "AdamW", "Momentum"]
 
 
-def _nonneg(name: str, value: Any, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if value < 0 or (positive and value == 0):
-        raise ValueError(
-            f"{name} must be {'positive' if positive else 'non-negative'}, got {value}"
-        )
-    return float(value)
+def _decay_rate(name: str, value: Any) -> float:
+    """A momentum or an averaging coefficient: a real number in [0, 1)."""
+    return check.real(name, value, low=0.0, high=1.0, open_high=True)
+
+
+def _betas(betas: Any) -> tuple[float, float]:
+    if isinstance(betas, str) or not isinstance(betas, tuple | list):
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {type(betas).__name__}")
+    if len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {len(betas)} values")
+    return _decay_rate("betas[0]", betas[0]), _decay_rate("betas[1]", betas[1])
 
 
 class _Base(torch.optim.Optimizer):
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
         loss = None
         if closure is not None:
+            check.function("closure", closure)
             with torch.enable_grad():
                 loss = closure()
         with torch.no_grad():
@@ -57,8 +62,8 @@ class SGD(_Base):
         super().__init__(
             params,
             dict(
-                lr=_nonneg("lr", lr, positive=True),
-                weight_decay=_nonneg("weight_decay", weight_decay),
+                lr=check.positive("lr", lr),
+                weight_decay=check.nonnegative("weight_decay", weight_decay),
             ),
         )
 
@@ -76,15 +81,12 @@ class Momentum(_Base):
     def __init__(
         self, params: Iterable[Tensor], lr: float, momentum: float = 0.9, weight_decay: float = 0.0
     ) -> None:
-        mu = _nonneg("momentum", momentum)
-        if mu >= 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         super().__init__(
             params,
             dict(
-                lr=_nonneg("lr", lr, positive=True),
-                momentum=mu,
-                weight_decay=_nonneg("weight_decay", weight_decay),
+                lr=check.positive("lr", lr),
+                momentum=_decay_rate("momentum", momentum),
+                weight_decay=check.nonnegative("weight_decay", weight_decay),
             ),
         )
 
@@ -116,16 +118,13 @@ class Adam(_Base):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:
-        b1, b2 = (_nonneg("betas", b) for b in betas)
-        if not (b1 < 1 and b2 < 1):
-            raise ValueError(f"betas must be in [0, 1), got {betas}")
         super().__init__(
             params,
             dict(
-                lr=_nonneg("lr", lr, positive=True),
-                betas=(b1, b2),
-                eps=_nonneg("eps", eps),
-                weight_decay=_nonneg("weight_decay", weight_decay),
+                lr=check.positive("lr", lr),
+                betas=_betas(betas),
+                eps=check.nonnegative("eps", eps),
+                weight_decay=check.nonnegative("weight_decay", weight_decay),
             ),
         )
 

@@ -10,6 +10,8 @@ from typing import Any
 import matplotlib as mpl
 from cycler import cycler
 
+from hamlib import _checks as check
+
 __all__ = ["COLORS", "CYCLE", "explore", "interactive_session", "use_style"]
 
 # Roles that recur across chapters. A figure that shows "theory" against "measured" uses these two;
@@ -64,6 +66,44 @@ def interactive_session() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
+def _check_explore_args(
+    controls: Mapping[str, Sequence[Any]], initial: Mapping[str, Any] | None
+) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+    """The values each control offers, and the values to start at."""
+    if not isinstance(controls, Mapping):
+        raise TypeError(
+            f"controls must be a mapping of keyword -> values, got {type(controls).__name__}"
+        )
+    if not controls:
+        raise ValueError("controls must be a non-empty mapping of keyword -> values")
+    choices: dict[str, list[Any]] = {}
+    for name, values in controls.items():
+        if not isinstance(name, str):
+            raise TypeError(f"controls: keys must be keyword names (str), got {name!r}")
+        if not name.isidentifier():
+            raise ValueError(f"controls: {name!r} is not a keyword name")
+        if isinstance(values, str) or not isinstance(values, Sequence):
+            raise TypeError(
+                f"controls[{name!r}] must be a non-empty sequence of values, "
+                f"got {type(values).__name__}"
+            )
+        if len(values) == 0:
+            raise ValueError(f"controls[{name!r}] must be a non-empty sequence of values")
+        choices[name] = list(values)
+    if initial is not None and not isinstance(initial, Mapping):
+        raise TypeError(
+            f"initial must be a mapping of keyword -> value, got {type(initial).__name__}"
+        )
+    start = {name: values[0] for name, values in choices.items()}
+    for name, value in (initial or {}).items():
+        if name not in choices:
+            raise ValueError(f"initial: {name!r} is not one of the controls {list(choices)}")
+        if value not in choices[name]:
+            raise ValueError(f"initial[{name!r}] = {value!r} is not among its values")
+        start[name] = value
+    return choices, start
+
+
 def explore(
     draw: Callable[..., Any],
     controls: Mapping[str, Sequence[Any]],
@@ -81,26 +121,11 @@ def explore(
     static book never holds a dead widget. Displays its output itself and returns None (a
     returned widget would be displayed a second time as the cell's value).
     """
-    if not callable(draw):
-        raise TypeError(f"draw must be callable, got {type(draw).__name__}")
-    if not isinstance(controls, Mapping) or not controls:
-        raise ValueError("controls must be a non-empty mapping of keyword -> values")
-    choices: dict[str, list[Any]] = {}
-    for name, values in controls.items():
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"controls: {name!r} is not a keyword name")
-        if isinstance(values, str) or not isinstance(values, Sequence) or len(values) == 0:
-            raise ValueError(f"controls[{name!r}] must be a non-empty sequence of values")
-        choices[name] = list(values)
-    start = {name: values[0] for name, values in choices.items()}
-    for name, value in (initial or {}).items():
-        if name not in choices:
-            raise ValueError(f"initial: {name!r} is not one of the controls {list(choices)}")
-        if value not in choices[name]:
-            raise ValueError(f"initial[{name!r}] = {value!r} is not among its values")
-        start[name] = value
-    if interactive is None:
-        interactive = interactive_session()
+    draw = check.function("draw", draw)
+    choices, start = _check_explore_args(controls, initial)
+    interactive = (
+        interactive_session() if interactive is None else check.boolean("interactive", interactive)
+    )
 
     import matplotlib.pyplot as plt
 

@@ -29,27 +29,45 @@ class ClaimFailed(AssertionError):
     """Raised by :func:`check` when a claim made in the text does not hold."""
 
 
+@dataclass
+class _State:
+    started: float  # time.perf_counter() at the last setup()
+
+
 _claims: list[str] = []
-_started: list[float] = [time.perf_counter()]
+_state = _State(started=time.perf_counter())
+
+
+def _real_number(name: str, value: Any) -> None:
+    """``value`` is a real number to print: NaN and infinities pass (they print), ``bool`` does not.
+
+    A local check because ``_checks.real`` refuses NaN (and ``_checks`` imports torch, which
+    ``import hamlib`` must not: this module imports it only inside the functions that need it)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(
+        value, int | float | np.integer | np.floating
+    ):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}: {value!r}")
 
 
 def setup(seed: int = DEFAULT_SEED, threads: int = DEFAULT_THREADS, precision: int = 4) -> None:
     """Make a chapter reproducible: call once, in its first code cell.
 
-    - seeds Python's ``random``, NumPy's global generator and torch with ``seed``;
-    - pins torch's intra-op threads and the BLAS/OpenMP pools to ``threads`` (a different thread
-      count changes the order of floating-point reductions, so results would differ in the last
-      bits and long training runs would diverge);
+    - seeds Python's ``random``, NumPy's global generator and torch with ``seed`` (an int in
+      [0, 2**32 - 1], the range NumPy's global generator takes);
+    - pins torch's intra-op threads and the BLAS/OpenMP pools of this process to ``threads``
+      (with threadpoolctl; a different thread count changes the order of floating-point
+      reductions, so results would differ in the last bits and long training runs would diverge),
+      and sets ``OMP_NUM_THREADS`` and its BLAS cousins in ``os.environ`` so that child processes
+      start with the same pins (this process's pools were sized when NumPy and torch loaded);
     - sets NumPy/torch print precision to ``precision`` significant digits;
     - applies the book's matplotlib style (:mod:`hamlib.plotting`);
     - forgets the claims verified so far (a re-run starts a fresh list).
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise TypeError(f"seed must be a non-negative int, got {seed!r}")
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise TypeError(f"threads must be a positive int, got {threads!r}")
-    if isinstance(precision, bool) or not isinstance(precision, int) or not 1 <= precision <= 16:
-        raise TypeError(f"precision must be an int in [1, 16], got {precision!r}")
+    from hamlib import _checks as check  # imports torch, which setup() needs anyway
+
+    seed = check.seed("seed", seed)  # [0, 2**32 - 1]: NumPy's legacy seed range
+    threads = check.integer("threads", threads, minimum=1)
+    precision = check.integer("precision", precision, minimum=1, maximum=16)
 
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
@@ -70,12 +88,12 @@ def setup(seed: int = DEFAULT_SEED, threads: int = DEFAULT_THREADS, precision: i
 
     use_style()
     reset_claims()
-    _started[0] = time.perf_counter()
+    _state.started = time.perf_counter()
 
 
 def elapsed() -> float:
     """Seconds since the last :func:`setup` (print it in a cell tagged ``nbval-ignore-output``)."""
-    return time.perf_counter() - _started[0]
+    return time.perf_counter() - _state.started
 
 
 def check(claim: str, ok: Any) -> None:
@@ -84,8 +102,10 @@ def check(claim: str, ok: Any) -> None:
     ``ok`` must be a boolean (Python, NumPy, or a one-element torch tensor); anything else is a
     TypeError, so that an array whose truth value is ambiguous cannot pass by accident.
     """
-    if not isinstance(claim, str) or not claim.strip():
-        raise TypeError(f"claim must be a non-empty string, got {claim!r}")
+    if not isinstance(claim, str):
+        raise TypeError(f"claim must be a non-empty string, got {type(claim).__name__}: {claim!r}")
+    if not claim.strip():
+        raise ValueError(f"claim must be a non-empty string, got {claim!r}")
     if isinstance(ok, bool | np.bool_):
         value = bool(ok)
     elif type(ok).__module__.startswith("torch") and getattr(ok, "dtype", None) is not None:
@@ -115,8 +135,7 @@ def approx(value: float, spec: str = ".3g") -> str:
     spread with :func:`check`, whose line is compared. ``spec`` is a format spec (``"8.3f"``);
     the padding stays where it was, so tables keep their columns.
     """
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(f"value must be a real number, got {type(value).__name__}: {value!r}")
+    _real_number("value", value)
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a format spec string, got {spec!r}")
     try:
@@ -136,11 +155,10 @@ def below(value: float, bound: float) -> str:
     the digits are printed after all, with the bound they exceed, so that the regression suite
     fails and a reader sees by how much.
     """
-    for name, x in (("value", value), ("bound", bound)):
-        if isinstance(x, bool) or not isinstance(x, int | float | np.integer | np.floating):
-            raise TypeError(f"{name} must be a real number, got {type(x).__name__}: {x!r}")
-    if not 0 < bound < float("inf"):
-        raise ValueError(f"bound must be positive and finite, got {bound!r}")
+    from hamlib import _checks as check
+
+    _real_number("value", value)  # NaN passes: it prints, and is not below any bound
+    bound = check.positive("bound", bound)
     if abs(value) < bound:
         return f"< {bound:g}".replace("e-0", "e-").replace("e+0", "e+")
     return f"{value:.1e} (not below {bound:g})"

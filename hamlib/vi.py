@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from numbers import Integral, Real
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from hamlib import _checks as check
 
 __all__ = [
     "VAE",
@@ -32,16 +33,34 @@ __all__ = [
 ]
 
 
-def _float_tensor(name: str, x: object) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    return x
+def _check_gaussian_kl_args(
+    mu: Tensor, logvar: Tensor, mu_p: Tensor | None, logvar_p: Tensor | None, reduce: bool
+) -> None:
+    check.tensor("mu", mu, floating=True)
+    check.tensor("logvar", logvar, floating=True)
+    check.like("logvar", logvar, "mu", mu)
+    check.boolean("reduce", reduce)
+    if (mu_p is None) != (logvar_p is None):
+        raise ValueError("give both mu_p and logvar_p, or neither (standard normal prior)")
+    if mu_p is not None and logvar_p is not None:
+        check.tensor("mu_p", mu_p, floating=True)
+        check.tensor("logvar_p", logvar_p, floating=True)
+        try:
+            torch.broadcast_shapes(mu.shape, mu_p.shape, logvar_p.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"mu_p {tuple(mu_p.shape)} and logvar_p {tuple(logvar_p.shape)} must "
+                f"broadcast against mu {tuple(mu.shape)}"
+            ) from None
 
 
 def gaussian_kl(
-    mu: Tensor, logvar: Tensor, mu_p: Tensor | None = None, logvar_p: Tensor | None = None
+    mu: Tensor,
+    logvar: Tensor,
+    mu_p: Tensor | None = None,
+    logvar_p: Tensor | None = None,
+    *,
+    reduce: bool = True,
 ) -> Tensor:
     r""":math:`\mathrm{KL}(N(\mu, e^{\mathrm{logvar}}) \,\|\, N(\mu_p, e^{\mathrm{logvar}_p}))` for
     diagonal Gaussians, summed over the last dimension (one value per example):
@@ -50,28 +69,16 @@ def gaussian_kl(
               + \frac{e^{\mathrm{logvar}_j} + (\mu_j - \mu_{p,j})^2}{e^{\mathrm{logvar}_{p,j}}}
               - 1\Big].
 
-    With ``mu_p`` and ``logvar_p`` both None the prior is the standard normal.
+    With ``mu_p`` and ``logvar_p`` both None the prior is the standard normal. With
+    ``reduce=False`` the terms of the sum are returned, one per dimension j.
     """
-    mu, logvar = _float_tensor("mu", mu), _float_tensor("logvar", logvar)
-    if mu.shape != logvar.shape:
-        raise ValueError(
-            f"mu and logvar must have the same shape, got {tuple(mu.shape)} and "
-            f"{tuple(logvar.shape)}"
-        )
-    if (mu_p is None) != (logvar_p is None):
-        raise ValueError("give both mu_p and logvar_p, or neither (standard normal prior)")
-    if mu_p is None or logvar_p is None:
-        return 0.5 * (logvar.exp() + mu * mu - 1.0 - logvar).sum(-1)
-    mu_p, logvar_p = _float_tensor("mu_p", mu_p), _float_tensor("logvar_p", logvar_p)
-    try:
-        torch.broadcast_shapes(mu.shape, mu_p.shape, logvar_p.shape)
-    except RuntimeError as exc:
-        raise ValueError(
-            f"mu_p {tuple(mu_p.shape)} and logvar_p {tuple(logvar_p.shape)} must "
-            f"broadcast against mu {tuple(mu.shape)}"
-        ) from exc
-    var_ratio = (logvar - logvar_p).exp()
-    return 0.5 * (logvar_p - logvar + var_ratio + (mu - mu_p) ** 2 / logvar_p.exp() - 1.0).sum(-1)
+    _check_gaussian_kl_args(mu, logvar, mu_p, logvar_p, reduce)
+    if mu_p is None or logvar_p is None:  # the standard normal prior
+        kl = 0.5 * (logvar.exp() + mu * mu - 1.0 - logvar)
+    else:
+        var_ratio = (logvar - logvar_p).exp()
+        kl = 0.5 * (logvar_p - logvar + var_ratio + (mu - mu_p) ** 2 / logvar_p.exp() - 1.0)
+    return kl.sum(-1) if reduce else kl
 
 
 def iwae_bound(log_weights: Tensor) -> Tensor:
@@ -81,7 +88,7 @@ def iwae_bound(log_weights: Tensor) -> Tensor:
     :math:`z_k \sim q`; the result has shape ``(...)``. Computed as ``logsumexp - log K`` so that
     weights of :math:`e^{-1000}` do not underflow (Burda, Grosse & Salakhutdinov, ICLR 2016).
     """
-    log_weights = _float_tensor("log_weights", log_weights)
+    check.tensor("log_weights", log_weights, floating=True)
     if log_weights.ndim < 1 or log_weights.shape[0] < 1:
         raise ValueError("log_weights must have a leading dimension of K >= 1 samples")
     return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])
@@ -90,7 +97,8 @@ def iwae_bound(log_weights: Tensor) -> Tensor:
 def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
     r""":math:`\log p(x \mid z) = \sum_j x_j \log \sigma(l_j) + (1 - x_j)\log(1 - \sigma(l_j))`,
     summed over the last dimension, stable for large logits."""
-    logits, x = _float_tensor("logits", logits), _float_tensor("x", x)
+    check.tensor("logits", logits, floating=True)
+    check.tensor("x", x, floating=True)
     try:
         torch.broadcast_shapes(logits.shape, x.shape)
     except RuntimeError as exc:
@@ -103,20 +111,23 @@ def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- linear Gaussian
-def _check_linear(W: Tensor, b: Tensor, sigma: float) -> None:
-    _float_tensor("W", W)
-    _float_tensor("b", b)
-    if W.ndim != 2 or b.shape != (W.shape[0],):
-        raise ValueError(f"W must be (d, k) and b (d,), got {tuple(W.shape)} and {tuple(b.shape)}")
-    if isinstance(sigma, bool) or not isinstance(sigma, Real) or not sigma > 0:
-        raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+def _check_linear_args(x: Tensor, W: Tensor, b: Tensor, sigma: float) -> float:
+    """Checks the model's arguments; returns ``sigma`` as a float."""
+    check.tensor("W", W, floating=True, ndim=2)
+    check.tensor("b", b, floating=True, shape=(W.shape[0],))
+    check.like("b", b, "W", W, shape=False)
+    check.tensor("x", x, floating=True)
+    check.like("x", x, "W", W, shape=False)
+    if x.ndim < 1 or x.shape[-1] != W.shape[0]:
+        raise ValueError(f"x must have shape (..., {W.shape[0]}) to match W, got {tuple(x.shape)}")
+    return check.positive("sigma", sigma)
 
 
 def linear_gaussian_evidence(x: Tensor, W: Tensor, b: Tensor, sigma: float) -> Tensor:
     r"""Exact :math:`\log p(x)` for :math:`z \sim N(0, I_k)`,
     :math:`x \mid z \sim N(Wz + b, \sigma^2 I_d)`:
     :math:`x \sim N(b, WW^\top + \sigma^2 I)`. ``x`` is (..., d)."""
-    _check_linear(W, b, sigma)
+    sigma = _check_linear_args(x, W, b, sigma)
     cov = W @ W.T + sigma**2 * torch.eye(W.shape[0], dtype=W.dtype)
     return torch.distributions.MultivariateNormal(b, covariance_matrix=cov).log_prob(x)
 
@@ -126,11 +137,26 @@ def linear_gaussian_posterior(
 ) -> tuple[Tensor, Tensor]:
     r"""Exact posterior :math:`p(z \mid x) = N(m, S)`, :math:`S = (I + W^\top W/\sigma^2)^{-1}`,
     :math:`m = S W^\top (x - b)/\sigma^2`. Returns (m of shape (..., k), S of shape (k, k))."""
-    _check_linear(W, b, sigma)
+    sigma = _check_linear_args(x, W, b, sigma)
     k = W.shape[1]
     S = torch.linalg.inv(torch.eye(k, dtype=W.dtype) + W.T @ W / sigma**2)
     m = (x - b) @ W @ S / sigma**2  # S is symmetric
     return m, S
+
+
+def _check_linear_gaussian_elbo_args(
+    x: Tensor, W: Tensor, b: Tensor, sigma: float, mu_q: Tensor, logvar_q: Tensor
+) -> float:
+    sigma = _check_linear_args(x, W, b, sigma)
+    check.tensor("mu_q", mu_q, floating=True)
+    check.like("mu_q", mu_q, "W", W, shape=False)
+    if mu_q.ndim < 1 or mu_q.shape[-1] != W.shape[1]:
+        raise ValueError(
+            f"mu_q must have shape (..., {W.shape[1]}) to match W, got {tuple(mu_q.shape)}"
+        )
+    check.tensor("logvar_q", logvar_q, floating=True)
+    check.like("logvar_q", logvar_q, "mu_q", mu_q)
+    return sigma
 
 
 def linear_gaussian_elbo(
@@ -143,7 +169,7 @@ def linear_gaussian_elbo(
               + \mathrm{tr}(W\,\mathrm{diag}(s^2)\,W^\top)}{2\sigma^2}
               - \mathrm{KL}(q \,\|\, N(0, I)).
     """
-    _check_linear(W, b, sigma)
+    sigma = _check_linear_gaussian_elbo_args(x, W, b, sigma, mu_q, logvar_q)
     d = W.shape[0]
     resid = x - b - mu_q @ W.T
     trace = (W * W * logvar_q.exp().unsqueeze(-2)).sum((-1, -2))
@@ -169,16 +195,16 @@ def reparam_and_score_gradients(
     f(z)(z - \mu)/\sigma^2` (needs only values of f). Both are unbiased; returns the two tensors of
     ``n_samples`` estimates, drawn from the same :math:`\epsilon`.
     """
-    if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) or n_samples < 2:
-        raise ValueError(f"n_samples must be an int >= 2, got {n_samples!r}")
-    sigma = math.exp(float(log_sigma))
-    eps = torch.randn(int(n_samples), generator=generator, dtype=torch.float64)
-    z = (float(mu) + sigma * eps).requires_grad_(True)
+    f, generator = check.function("f", f), check.generator("generator", generator)
+    mu, sigma = check.real("mu", mu), math.exp(check.real("log_sigma", log_sigma))
+    n_samples = check.integer("n_samples", n_samples, minimum=2)
+    eps = torch.randn(n_samples, generator=generator, dtype=torch.float64)
+    z = (mu + sigma * eps).requires_grad_(True)
     values = f(z)
     if values.shape != z.shape:
         raise ValueError("f must map a tensor of samples to a tensor of the same shape")
     (reparam,) = torch.autograd.grad(values.sum(), z)
-    score = values.detach() * (z.detach() - float(mu)) / sigma**2
+    score = values.detach() * (z.detach() - mu) / sigma**2
     return reparam.detach(), score
 
 
@@ -189,9 +215,9 @@ class VAE(nn.Module):
 
     def __init__(self, n_in: int = 64, n_latent: int = 8, hidden: int = 128) -> None:
         super().__init__()
-        for name, v in (("n_in", n_in), ("n_latent", n_latent), ("hidden", hidden)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        n_in = check.integer("n_in", n_in, minimum=1)
+        n_latent = check.integer("n_latent", n_latent, minimum=1)
+        hidden = check.integer("hidden", hidden, minimum=1)
         self.n_in, self.n_latent = n_in, n_latent
         self.encoder = nn.Sequential(
             nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, 2 * n_latent)
@@ -200,10 +226,10 @@ class VAE(nn.Module):
             nn.Linear(n_latent, hidden), nn.Tanh(), nn.Linear(hidden, n_in)
         )
 
-    def _check_x(self, x: Tensor) -> None:
-        _float_tensor("x", x)
-        if x.shape[-1] != self.n_in:
-            raise ValueError(f"x must have shape (..., {self.n_in}), got {tuple(x.shape)}")
+    def _check_x(self, x: Tensor, name: str = "x") -> None:
+        check.tensor(name, x, floating=True)
+        if x.ndim < 1 or x.shape[-1] != self.n_in:
+            raise ValueError(f"{name} must have shape (..., {self.n_in}), got {tuple(x.shape)}")
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(mu, logvar) of q(z | x)."""
@@ -213,7 +239,17 @@ class VAE(nn.Module):
 
     def decode(self, z: Tensor) -> Tensor:
         """Bernoulli logits of p(x | z)."""
+        check.tensor("z", z, floating=True)
+        if z.ndim < 1 or z.shape[-1] != self.n_latent:
+            raise ValueError(f"z must have shape (..., {self.n_latent}), got {tuple(z.shape)}")
         return self.decoder(z)
+
+    @staticmethod
+    def _check_elbo_args(
+        beta: float, free_bits: float, generator: torch.Generator | None
+    ) -> tuple[float, float, torch.Generator]:
+        beta, free_bits = check.nonnegative("beta", beta), check.nonnegative("free_bits", free_bits)
+        return beta, free_bits, check.generator("generator", generator)
 
     def elbo(
         self,
@@ -229,11 +265,12 @@ class VAE(nn.Module):
         objective only (Kingma et al., 2016), which keeps the encoder from collapsing to the
         prior. The returned KL is always the true one, so the returned terms form the real ELBO.
         """
+        beta, free_bits, generator = self._check_elbo_args(beta, free_bits, generator)
         mu, logvar = self.encode(x)
         eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
         z = mu + (0.5 * logvar).exp() * eps
         loglik = bernoulli_log_likelihood(self.decode(z), x)
-        kl_dims = 0.5 * (logvar.exp() + mu * mu - 1.0 - logvar)
+        kl_dims = gaussian_kl(mu, logvar, reduce=False)
         kl = kl_dims.sum(-1)
         if free_bits > 0:
             floored = torch.clamp(kl_dims.mean(0), min=free_bits).sum()
@@ -245,6 +282,7 @@ class VAE(nn.Module):
     @torch.no_grad()
     def log_weights(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
         r""":math:`\log p(x, z_k) - \log q(z_k \mid x)` for K samples: shape (K, *x.shape[:-1])."""
+        k, generator = check.integer("k", k, minimum=1), check.generator("generator", generator)
         mu, logvar = self.encode(x)
         std = (0.5 * logvar).exp()
         eps = torch.randn((k, *mu.shape), generator=generator, dtype=mu.dtype)
@@ -252,6 +290,11 @@ class VAE(nn.Module):
         log_q = (-0.5 * eps * eps - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1)
         log_prior = (-0.5 * z * z - 0.5 * math.log(2 * math.pi)).sum(-1)
         return bernoulli_log_likelihood(self.decode(z), x) + log_prior - log_q
+
+
+def _check_vae(name: str, model: object) -> None:
+    if not isinstance(model, VAE):
+        raise TypeError(f"{name} must be a hamlib.vi.VAE, got {type(model).__name__}")
 
 
 def train_vae(
@@ -267,11 +310,15 @@ def train_vae(
 ) -> dict[str, list[float]]:
     """Train with Adam on shuffled minibatches; returns per-epoch averages of the training ELBO, its
     two terms, and (if ``x_test`` is given) the test ELBO, all in nats per example."""
-    model._check_x(x_train)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    _check_vae("model", model)
+    model._check_x(x_train, "x_train")
+    if x_test is not None:
+        model._check_x(x_test, "x_test")
+    epochs = check.integer("epochs", epochs, minimum=1)
+    batch_size = check.integer("batch_size", batch_size, minimum=1)
+    lr = check.positive("lr", lr)
+    beta, free_bits = check.nonnegative("beta", beta), check.nonnegative("free_bits", free_bits)
+    generator = check.generator("generator", generator)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history: dict[str, list[float]] = {"elbo": [], "loglik": [], "kl": [], "test_elbo": []}
     n = x_train.shape[0]
@@ -303,5 +350,7 @@ def train_vae(
 def active_units(model: VAE, x: Tensor, threshold: float = 0.01) -> int:
     r"""Number of latent dimensions u with :math:`\mathrm{Var}_x(E_q[z_u \mid x]) > ` threshold
     (Burda, Grosse & Salakhutdinov, 2016): the dimensions the encoder actually uses."""
+    _check_vae("model", model)
+    threshold = check.nonnegative("threshold", threshold)
     mu, _ = model.encode(x)
     return int((mu.var(0) > threshold).sum().item())

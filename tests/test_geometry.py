@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import mpmath
@@ -144,15 +145,18 @@ def test_cosine_stats_match_theory_and_are_reproducible():
     s1 = g.cosine_similarity_stats(400, 20_000, torch.Generator().manual_seed(1))
     s2 = g.cosine_similarity_stats(400, 20_000, torch.Generator().manual_seed(1))
     assert s1 == s2
-    assert set(s1) == {"mean", "std", "max_abs"}
-    assert s1["std"] == pytest.approx(1 / 20, rel=0.02)
-    assert abs(s1["mean"]) < 4 * (1 / 20) / math.sqrt(20_000)
-    assert s1["max_abs"] <= 1.0
+    assert isinstance(s1, g.CosineStats)
+    assert [f.name for f in dataclasses.fields(s1)] == ["mean", "std", "max_abs"]
+    assert s1.std == pytest.approx(1 / 20, rel=0.02)
+    assert abs(s1.mean) < 4 * (1 / 20) / math.sqrt(20_000)
+    assert s1.max_abs <= 1.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s1.std = 0.0  # type: ignore[misc]
 
 
 def test_cosine_stats_chunking_keeps_memory_bounded_and_statistics_equal():
     s = g.cosine_similarity_stats(100, 5000, torch.Generator().manual_seed(0), chunk=1000)
-    assert s["std"] == pytest.approx(0.1, rel=0.05)
+    assert s.std == pytest.approx(0.1, rel=0.05)
 
 
 def test_cosine_stats_rejects_bad_input():
@@ -162,6 +166,12 @@ def test_cosine_stats_rejects_bad_input():
         g.cosine_similarity_stats(10, 1)
     with pytest.raises(ValueError, match="^d"):
         g.cosine_similarity_stats(0, 10)
+    with pytest.raises(TypeError, match="^n_pairs"):
+        g.cosine_similarity_stats(10, 10.0)
+    with pytest.raises(ValueError, match="^chunk"):
+        g.cosine_similarity_stats(10, 10, chunk=0)
+    with pytest.raises(TypeError, match="^chunk"):
+        g.cosine_similarity_stats(10, 10, chunk=True)
 
 
 def test_relative_contrast():
@@ -172,6 +182,14 @@ def test_relative_contrast():
         g.relative_contrast(X, np.zeros(3))
     with pytest.raises(ValueError, match="^query coincides"):
         g.relative_contrast(X, np.array([1.0, 0.0]))
+    with pytest.raises(ValueError, match="^query must be 1-D"):
+        g.relative_contrast(X, np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="^query must contain only finite"):
+        g.relative_contrast(X, np.array([np.nan, 0.0]))
+    with pytest.raises(TypeError, match="^query must be an array"):
+        g.relative_contrast(X, "origin")
+    with pytest.raises(ValueError, match="^X needs at least 2 rows"):
+        g.relative_contrast(X[:1], np.zeros(2))
 
 
 # ----------------------------------------------------------------------------- projections
@@ -210,6 +228,16 @@ def test_jl_distortion_within_eps_at_the_bound():
 def test_jl_distortion_rejects_duplicates():
     with pytest.raises(ValueError, match="duplicate"):
         g.jl_distortion(np.ones((3, 4)), 2)
+
+
+def test_jl_distortion_rejects_bad_arguments():
+    X = np.eye(4)
+    with pytest.raises(ValueError, match="^k must"):
+        g.jl_distortion(X, 0)
+    with pytest.raises(TypeError, match="^k must"):
+        g.jl_distortion(X, 2.0)
+    with pytest.raises(TypeError, match="^generator must"):
+        g.jl_distortion(X, 2, generator=0)
 
 
 # ----------------------------------------------------------------------------- intrinsic dimension
@@ -260,7 +288,7 @@ def test_intrinsic_dimension_accepts_tensors():
 def test_intrinsic_dimension_rejects_bad_data(fn):
     with pytest.raises(ValueError, match="duplicate"):
         fn(np.vstack([np.eye(20), np.eye(20)]))
-    with pytest.raises(ValueError, match="^X must be a 2-D"):
+    with pytest.raises(ValueError, match="^X must be 2-D"):
         fn(np.zeros(10))
     with pytest.raises(ValueError, match="finite"):
         fn(np.array([[0.0, 1.0], [np.nan, 1.0], [2.0, 3.0], [4.0, 5.0]]))
@@ -276,3 +304,48 @@ def test_mle_dimension_rejects_k():
         g.mle_dimension(X, k=1)
     with pytest.raises(ValueError, match="^k must be smaller"):
         g.mle_dimension(X, k=50)
+    with pytest.raises(TypeError, match="^k must"):
+        g.mle_dimension(X, k=True)
+
+
+@pytest.mark.parametrize(
+    "value, exc", [(-0.1, ValueError), (0.95, ValueError), (math.nan, ValueError), ("0", TypeError)]
+)
+def test_twonn_dimension_rejects_discard_fraction(value, exc):
+    X = _cube_in_higher_space(50, 2, 3, seed=0)
+    with pytest.raises(exc, match="^discard_fraction must"):
+        g.twonn_dimension(X, discard_fraction=value)
+
+
+# ----------------------------------------------------------------------------- the argument rules
+
+
+def test_numpy_integers_and_zero_d_arrays_are_accepted_as_sizes():
+    assert g.ball_volume(np.int64(3)) == g.ball_volume(3)
+    assert g.ball_volume(np.array(3)) == g.ball_volume(3)
+    assert g.shell_fraction(np.int32(10), np.float32(0.5)) == pytest.approx(1 - 0.5**10)
+    assert g.jl_min_dimension(np.int64(1000), np.float64(0.1)) == g.jl_min_dimension(1000, 0.1)
+    assert g.cosine_tail_probability(torch.tensor(10), torch.tensor(0.3)) == pytest.approx(
+        g.cosine_tail_probability(10, 0.3)
+    )
+
+
+@pytest.mark.parametrize(
+    "call, exc, name",
+    [
+        (lambda: g.ball_volume(np.True_), TypeError, "d"),
+        (lambda: g.ball_volume(np.array([3])), TypeError, "d"),
+        (lambda: g.shell_fraction(3, True), TypeError, "eps"),
+        (lambda: g.gaussian_norm_moments(0), ValueError, "d"),
+        (lambda: g.gaussian_norm_moments("2"), TypeError, "d"),
+        (lambda: g.cosine_tail_probability(1, 0.5), ValueError, "d"),
+        (lambda: g.cosine_tail_probability(3, 1.5), ValueError, "t"),
+        (lambda: g.cosine_tail_probability(3, None), TypeError, "t"),
+        (lambda: g.jl_min_dimension(0, 0.5), ValueError, "n_points"),
+        (lambda: g.jl_min_dimension(10.0, 0.5), TypeError, "n_points"),
+        (lambda: g.jl_min_dimension(10, "0.5"), TypeError, "eps"),
+    ],
+)
+def test_scalar_arguments_follow_the_rules(call, exc, name):
+    with pytest.raises(exc, match=rf"^{name} must"):
+        call()

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,7 @@ def _quadratic(A):
     b = torch.arange(A.shape[0], dtype=torch.float64)
 
     def loss_fn():
-        return 0.5 * w @ A @ w - b @ w + (w**4).sum() * 0
+        return 0.5 * w @ A @ w - b @ w
 
     return loss_fn, [w]
 
@@ -22,18 +23,9 @@ def _spd(n, seed=0):
     return M @ M.T / n + torch.diag(torch.linspace(-2.0, 3.0, n, dtype=torch.float64))
 
 
-def _mlp(seed=0):
-    torch.manual_seed(seed)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3)
-    ).double()
-    g = torch.Generator().manual_seed(seed)
-    x, y = (
-        torch.randn(40, 4, generator=g, dtype=torch.float64),
-        torch.randint(0, 3, (40,), generator=g),
-    )
-    params = list(net.parameters())
-    return (lambda: torch.nn.functional.cross_entropy(net(x), y)), params, net, x, y
+def _mlp(classifier, seed=0):
+    net, x, y = classifier(seed)
+    return (lambda: torch.nn.functional.cross_entropy(net(x), y)), list(net.parameters()), net, x, y
 
 
 def test_hvp_on_a_quadratic_is_a_matrix_product():
@@ -43,8 +35,8 @@ def test_hvp_on_a_quadratic_is_a_matrix_product():
     assert torch.allclose(measure.hvp(loss_fn, params, [v])[0], A @ v)
 
 
-def test_hvp_matches_torch_func_hessian_on_an_mlp():
-    loss_fn, params, net, x, y = _mlp()
+def test_hvp_matches_torch_func_hessian_on_an_mlp(classifier):
+    loss_fn, params, net, x, y = _mlp(classifier)
     names = [n for n, _ in net.named_parameters()]
 
     def f(*flat_params):
@@ -78,8 +70,8 @@ def test_lanczos_finds_the_largest_not_the_largest_in_magnitude():
     assert measure.top_hessian_eigenvalue(loss_fn, params, iters=4) == pytest.approx(2.0, abs=1e-10)
 
 
-def test_top_eigenvalue_of_an_mlp_from_few_lanczos_steps():
-    loss_fn, params, *_ = _mlp(seed=2)
+def test_top_eigenvalue_of_an_mlp_from_few_lanczos_steps(classifier):
+    loss_fn, params, *_ = _mlp(classifier, seed=2)
     exact = measure.hessian_spectrum(loss_fn, params)
     top = measure.top_hessian_eigenvalue(
         loss_fn, params, iters=20, generator=torch.Generator().manual_seed(0)
@@ -96,14 +88,64 @@ def test_hessian_spectrum_refuses_large_models():
 
 def test_argument_checks():
     w = torch.zeros(3, requires_grad=True)
-    with pytest.raises(TypeError, match="loss_fn"):
+    with pytest.raises(TypeError, match="^loss_fn must be callable"):
         measure.hvp(3, [w], [w])
-    with pytest.raises(TypeError, match=r"params\[0\]"):
+    with pytest.raises(ValueError, match=r"^params\[0\] must have requires_grad=True"):
         measure.hvp(lambda: w.sum(), [torch.zeros(3)], [torch.zeros(3)])
-    with pytest.raises(ValueError, match="shaped like params"):
+    with pytest.raises(TypeError, match=r"^params\[1\] must be a torch.Tensor"):
+        measure.hvp(lambda: w.sum(), [w, 3.0], [w, w])
+    with pytest.raises(TypeError, match="^params must be a list"):
+        measure.hvp(lambda: w.sum(), w, [w])
+    with pytest.raises(ValueError, match="^params must be a non-empty"):
+        measure.hvp(lambda: w.sum(), [], [])
+    with pytest.raises(ValueError, match=r"^v\[0\] and params\[0\] must have the same shape"):
         measure.hvp(lambda: (w**2).sum(), [w], [torch.zeros(2)])
-    with pytest.raises(ValueError, match="scalar"):
+    with pytest.raises(TypeError, match=r"^v\[0\] has dtype"):
+        measure.hvp(lambda: (w**2).sum(), [w], [torch.zeros(3, dtype=torch.float64)])
+    with pytest.raises(ValueError, match="^v must hold one tensor per entry of params"):
+        measure.hvp(lambda: (w**2).sum(), [w], [w, w])
+    with pytest.raises(TypeError, match="^v must be a list"):
+        measure.hvp(lambda: (w**2).sum(), [w], torch.zeros(3))
+    with pytest.raises(ValueError, match="^loss_fn must return a scalar tensor, got shape"):
         measure.hvp(lambda: w**2, [w], [torch.zeros(3)])
+    with pytest.raises(TypeError, match="^loss_fn must return a scalar tensor, got float"):
+        measure.hvp(lambda: 1.0, [w], [torch.zeros(3)])
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, name",
+    [
+        ({"iters": 0}, ValueError, "iters"),
+        ({"iters": 2.0}, TypeError, "iters"),
+        ({"iters": True}, TypeError, "iters"),
+        ({"generator": 0}, TypeError, "generator"),
+    ],
+)
+def test_lanczos_rejects_bad_arguments(kwargs, exc, name):
+    loss_fn, params = _quadratic(_spd(3))
+    with pytest.raises(exc, match=rf"^{name} must"):
+        measure.lanczos(loss_fn, params, **kwargs)
+    with pytest.raises(exc, match=rf"^{name} must"):
+        measure.top_hessian_eigenvalue(loss_fn, params, **kwargs)
+
+
+def test_lanczos_accepts_numpy_iters_and_parameters_of_mixed_dtype():
+    A = _spd(4, seed=2)
+    loss_fn, params = _quadratic(A)
+    exact = torch.linalg.eigvalsh(A)[-1].item()
+    assert measure.top_hessian_eigenvalue(loss_fn, params, np.int64(4)) == pytest.approx(exact)
+    w32 = torch.zeros(2, requires_grad=True)  # a float32 block next to the float64 one
+    mixed = lambda: loss_fn() + (w32.double() ** 2).sum()  # noqa: E731
+    top = measure.top_hessian_eigenvalue(mixed, params + [w32], iters=6)
+    assert top == pytest.approx(max(exact, 2.0), rel=1e-6)
+
+
+def test_hessian_spectrum_rejects_max_params():
+    loss_fn, params = _quadratic(_spd(3))
+    with pytest.raises(ValueError, match="^max_params must"):
+        measure.hessian_spectrum(loss_fn, params, max_params=0)
+    with pytest.raises(TypeError, match="^max_params must"):
+        measure.hessian_spectrum(loss_fn, params, max_params=5000.0)
 
 
 def test_gradient_noise_scale_on_synthetic_gradients():
@@ -116,8 +158,12 @@ def test_gradient_noise_scale_on_synthetic_gradients():
     assert measure.gradient_noise_scale(grads) == pytest.approx(expected, rel=0.05)
     pure_noise = torch.randn(10, 5, generator=g, dtype=torch.float64) - 0.0
     assert measure.gradient_noise_scale(pure_noise - pure_noise.mean(0)) == math.inf
-    with pytest.raises(ValueError, match="2-D"):
+    with pytest.raises(ValueError, match="^per_example_grads must be 2-D"):
         measure.gradient_noise_scale(torch.zeros(5))
+    with pytest.raises(ValueError, match="^per_example_grads must hold at least 2"):
+        measure.gradient_noise_scale(torch.zeros(1, 5))
+    with pytest.raises(TypeError, match="^per_example_grads must be a torch.Tensor"):
+        measure.gradient_noise_scale([[0.0, 1.0], [1.0, 0.0]])
 
 
 def test_lanczos_names_non_finite_products():
@@ -126,8 +172,8 @@ def test_lanczos_names_non_finite_products():
         measure.lanczos(lambda: (w**2).sum() * float("nan"), [w], iters=3)
 
 
-def test_per_example_gradients_match_one_backward_pass_per_example():
-    _, params, net, x, y = _mlp(seed=3)
+def test_per_example_gradients_match_one_backward_pass_per_example(classifier):
+    _, params, net, x, y = _mlp(classifier, seed=3)
     G = measure.per_example_gradients(net, torch.nn.functional.cross_entropy, x, y)
     assert G.shape == (40, sum(p.numel() for p in params))
     for i in (0, 17, 39):
@@ -135,7 +181,13 @@ def test_per_example_gradients_match_one_backward_pass_per_example():
             torch.nn.functional.cross_entropy(net(x[i : i + 1]), y[i : i + 1]), params
         )
         assert torch.allclose(G[i], torch.cat([g.reshape(-1) for g in grads]), atol=1e-12)
-    with pytest.raises(ValueError, match="same"):
+    with pytest.raises(ValueError, match="^x and y must have the same"):
         measure.per_example_gradients(net, torch.nn.functional.cross_entropy, x, y[:5])
-    with pytest.raises(TypeError, match="model"):
+    with pytest.raises(ValueError, match="^x and y must have the same, non-zero"):
+        measure.per_example_gradients(net, torch.nn.functional.cross_entropy, x, y[0])
+    with pytest.raises(TypeError, match="^model must be a torch.nn.Module"):
         measure.per_example_gradients(lambda t: t, torch.nn.functional.cross_entropy, x, y)
+    with pytest.raises(TypeError, match="^loss must be callable"):
+        measure.per_example_gradients(net, "cross_entropy", x, y)
+    with pytest.raises(TypeError, match="^y must be a torch.Tensor"):
+        measure.per_example_gradients(net, torch.nn.functional.cross_entropy, x, y.tolist())

@@ -74,21 +74,32 @@ def test_interactive_session_is_off_outside_a_kernel_and_under_hamlib_static(mon
 
 
 @pytest.mark.parametrize(
-    ("controls", "initial", "match"),
+    ("controls", "initial", "exc", "match"),
     [
-        ({}, None, "controls must be a non-empty mapping"),
-        ({"d": []}, None, r"controls\['d'\] must be a non-empty sequence"),
-        ({"d": "abc"}, None, r"controls\['d'\] must be a non-empty sequence"),
-        ({"not a name": [1]}, None, "is not a keyword name"),
-        ({"d": [1, 2]}, {"h": 1}, "initial: 'h' is not one of the controls"),
-        ({"d": [1, 2]}, {"d": 3}, r"initial\['d'\] = 3 is not among its values"),
+        ({}, None, ValueError, "controls must be a non-empty mapping"),
+        ([("d", [1])], None, TypeError, "controls must be a mapping"),
+        ({"d": []}, None, ValueError, r"controls\['d'\] must be a non-empty sequence"),
+        ({"d": "abc"}, None, TypeError, r"controls\['d'\] must be a non-empty sequence"),
+        ({"d": {1, 2}}, None, TypeError, r"controls\['d'\] must be a non-empty sequence"),
+        ({"not a name": [1]}, None, ValueError, "is not a keyword name"),
+        ({3: [1]}, None, TypeError, "controls: keys must be keyword names"),
+        ({"d": [1, 2]}, [("d", 1)], TypeError, "initial must be a mapping"),
+        ({"d": [1, 2]}, {"h": 1}, ValueError, "initial: 'h' is not one of the controls"),
+        ({"d": [1, 2]}, {"d": 3}, ValueError, r"initial\['d'\] = 3 is not among its values"),
     ],
 )
-def test_explore_rejects_bad_input_by_name(controls, initial, match):
-    with pytest.raises(ValueError, match=match):
+def test_explore_rejects_bad_input_by_name(controls, initial, exc, match):
+    with pytest.raises(exc, match=match):
         plotting.explore(lambda **kw: None, controls, initial, interactive=False)
 
 
 def test_explore_rejects_a_draw_that_is_not_callable():
-    with pytest.raises(TypeError, match="draw must be callable"):
+    with pytest.raises(TypeError, match="^draw must be callable"):
         plotting.explore("plot", {"d": [1]}, interactive=False)
+
+
+def test_explore_rejects_an_interactive_that_is_not_a_bool():
+    calls, draw = _recorder()
+    with pytest.raises(TypeError, match="^interactive must be True or False"):
+        plotting.explore(draw, {"d": [1], "method": ["a"]}, interactive=1)
+    assert calls == []

@@ -17,6 +17,8 @@ def test_setup_seeds_every_generator_identically():
         hamlib.setup(seed=123)
         draws.append((random.random(), np.random.rand(), torch.rand(1).item()))
     assert draws[0] == draws[1]
+    hamlib.setup(seed=np.int64(123))  # a seed computed with NumPy is a seed
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == draws[0]
     hamlib.setup(seed=124)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) != draws[0]
 
@@ -32,18 +34,26 @@ def test_setup_pins_threads():
 
 
 @pytest.mark.parametrize(
-    "kwargs, name",
+    "kwargs, exc, name",
     [
-        ({"seed": -1}, "seed"),
-        ({"seed": 1.5}, "seed"),
-        ({"threads": 0}, "threads"),
-        ({"threads": True}, "threads"),
-        ({"precision": 0}, "precision"),
+        ({"seed": -1}, ValueError, "seed"),
+        ({"seed": 2**32}, ValueError, "seed"),  # beyond what NumPy's global generator takes
+        ({"seed": 1.5}, TypeError, "seed"),
+        ({"seed": True}, TypeError, "seed"),
+        ({"seed": "0"}, TypeError, "seed"),
+        ({"threads": 0}, ValueError, "threads"),
+        ({"threads": True}, TypeError, "threads"),
+        ({"threads": 2.0}, TypeError, "threads"),
+        ({"precision": 0}, ValueError, "precision"),
+        ({"precision": 17}, ValueError, "precision"),
+        ({"precision": None}, TypeError, "precision"),
     ],
 )
-def test_setup_rejects_bad_arguments_by_name(kwargs, name):
-    with pytest.raises(TypeError, match=name):
+def test_setup_rejects_bad_arguments_by_name(kwargs, exc, name):
+    threads = torch.get_num_threads()
+    with pytest.raises(exc, match=rf"^{name} must"):
         hamlib.setup(**kwargs)
+    assert torch.get_num_threads() == threads  # refused before anything was changed
 
 
 def test_check_prints_and_records(capsys):
@@ -82,8 +92,10 @@ def test_check_refuses_what_is_not_one_boolean(ok):
 
 
 def test_check_refuses_an_empty_claim():
-    with pytest.raises(TypeError, match="claim"):
+    with pytest.raises(ValueError, match="^claim must be a non-empty string"):
         hamlib.check("  ", True)
+    with pytest.raises(TypeError, match="^claim must be a non-empty string"):
+        hamlib.check(None, True)
 
 
 def test_show_source_is_the_code_that_runs():
@@ -147,7 +159,7 @@ def test_approx_marks_the_number_and_keeps_the_column_width(value, spec, text):
         assert len(text) == len(format(value, spec))
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)  # the first example imports tools.notebooks
 @given(
     a=st.floats(-1e6, 1e6, allow_nan=False),
     b=st.floats(-1e6, 1e6, allow_nan=False),
@@ -222,7 +234,10 @@ def test_below_prints_the_bound_a_residual_meets(value, bound, text):
     "args, exc, name",
     [
         ((True, 1e-3), TypeError, "value"),
+        (("1e-9", 1e-3), TypeError, "value"),
         ((1e-9, "1e-3"), TypeError, "bound"),
+        ((1e-9, True), TypeError, "bound"),
+        ((1e-9, -1e-3), ValueError, "bound"),
         ((0.0, 0.0), ValueError, "bound"),
         ((0.0, float("inf")), ValueError, "bound"),  # "< inf" could never fail
         ((0.0, float("nan")), ValueError, "bound"),

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -58,6 +59,22 @@ def test_gaussian_kl_rejects_bad_input():
         vi.gaussian_kl(torch.zeros(2, dtype=torch.int64), torch.zeros(2))
     with pytest.raises(ValueError, match="broadcast"):
         vi.gaussian_kl(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(4), torch.zeros(4))
+    with pytest.raises(TypeError, match="^mu must be a torch.Tensor"):
+        vi.gaussian_kl([0.0, 0.0], torch.zeros(2))
+    with pytest.raises(TypeError, match="^logvar has dtype"):
+        vi.gaussian_kl(torch.zeros(2), torch.zeros(2, dtype=torch.float64))
+    with pytest.raises(TypeError, match="^logvar_p must be a floating"):
+        vi.gaussian_kl(torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.zeros(2).long())
+    with pytest.raises(TypeError, match="^reduce must be True or False"):
+        vi.gaussian_kl(torch.zeros(2), torch.zeros(2), reduce=0)
+
+
+def test_gaussian_kl_per_dimension_sums_to_the_total():
+    mu, logvar, mu_p, logvar_p = (f64(4, 3, seed=s) for s in range(4))
+    for prior in ((), (mu_p, logvar_p)):
+        per_dim = vi.gaussian_kl(mu, logvar, *prior, reduce=False)
+        assert per_dim.shape == (4, 3)
+        assert torch.equal(per_dim.sum(-1), vi.gaussian_kl(mu, logvar, *prior))
 
 
 def test_iwae_bound_is_stable_log_mean_exp():
@@ -69,6 +86,8 @@ def test_iwae_bound_is_stable_log_mean_exp():
     assert torch.equal(vi.iwae_bound(x[:1]), x[0])
     with pytest.raises(ValueError, match="K >= 1"):
         vi.iwae_bound(torch.zeros(0, 3))
+    with pytest.raises(TypeError, match="^log_weights must be a floating"):
+        vi.iwae_bound(torch.zeros(3, dtype=torch.int64))
 
 
 def test_bernoulli_log_likelihood_against_torch():
@@ -80,6 +99,10 @@ def test_bernoulli_log_likelihood_against_torch():
         vi.bernoulli_log_likelihood(big, torch.tensor([[1.0, 0.0]], dtype=torch.float64)).item()
         > -1e-30
     )
+    with pytest.raises(TypeError, match="^x must be a floating"):
+        vi.bernoulli_log_likelihood(logits, x.long())
+    with pytest.raises(ValueError, match="do not broadcast"):
+        vi.bernoulli_log_likelihood(logits, x[:, :5])
 
 
 def _linear_model(d=5, k=3):
@@ -121,10 +144,32 @@ def test_linear_gaussian_elbo_against_monte_carlo():
 
 def test_linear_gaussian_rejects_bad_shapes():
     W, b, sigma = _linear_model()
-    with pytest.raises(ValueError, match="W must be"):
-        vi.linear_gaussian_evidence(torch.zeros(5, dtype=torch.float64), W, b[:4], sigma)
-    with pytest.raises(ValueError, match="sigma"):
-        vi.linear_gaussian_posterior(torch.zeros(5, dtype=torch.float64), W, b, 0.0)
+    x = torch.zeros(5, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"^b must have shape \(5,\)"):
+        vi.linear_gaussian_evidence(x, W, b[:4], sigma)
+    with pytest.raises(ValueError, match="^W must be 2-D"):
+        vi.linear_gaussian_evidence(x, W[0], b, sigma)
+    with pytest.raises(ValueError, match=r"^x must have shape \(\.\.\., 5\)"):
+        vi.linear_gaussian_evidence(x[:4], W, b, sigma)
+    with pytest.raises(TypeError, match="^x has dtype"):
+        vi.linear_gaussian_evidence(x.float(), W, b, sigma)
+    with pytest.raises(ValueError, match="^sigma must"):
+        vi.linear_gaussian_posterior(x, W, b, 0.0)
+    with pytest.raises(TypeError, match="^sigma must"):
+        vi.linear_gaussian_posterior(x, W, b, "0.7")
+
+
+def test_linear_gaussian_elbo_checks_the_variational_parameters():
+    W, b, sigma = _linear_model()  # k = 3 latent dimensions
+    x, mu_q, logvar_q = f64(5), f64(3, seed=1), f64(3, seed=2)
+    with pytest.raises(ValueError, match=r"^mu_q must have shape \(\.\.\., 3\)"):
+        vi.linear_gaussian_elbo(x, W, b, sigma, mu_q[:2], logvar_q[:2])
+    with pytest.raises(ValueError, match="^logvar_q and mu_q must have the same shape"):
+        vi.linear_gaussian_elbo(x, W, b, sigma, mu_q, logvar_q.expand(2, 3))
+    with pytest.raises(TypeError, match="^logvar_q must be a torch.Tensor"):
+        vi.linear_gaussian_elbo(x, W, b, sigma, mu_q, None)
+    with pytest.raises(TypeError, match="^mu_q has dtype"):
+        vi.linear_gaussian_elbo(x, W, b, sigma, mu_q.float(), logvar_q)
 
 
 def test_gradient_estimators_are_unbiased_for_a_quadratic():
@@ -139,6 +184,16 @@ def test_gradient_estimators_are_unbiased_for_a_quadratic():
         vi.reparam_and_score_gradients(lambda z: z, 0.0, 0.0, 1)
     with pytest.raises(ValueError, match="same shape"):
         vi.reparam_and_score_gradients(lambda z: z.sum(), 0.0, 0.0, 10)
+    with pytest.raises(TypeError, match="^n_samples must be an int"):
+        vi.reparam_and_score_gradients(lambda z: z, 0.0, 0.0, 10.0)
+    with pytest.raises(TypeError, match="^f must be callable"):
+        vi.reparam_and_score_gradients("z**2", 0.0, 0.0, 10)
+    with pytest.raises(TypeError, match="^mu must be a real"):
+        vi.reparam_and_score_gradients(lambda z: z, "0", 0.0, 10)
+    with pytest.raises(ValueError, match="^log_sigma must be a finite"):
+        vi.reparam_and_score_gradients(lambda z: z, 0.0, math.nan, 10)
+    with pytest.raises(TypeError, match="^generator must"):
+        vi.reparam_and_score_gradients(lambda z: z, 0.0, 0.0, 10, generator=1)
 
 
 def test_vae_shapes_elbo_terms_and_iwae_ordering():
@@ -155,8 +210,23 @@ def test_vae_shapes_elbo_terms_and_iwae_ordering():
     )  # Jensen: the IWAE bound is above the ELBO estimate
     with pytest.raises(ValueError, match=r"shape \(\.\.\., 10\)"):
         model.encode(torch.zeros(4, 9))
-    with pytest.raises(ValueError, match="n_latent"):
+    with pytest.raises(ValueError, match="^n_latent must"):
         vi.VAE(n_latent=0)
+    with pytest.raises(TypeError, match="^hidden must be an int"):
+        vi.VAE(hidden=True)
+    assert vi.VAE(n_in=np.int64(4), n_latent=2, hidden=3).n_in == 4
+    with pytest.raises(ValueError, match=r"^z must have shape \(\.\.\., 3\)"):
+        model.decode(torch.zeros(4, 2))
+    with pytest.raises(TypeError, match="^x must be a floating"):
+        model.encode(torch.zeros(4, 10, dtype=torch.int64))
+    with pytest.raises(ValueError, match="^beta must"):
+        model.elbo(x, beta=-1.0)
+    with pytest.raises(TypeError, match="^free_bits must"):
+        model.elbo(x, free_bits=None)
+    with pytest.raises(TypeError, match="^generator must"):
+        model.elbo(x, generator=0)
+    with pytest.raises(ValueError, match="^k must"):
+        model.log_weights(x, 0)
 
 
 def test_train_vae_improves_the_elbo_and_free_bits_prevent_collapse():
@@ -182,3 +252,39 @@ def test_train_vae_improves_the_elbo_and_free_bits_prevent_collapse():
     assert vi.active_units(kept, x) >= 1
     with pytest.raises(ValueError, match="epochs"):
         vi.train_vae(model, x, 0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, name",
+    [
+        ({"epochs": 0}, ValueError, "epochs"),
+        ({"epochs": 1.0}, TypeError, "epochs"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"batch_size": True}, TypeError, "batch_size"),
+        ({"lr": 0.0}, ValueError, "lr"),
+        ({"lr": "3e-3"}, TypeError, "lr"),
+        ({"beta": -1.0}, ValueError, "beta"),
+        ({"beta": math.inf}, ValueError, "beta"),
+        ({"free_bits": -0.5}, ValueError, "free_bits"),
+        ({"free_bits": None}, TypeError, "free_bits"),
+        ({"generator": 1}, TypeError, "generator"),
+        ({"x_test": torch.zeros(3, 5)}, ValueError, "x_test"),
+        ({"x_train": torch.zeros(3, 6, dtype=torch.int64)}, TypeError, "x_train"),
+        ({"model": "vae"}, TypeError, "model"),
+    ],
+)
+def test_train_vae_rejects_bad_arguments_before_training(kwargs, exc, name):
+    model = vi.VAE(n_in=6, n_latent=2, hidden=4)
+    before = [p.detach().clone() for p in model.parameters()]
+    args = {"model": model, "x_train": torch.zeros(8, 6), "epochs": 1} | kwargs
+    with pytest.raises(exc, match=rf"^{name} must"):
+        vi.train_vae(**args)
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+
+
+def test_active_units_rejects_bad_arguments():
+    model = vi.VAE(n_in=6, n_latent=2, hidden=4)
+    with pytest.raises(ValueError, match="^threshold must"):
+        vi.active_units(model, torch.zeros(8, 6), threshold=-0.1)
+    with pytest.raises(TypeError, match="^model must be a hamlib.vi.VAE"):
+        vi.active_units(torch.nn.Linear(6, 4), torch.zeros(8, 6))
