@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from hamlib import attention as AT
+from hamlib import text as TX
 from hamlib import transformer as T
 from hamlib.plotting import COLORS, CYCLE
 
@@ -53,13 +55,13 @@ def randn(*shape, seed=0, dtype=torch.float32):
 # with $M_{ij} = -\infty$ where query $i$ may not see key $j$ (for a causal model, $j > i$).
 
 # %%
-hamlib.show_source(T.attention)
+hamlib.show_source(AT.attention)
 
 # %%
 q, k, v = (randn(2, 4, 37, 16, seed=s, dtype=f64) for s in range(3))
 errors = {
     causal: (
-        T.attention(q, k, v, causal=causal)
+        AT.attention(q, k, v, causal=causal)
         - F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     )
     .abs()
@@ -194,16 +196,16 @@ hamlib.check(
 # the score depends on the positions only through $m - n$.
 
 # %%
-hamlib.show_source(T.apply_rope)
+hamlib.show_source(AT.apply_rope)
 
 # %%
-pe = T.sinusoidal_positions(128, 64)
+pe = AT.sinusoidal_positions(128, 64)
 qv, kv = randn(64, seed=3, dtype=f64), randn(64, seed=4, dtype=f64)
 
 
 def rope_score(m, n):
-    qm = T.apply_rope(qv[None], torch.tensor([m]))
-    kn = T.apply_rope(kv[None], torch.tensor([n]))
+    qm = AT.apply_rope(qv[None], torch.tensor([m]))
+    kn = AT.apply_rope(kv[None], torch.tensor([n]))
     return (qm * kn).sum().item()
 
 
@@ -211,7 +213,7 @@ pairs = [(5, 2), (105, 102), (1005, 1002), (3, 5), (903, 905)]
 scores = [rope_score(m, n) for m, n in pairs]
 print("scores at (m, n) =", dict(zip(pairs, [round(s, 6) for s in scores], strict=True)))
 xr = randn(3, 50, 64, dtype=f64)
-norm_change = (T.apply_rope(xr, torch.arange(50)).norm(dim=-1) - xr.norm(dim=-1)).abs().max()
+norm_change = (AT.apply_rope(xr, torch.arange(50)).norm(dim=-1) - xr.norm(dim=-1)).abs().max()
 hamlib.check(
     "RoPE scores depend on m - n only (to 1e-12) and RoPE preserves norms (to 1e-12)",
     max(scores[:3]) - min(scores[:3]) < 1e-12
@@ -225,7 +227,7 @@ axes[0].set(xlabel="position p", ylabel="dimension", title="sinusoidal encodings
 fig.colorbar(im, ax=axes[0])
 ones = torch.ones(1, 64, dtype=f64)
 dist = np.arange(0, 1001)
-aligned = [(ones * T.apply_rope(ones, torch.tensor([int(t)]))).sum().item() for t in dist]
+aligned = [(ones * AT.apply_rope(ones, torch.tensor([int(t)]))).sum().item() for t in dist]
 axes[1].plot(dist, aligned, color=COLORS["measured"], label="q = k = (1, ..., 1)")
 axes[1].set(xlabel="distance m - n", ylabel="score", title="RoPE score against distance (d = 64)")
 axes[1].legend()
@@ -295,8 +297,8 @@ hamlib.check(
 
 # %%
 torch.manual_seed(0)
-text = T.load_text()
-tok = T.CharTokenizer(text)
+text = TX.load_text()
+tok = TX.CharTokenizer(text)
 cfg_check = T.GPTConfig(
     vocab_size=tok.vocab_size,
     block_size=64,
@@ -520,7 +522,7 @@ def evaluate(model, ids):
 torch.manual_seed(0)
 gpt = T.GPT(cfg)
 t0 = time.perf_counter()
-losses = T.train_gpt(
+losses = TX.train_gpt(
     gpt,
     train_ids,
     steps=600,
@@ -629,7 +631,7 @@ for name, extra in variants.items():
             vocab_size=tok.vocab_size, block_size=64, d_model=64, n_layers=2, n_heads=4, **extra
         )
     )
-    T.train_gpt(
+    TX.train_gpt(
         model,
         train_ids,
         steps=100,
@@ -690,7 +692,7 @@ hamlib.check(
 qs_, ks_ = randn(20000, 64, seed=11, dtype=f64), randn(20000, 64, seed=12, dtype=f64)
 spread = {}
 for distance in [0, 10, 100, 1000]:
-    s = (qs_ * T.apply_rope(ks_[:, None], torch.tensor([distance]))[:, 0]).sum(-1)
+    s = (qs_ * AT.apply_rope(ks_[:, None], torch.tensor([distance]))[:, 0]).sum(-1)
     spread[distance] = s.std().item()
 print("std of random-content scores by distance:", {t: round(s, 2) for t, s in spread.items()})
 tail = np.abs(aligned[500:]).mean()
@@ -831,7 +833,7 @@ hamlib.check(
 
 # %% [markdown]
 # **2. Sliding-window attention.** Mistral 7B lets each token attend only to the previous $w$
-# tokens. Build the mask for `T.attention`, check that it equals causal attention when
+# tokens. Build the mask for `AT.attention`, check that it equals causal attention when
 # $w \geq s$, and that a token's output does not change when tokens more than $w$ back change.
 #
 # ```{admonition} Solution
@@ -849,7 +851,7 @@ def window_mask(s, w):
 
 qw, kw, vw = (randn(1, 2, 30, 8, seed=s, dtype=f64) for s in range(3))
 same = (
-    (T.attention(qw, kw, vw, mask=window_mask(30, 30)) - T.attention(qw, kw, vw, causal=True))
+    (AT.attention(qw, kw, vw, mask=window_mask(30, 30)) - AT.attention(qw, kw, vw, causal=True))
     .abs()
     .max()
     .item()
@@ -857,8 +859,8 @@ same = (
 kw2, vw2 = kw.clone(), vw.clone()
 kw2[..., :10, :] += 5.0  # change tokens 0..9
 vw2[..., :10, :] -= 3.0
-a = T.attention(qw, kw, vw, mask=window_mask(30, 8))
-b = T.attention(qw, kw2, vw2, mask=window_mask(30, 8))
+a = AT.attention(qw, kw, vw, mask=window_mask(30, 8))
+b = AT.attention(qw, kw2, vw2, mask=window_mask(30, 8))
 untouched = (a[..., 17:, :] - b[..., 17:, :]).abs().max().item()  # tokens >= 10 + 8 - 1
 hamlib.check(
     "exercise 2: window >= length is causal attention, and outputs beyond the window ignore "

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from hamlib import dynamics as D
-from hamlib import measure
+from hamlib import measure, tasks
 from hamlib.plotting import COLORS, CYCLE
 
 SWEEP = json.loads(Path("data/grokking_phase.json").read_text())
@@ -68,7 +68,7 @@ hamlib.show_source(D.effective_rank)
 # reach, the teacher's own conditional entropy $E = \mathbb E_x H(y \mid x)$.
 
 # %%
-teacher = D.Teacher(d_in=16, n_classes=10, width=64, temperature=0.5, seed=0)
+teacher = tasks.Teacher(d_in=16, n_classes=10, width=64, temperature=0.5, seed=0)
 x_eval, y_eval = teacher.sample(20_000, torch.Generator().manual_seed(1))
 answer = teacher.logits(x_eval).argmax(1)  # the most likely label: "the right answer"
 E_true = teacher.entropy(x_eval)
@@ -116,7 +116,7 @@ def log_estimators(step, student, loss):
 
 
 t0 = time.perf_counter()
-logged_student = D.train_student(teacher, 32, steps=1000, callback=log_estimators)
+logged_student = tasks.train_student(teacher, 32, steps=1000, callback=log_estimators)
 run_seconds = time.perf_counter() - t0
 
 # %%
@@ -186,7 +186,7 @@ for name, seconds in cost.items():
 # a shared embedding of each operand, one hidden layer, full-batch AdamW.
 
 # %%
-hamlib.show_source(D.train_modular)
+hamlib.show_source(tasks.train_modular)
 
 # %% [markdown]
 # One run with weight decay 1 and the control without weight decay, with the same seed and the
@@ -196,8 +196,8 @@ hamlib.show_source(D.train_modular)
 # %%
 cfg = SWEEP["config"]
 grok_kw = dict(p=cfg["p"], train_frac=0.4, lr=cfg["lr"], d=cfg["d"], hidden=cfg["hidden"])
-grok = D.train_modular(weight_decay=1.0, steps=800, every=25, seed=0, **grok_kw)
-no_wd = D.train_modular(weight_decay=0.0, steps=800, every=25, seed=0, **grok_kw)
+grok = tasks.train_modular(weight_decay=1.0, steps=800, every=25, seed=0, **grok_kw)
+no_wd = tasks.train_modular(weight_decay=0.0, steps=800, every=25, seed=0, **grok_kw)
 
 
 def first_step(tr, name, level):
@@ -252,7 +252,7 @@ hamlib.show_source(D.change_points)
 # %%
 def locate(steps, acc):
     fit = D.fit_sigmoid_transition(steps, acc)
-    return fit["midpoint"], fit["midpoint_se"], fit["width"], steps[D.change_points(acc, 1)[0]]
+    return fit.midpoint, fit.midpoint_se, fit.width, steps[D.change_points(acc, 1)[0]]
 
 
 print(f"{'seed':>4s} {'sigmoid midpoint':>17s} {'width':>6s} {'change point':>13s}")
@@ -456,7 +456,7 @@ hamlib.check(
 widths = [1, 2, 4, 8, 16, 32, 64]
 students = {32: logged_student}
 for w in hamlib.progress([w for w in widths if w != 32], desc="students"):
-    students[w] = D.train_student(teacher, w, steps=1000)
+    students[w] = tasks.train_student(teacher, w, steps=1000)
 n_params = np.array([sum(p.numel() for p in students[w].parameters()) for w in widths])
 with torch.no_grad():
     outs = {w: students[w](x_eval) for w in widths}
@@ -526,10 +526,9 @@ hamlib.show_source(D.fit_power_law)
 free = D.fit_power_law(n_params, loss_N)
 fixed = D.fit_power_law(n_params, loss_N - E_true, fit_offset=False)
 print(
-    f"E free : E = {free['E']:.3f} ± {free['E_se']:.3f}, alpha = {free['alpha']:.3f} ± "
-    f"{free['alpha_se']:.3f}"
+    f"E free : E = {free.E:.3f} ± {free.E_se:.3f}, alpha = {free.alpha:.3f} ± {free.alpha_se:.3f}"
 )
-print(f"E fixed: E = {E_true:.3f} (true),  alpha = {fixed['alpha']:.3f} ± {fixed['alpha_se']:.3f}")
+print(f"E fixed: E = {E_true:.3f} (true),  alpha = {fixed.alpha:.3f} ± {fixed.alpha_se:.3f}")
 
 # %%
 fig, ax = plt.subplots(figsize=(6.4, 3.6))
@@ -537,16 +536,16 @@ n_line = np.logspace(1.4, 5, 100)
 ax.plot(n_params, loss_N, "o", color=COLORS["measured"], label="students (test loss)")
 ax.plot(
     n_line,
-    free["E"] + free["A"] * n_line ** -free["alpha"],
+    free.E + free.A * n_line**-free.alpha,
     color=CYCLE[2],
-    label=f"fit with E free (alpha {free['alpha']:.2f})",
+    label=f"fit with E free (alpha {free.alpha:.2f})",
 )
 ax.plot(
     n_line,
-    E_true + fixed["A"] * n_line ** -fixed["alpha"],
+    E_true + fixed.A * n_line**-fixed.alpha,
     "--",
     color=CYCLE[1],
-    label=f"fit with E = true floor (alpha {fixed['alpha']:.2f})",
+    label=f"fit with E = true floor (alpha {fixed.alpha:.2f})",
 )
 ax.axhline(E_true, color=COLORS["theory"], ls=":", label="true floor E")
 ax.set(
@@ -562,7 +561,7 @@ plt.show()
 hamlib.check(
     "with E free the fit puts the floor above the true E (within 2 of its standard errors) and "
     "returns an exponent more than 25% larger than the fit with the true floor",
-    E_true < free["E"] < E_true + 2 * free["E_se"] and free["alpha"] > 1.25 * fixed["alpha"],
+    E_true < free.E < E_true + 2 * free.E_se and free.alpha > 1.25 * fixed.alpha,
 )
 
 # %% [markdown]
@@ -587,7 +586,7 @@ hamlib.check(
 hamlib.show_source(D.compute_optimal)
 
 # %%
-BESIROGLU = {"E": 1.82, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+BESIROGLU = D.ChinchillaLaw(E=1.82, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658)
 C_chinchilla = 5.76e23  # the budget of Chinchilla itself: 70B parameters, 1.4T tokens
 allocation = {}
 for name, prm in [("Hoffmann et al., printed", D.CHINCHILLA), ("Besiroglu et al.", BESIROGLU)]:
@@ -635,11 +634,11 @@ rows = [("truth (printed law)", D.CHINCHILLA)] + list(fits.items())
 for name, f in rows:
     n_opt, d_opt = D.compute_optimal(C_chinchilla, f)
     print(
-        f"{name:22s} {f['E']:5.2f} {f['alpha']:6.3f} {f['beta']:6.3f} "
-        f"{f['beta'] / (f['alpha'] + f['beta']):12.3f} {d_opt / n_opt:13.1f}"
+        f"{name:22s} {f.E:5.2f} {f.alpha:6.3f} {f.beta:6.3f} "
+        f"{f.beta / (f.alpha + f.beta):12.3f} {d_opt / n_opt:13.1f}"
     )
-alphas = np.array([f["alpha"] for f in boot])
-betas = np.array([f["beta"] for f in boot])
+alphas = np.array([f.alpha for f in boot])
+betas = np.array([f.beta for f in boot])
 ratio = np.array(
     [D.compute_optimal(C_chinchilla, f)[1] / D.compute_optimal(C_chinchilla, f)[0] for f in boot]
 )
@@ -652,20 +651,19 @@ print(
 # %%
 hamlib.check(
     "the procedure as described recovers alpha and beta within 0.05 from 200 noisy runs",
-    abs(fits["as described"]["alpha"] - 0.34) < 0.05
-    and abs(fits["as described"]["beta"] - 0.28) < 0.05,
+    abs(fits["as described"].alpha - 0.34) < 0.05 and abs(fits["as described"].beta - 0.28) < 0.05,
 )
 hamlib.check(
     "stopping the optimizer early moves an exponent by more than 0.05",
     max(
-        abs(fits["stopped early"]["alpha"] - fits["as described"]["alpha"]),
-        abs(fits["stopped early"]["beta"] - fits["as described"]["beta"]),
+        abs(fits["stopped early"].alpha - fits["as described"].alpha),
+        abs(fits["stopped early"].beta - fits["as described"].beta),
     )
     > 0.05,
 )
 hamlib.check(
     "fitting small models only and extrapolating misses E by more than 50%",
-    abs(fits["N < 1B only"]["E"] / D.CHINCHILLA["E"] - 1) > 0.5,
+    abs(fits["N < 1B only"].E / D.CHINCHILLA.E - 1) > 0.5,
 )
 hamlib.check(
     "over bootstrap resamples of the same 200 runs, the recommended tokens per parameter varies "

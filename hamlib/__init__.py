@@ -45,6 +45,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 _SUBJECTS = {
+    "attention",
     "backend",
     "cuda_c",
     "dynamics",
@@ -59,6 +60,7 @@ _SUBJECTS = {
     "plotting",
     "repro",
     "tasks",
+    "text",
     "transformer",
     "triton_kernels",
     "vi",

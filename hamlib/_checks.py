@@ -156,10 +156,11 @@ def function(name: str, value: Any) -> Callable[..., Any]:
     return value
 
 
-def generator(name: str, value: Any) -> torch.Generator:
-    """A ``torch.Generator``; ``None`` means torch's default generator."""
+def generator(name: str, value: Any) -> torch.Generator | None:
+    """A ``torch.Generator`` or ``None`` (torch's default generator for the device in use; it is
+    returned as ``None``, because ``torch.default_generator`` is the CPU's)."""
     if value is None:
-        return torch.default_generator
+        return None
     if not isinstance(value, torch.Generator):
         raise TypeError(f"{name} must be a torch.Generator or None, {_got(value)}")
     return value
@@ -176,12 +177,16 @@ def tensor(
     dtype: torch.dtype | Sequence[torch.dtype] | None = None,
     floating: bool = False,
     ndim: int | Sequence[int] | None = None,
+    min_ndim: int | None = None,
+    layout: str | None = None,
     shape: Sequence[int | None] | None = None,
     device: torch.device | str | None = None,
     contiguous: bool = False,
     nonempty: bool = False,
 ) -> Tensor:
-    """A ``torch.Tensor`` with the asked properties. ``shape`` may hold ``None`` for any size."""
+    """A ``torch.Tensor`` with the asked properties. ``shape`` may hold ``None`` for any size;
+    ``min_ndim`` allows leading batch dimensions, and ``layout`` (e.g. ``"(..., seq, d)"``) is
+    what a message about the dimensions shows."""
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if floating and not value.is_floating_point():
@@ -193,8 +198,11 @@ def tensor(
     if ndim is not None:
         dims = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if value.dim() not in dims:
-            want = " or ".join(str(d) for d in dims)
-            raise ValueError(f"{name} must be {want}-D, got shape {tuple(value.shape)}")
+            want = f"have shape {layout}" if layout else "be " + " or ".join(map(str, dims)) + "-D"
+            raise ValueError(f"{name} must {want}, got shape {tuple(value.shape)}")
+    if min_ndim is not None and value.dim() < min_ndim:
+        want = f"have shape {layout}" if layout else f"be at least {min_ndim}-D"
+        raise ValueError(f"{name} must {want}, got shape {tuple(value.shape)}")
     if shape is not None:
         ok = value.dim() == len(shape) and all(
             s is None or s == got for s, got in zip(shape, value.shape, strict=True)
@@ -224,21 +232,28 @@ def like(name: str, value: Tensor, ref_name: str, ref: Tensor, *, shape: bool = 
         )
 
 
-def array(name: str, value: Any, *, ndim: int, min_rows: int = 1) -> np.ndarray:
-    """A float64 NumPy array of finite numbers with ``ndim`` dimensions and at least ``min_rows``
-    entries along the first, from an array, a tensor (detached, moved to the CPU) or a list."""
+def array(
+    name: str, value: Any, *, ndim: int | None, min_rows: int = 1, positive: bool = False
+) -> np.ndarray:
+    """A float64 NumPy array of finite numbers (all > 0 if ``positive``) from an array, a tensor
+    (detached, moved to the CPU) or a list: ``ndim`` dimensions (``None``: any, a scalar too) and
+    at least ``min_rows`` entries along the first."""
     if isinstance(value, Tensor):
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        value = (value.double() if value.is_floating_point() else value).numpy()  # bf16 too
     if _is_bool(value) or isinstance(value, str | bytes):
         raise TypeError(f"{name} must be an array of numbers, {_got(value)}")
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be an array of numbers, got {type(value).__name__}") from None
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
-    if arr.shape[0] < min_rows or (ndim == 2 and arr.shape[1] < 1):
-        raise ValueError(f"{name} needs at least {min_rows} rows, got shape {arr.shape}")
+    if ndim is not None:
+        if arr.ndim != ndim:
+            raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
+        if arr.shape[0] < min_rows or (ndim == 2 and arr.shape[1] < 1):
+            raise ValueError(f"{name} needs at least {min_rows} rows, got shape {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} must contain only finite values (found NaN or inf)")
+    if positive and not (arr > 0).all():
+        raise ValueError(f"{name} must be positive (found a value <= 0)")
     return arr

@@ -3,33 +3,41 @@ transitions and scaling laws in what was logged.
 
 - :class:`Tracker` records named scalars every ``every`` steps and plots them.
 - :func:`effective_rank` of a representation (Roy & Vetterli, 2007).
-- :func:`fit_sigmoid_transition`: midpoint and width of a sigmoidal jump.
+- :func:`fit_sigmoid_transition`: midpoint and width of a sigmoidal jump (a :class:`SigmoidFit`).
 - :func:`change_points`: optimal piecewise-constant segmentation (least squares, exact by
   dynamic programming).
-- :func:`fit_power_law`: :math:`L(N) = E + A N^{-\alpha}` with standard errors.
+- :func:`fit_power_law`: :math:`L(N) = E + A N^{-\alpha}` with standard errors (a
+  :class:`PowerLawFit`).
 - :func:`fit_chinchilla`, :func:`chinchilla_loss`, :func:`compute_optimal`: the two-variable law
-  :math:`L(N, D) = E + A N^{-\alpha} + B D^{-\beta}` of Hoffmann et al. (2022).
-- Tasks to measure on: :func:`train_modular` (grokking), :class:`Teacher` and
-  :func:`train_student` (a data-rich task whose lowest reachable loss is known).
+  :math:`L(N, D) = E + A N^{-\alpha} + B D^{-\beta}` of Hoffmann et al. (2022), its parameters a
+  :class:`ChinchillaLaw` (the printed ones are :data:`CHINCHILLA`), a fit a :class:`ChinchillaFit`.
 
-The gradient noise scale and the top Hessian eigenvalue live in :mod:`hamlib.measure`.
+The tasks these are measured on (grokking, a teacher and its students) live in
+:mod:`hamlib.tasks`; the gradient noise scale and the top Hessian eigenvalue in
+:mod:`hamlib.measure`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import curve_fit
+from scipy import special
+from scipy.optimize import curve_fit, minimize
 from torch import Tensor
+
+from hamlib import _checks as check
 
 __all__ = [
     "CHINCHILLA",
-    "ModularMLP",
-    "Teacher",
+    "ChinchillaFit",
+    "ChinchillaLaw",
+    "PowerLawFit",
+    "SigmoidFit",
     "Tracker",
     "change_points",
     "chinchilla_loss",
@@ -38,21 +46,20 @@ __all__ = [
     "fit_chinchilla",
     "fit_power_law",
     "fit_sigmoid_transition",
-    "modular_addition",
-    "train_modular",
-    "train_student",
 ]
 
 
-def _clean(name: str, values: Any, min_len: int) -> np.ndarray:
-    arr = np.asarray(values.detach().cpu() if isinstance(values, Tensor) else values, dtype=float)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.size < min_len:
-        raise ValueError(f"{name} needs at least {min_len} points, got {arr.size}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
+def _samples(min_rows: int, positive: bool = False, **columns: Any) -> list[np.ndarray]:
+    """Each keyword as a 1-D float array of finite numbers (positive if asked), all one length."""
+    arrays = [
+        check.array(name, v, ndim=1, min_rows=min_rows, positive=positive)
+        for name, v in columns.items()
+    ]
+    if len({arr.size for arr in arrays}) > 1:
+        *first, last = columns
+        sizes = ", ".join(str(arr.size) for arr in arrays)
+        raise ValueError(f"{', '.join(first)} and {last} differ in length: {sizes}")
+    return arrays
 
 
 class Tracker:
@@ -60,19 +67,19 @@ class Tracker:
 
     ``log`` ignores steps that are not multiples of ``every`` (so it can be called every step);
     ``due(step)`` says whether a step will be recorded, to skip computing expensive estimators.
+    Values are recorded as they come, NaN included: a diverging run is worth seeing.
     """
 
     def __init__(self, every: int = 1) -> None:
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive int, got {every!r}")
-        self.every = every
+        self.every = check.integer("every", every, minimum=1)
         self.steps: list[int] = []
         self.values: dict[str, list[float]] = {}
 
     def due(self, step: int) -> bool:
-        return step % self.every == 0
+        return check.integer("step", step) % self.every == 0
 
     def log(self, step: int, **values: float | Tensor) -> None:
+        step = check.integer("step", step)
         if not self.due(step):
             return
         if self.steps and step <= self.steps[-1]:
@@ -100,9 +107,10 @@ class Tracker:
         import matplotlib.pyplot as plt
 
         names = list(names) if names is not None else sorted(self.values)
-        ncols = len(names) if ncols is None else ncols
-        if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
-            raise ValueError(f"ncols must be a positive int, got {ncols!r}")
+        if not names:
+            raise ValueError("nothing to plot: names is empty or nothing was logged")
+        logx = check.boolean("logx", logx)
+        ncols = len(names) if ncols is None else check.integer("ncols", ncols, minimum=1)
         nrows = -(-len(names) // ncols)
         fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows), squeeze=False)
         for ax in axes.flat[len(names) :]:
@@ -117,17 +125,24 @@ def effective_rank(features: Tensor | np.ndarray) -> float:
     r"""Roy & Vetterli (2007): :math:`\exp(H(p))` with :math:`p_i = \sigma_i / \sum_j \sigma_j`
     the normalized singular values of the (n, d) feature matrix. Between 1 (rank one) and
     :math:`\min(n, d)` (all singular values equal). Features are not centred."""
-    x = torch.as_tensor(features, dtype=torch.float64)
-    if x.dim() != 2 or min(x.shape) < 1:
-        raise ValueError(f"features must be a non-empty 2-D (n, d) matrix, got {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError("features contains NaN or infinite values")
+    x = torch.as_tensor(check.array("features", features, ndim=2))
     s = torch.linalg.svdvals(x)
     if s.sum() == 0:
         raise ValueError("features is all zeros: its effective rank is undefined")
     p = s / s.sum()
     p = p[p > 0]
     return float(torch.exp(-(p * p.log()).sum()))
+
+
+@dataclass(frozen=True)
+class SigmoidFit:
+    """What :func:`fit_sigmoid_transition` found."""
+
+    midpoint: float
+    width: float
+    low: float
+    high: float
+    midpoint_se: float
 
 
 def _sigmoid(t: np.ndarray, low: float, high: float, mid: float, width: float) -> np.ndarray:
@@ -138,7 +153,7 @@ def fit_sigmoid_transition(
     steps: Sequence[float] | np.ndarray,
     values: Sequence[float] | np.ndarray,
     log_steps: bool = False,
-) -> dict[str, float]:
+) -> SigmoidFit:
     r"""Least-squares fit of :math:`v(t) = \mathrm{low} + (\mathrm{high} - \mathrm{low}) /
     (1 + e^{-(t - \mathrm{mid})/w})`.
 
@@ -146,11 +161,8 @@ def fit_sigmoid_transition(
     :math:`\log_{10} t`, and ``midpoint`` is converted back, ``width`` stays in decades),
     ``low``, ``high`` and ``midpoint_se`` (the standard error of the midpoint in the fitted
     coordinate)."""
-    t = _clean("steps", steps, 5)
-    v = _clean("values", values, 5)
-    if t.size != v.size:
-        raise ValueError(f"steps and values differ in length: {t.size} and {v.size}")
-    if log_steps:
+    t, v = _samples(5, steps=steps, values=values)
+    if check.boolean("log_steps", log_steps):
         if np.any(t <= 0):
             raise ValueError("log_steps needs positive steps")
         t = np.log10(t)
@@ -168,13 +180,9 @@ def fit_sigmoid_transition(
         raise ValueError(f"the sigmoid fit did not converge: {exc}") from exc
     low, high, mid, width = (float(p) for p in params)
     se = float(np.sqrt(cov[2, 2])) if np.all(np.isfinite(cov)) else math.nan
-    return {
-        "midpoint": 10**mid if log_steps else mid,
-        "width": abs(width),
-        "low": low,
-        "high": high,
-        "midpoint_se": se,
-    }
+    return SigmoidFit(
+        midpoint=10**mid if log_steps else mid, width=abs(width), low=low, high=high, midpoint_se=se
+    )
 
 
 def change_points(signal: Sequence[float] | np.ndarray | Tensor, n_breaks: int) -> list[int]:
@@ -182,12 +190,9 @@ def change_points(signal: Sequence[float] | np.ndarray | Tensor, n_breaks: int) 
     minimize the total squared error (exact, by dynamic programming in O(n_breaks n^2)).
 
     A break at index i means the segment before it ends at i - 1 and the next starts at i."""
-    y = _clean("signal", signal, 2)
+    y = check.array("signal", signal, ndim=1, min_rows=2)
     n = y.size
-    if not isinstance(n_breaks, int) or not 1 <= n_breaks < n:
-        raise ValueError(
-            f"n_breaks must be an int in [1, {n - 1}] for {n} points, got {n_breaks!r}"
-        )
+    n_breaks = check.integer("n_breaks", n_breaks, minimum=1, maximum=n - 1)
     c1 = np.concatenate([[0.0], np.cumsum(y)])
     c2 = np.concatenate([[0.0], np.cumsum(y * y)])
 
@@ -214,54 +219,55 @@ def change_points(signal: Sequence[float] | np.ndarray | Tensor, n_breaks: int) 
     return sorted(breaks)
 
 
+@dataclass(frozen=True)
+class PowerLawFit:
+    r""":math:`y = E + A x^{-\alpha}` as :func:`fit_power_law` found it, with standard errors."""
+
+    E: float
+    A: float
+    alpha: float
+    E_se: float
+    A_se: float
+    alpha_se: float
+
+
 def _power(n: np.ndarray, e: float, a: float, alpha: float) -> np.ndarray:
     return e + a * n ** (-alpha)
 
 
 def fit_power_law(
     x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, fit_offset: bool = True
-) -> dict[str, float]:
+) -> PowerLawFit:
     r"""Fit :math:`y = E + A x^{-\alpha}` by least squares on :math:`\log y` (relative errors, the
     usual choice for losses spanning a range). With ``fit_offset=False``, E = 0 and the fit is a
     straight line in log-log coordinates.
 
     Returns ``E``, ``A``, ``alpha`` and their standard errors ``E_se``, ``A_se``, ``alpha_se``
     (from the fit's covariance: they assume the model is right and the residuals independent)."""
-    xs = _clean("x", x, 4 if fit_offset else 3)
-    ys = _clean("y", y, 4 if fit_offset else 3)
-    if xs.size != ys.size:
-        raise ValueError(f"x and y differ in length: {xs.size} and {ys.size}")
-    if np.any(xs <= 0) or np.any(ys <= 0):
-        raise ValueError("x and y must be positive")
-    if not fit_offset:
-        slope, intercept = np.polyfit(np.log(xs), np.log(ys), 1)
-        resid = np.log(ys) - (intercept + slope * np.log(xs))
-        dof = max(1, xs.size - 2)
-        lx = np.log(xs)
-        s2 = float(resid @ resid) / dof
+    fit_offset = check.boolean("fit_offset", fit_offset)
+    xs, ys = _samples(4 if fit_offset else 3, positive=True, x=x, y=y)
+    lx, ly = np.log(xs), np.log(ys)
+    if not fit_offset:  # a straight line in log-log coordinates
+        # standard errors by hand: scipy's linregress, from 1 - r², loses digits on near-exact fits
+        slope, intercept = np.polyfit(lx, ly, 1)
+        resid = ly - (intercept + slope * lx)
+        s2 = float(resid @ resid) / (xs.size - 2)
         sxx = float(((lx - lx.mean()) ** 2).sum())
-        alpha_se = math.sqrt(s2 / sxx)
-        a_se = math.exp(intercept) * math.sqrt(s2 * (1 / xs.size + lx.mean() ** 2 / sxx))
-        return {
-            "E": 0.0,
-            "A": math.exp(intercept),
-            "alpha": -slope,
-            "E_se": 0.0,
-            "A_se": a_se,
-            "alpha_se": alpha_se,
-        }
+        a = math.exp(intercept)
+        a_se = a * math.sqrt(s2 * (1 / xs.size + lx.mean() ** 2 / sxx))
+        return PowerLawFit(0.0, a, float(-slope), 0.0, a_se, math.sqrt(s2 / sxx))
 
     def log_model(n: np.ndarray, e: float, a: float, alpha: float) -> np.ndarray:
         return np.log(np.maximum(_power(n, e, a, alpha), 1e-300))
 
     e0 = 0.9 * float(ys.min())
-    slope, intercept = np.polyfit(np.log(xs), np.log(np.maximum(ys - e0, 1e-12)), 1)
+    slope, intercept = np.polyfit(lx, np.log(np.maximum(ys - e0, 1e-12)), 1)
     p0 = [e0, math.exp(intercept), max(-slope, 1e-3)]
     try:
         params, cov = curve_fit(
             log_model,
             xs,
-            np.log(ys),
+            ly,
             p0=p0,
             bounds=([0.0, 0.0, 0.0], [float(ys.min()), np.inf, 10.0]),
             maxfev=50000,
@@ -269,219 +275,92 @@ def fit_power_law(
     except RuntimeError as exc:
         raise ValueError(f"the power-law fit did not converge: {exc}") from exc
     se = np.sqrt(np.diag(cov)) if np.all(np.isfinite(cov)) else np.full(3, math.nan)
-    return {
-        "E": float(params[0]),
-        "A": float(params[1]),
-        "alpha": float(params[2]),
-        "E_se": float(se[0]),
-        "A_se": float(se[1]),
-        "alpha_se": float(se[2]),
-    }
+    return PowerLawFit(*(float(p) for p in params), *(float(s) for s in se))
 
 
-def modular_addition(p: int = 97) -> tuple[Tensor, Tensor]:
-    """All p^2 pairs (a, b) as a (p^2, 2) int64 tensor, and their labels (a + b) mod p."""
-    if not isinstance(p, int) or p < 2:
-        raise ValueError(f"p must be an int >= 2, got {p!r}")
-    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
-    x = torch.stack([a.flatten(), b.flatten()], dim=1)
-    return x, (x[:, 0] + x[:, 1]) % p
+@dataclass(frozen=True)
+class ChinchillaLaw:
+    r"""The parameters of :math:`L(N, D) = E + A N^{-\alpha} + B D^{-\beta}`, with N parameters
+    and D training tokens, loss in nats per token."""
+
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+
+    def __post_init__(self) -> None:
+        for name in ("E", "A", "B", "alpha", "beta"):
+            object.__setattr__(self, name, check.real(name, getattr(self, name)))
 
 
-class ModularMLP(torch.nn.Module):
-    """Embed both operands (one shared table of p vectors of size ``d``), concatenate, one hidden
-    ReLU layer of width ``hidden``, logits over the p residues."""
+@dataclass(frozen=True)
+class ChinchillaFit(ChinchillaLaw):
+    """A law as :func:`fit_chinchilla` found it, with the final Huber objective and whether
+    L-BFGS reported convergence."""
 
-    def __init__(self, p: int = 97, d: int = 32, hidden: int = 128) -> None:
-        super().__init__()
-        self.embed = torch.nn.Embedding(p, d)
-        self.mlp = torch.nn.Sequential(
-            torch.nn.Linear(2 * d, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, p)
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.mlp(self.embed(x).flatten(1))
-
-    def weight_norm(self) -> float:
-        return float(torch.cat([q.detach().flatten() for q in self.parameters()]).norm())
+    huber: float
+    converged: bool
 
 
-def train_modular(
-    p: int = 97,
-    train_frac: float = 0.4,
-    weight_decay: float = 1.0,
-    steps: int = 3000,
-    lr: float = 3e-3,
-    d: int = 32,
-    hidden: int = 128,
-    seed: int = 0,
-    every: int = 100,
-    stop_at: float | None = None,
-    progress: Any = None,
-) -> Tracker:
-    """Full-batch AdamW (betas 0.9, 0.98) on a random ``train_frac`` of the pairs of
-    :func:`modular_addition`. Logs every ``every`` steps: train_loss, train_acc, test_acc,
-    weight_norm and the effective rank of the embedding table. ``stop_at``: stop once test
-    accuracy reaches it (for sweeps)."""
-    if not 0 < train_frac < 1:
-        raise ValueError(f"train_frac must be in (0, 1), got {train_frac!r}")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    x, y = modular_addition(p)
-    perm = torch.randperm(p * p, generator=torch.Generator().manual_seed(seed))
-    n_train = int(round(train_frac * p * p))
-    train, test = perm[:n_train], perm[n_train:]
-    torch.manual_seed(seed)
-    model = ModularMLP(p, d, hidden)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
-    tracker = Tracker(every)
-    loop = range(steps + 1) if progress is None else progress(range(steps + 1))
-    for step in loop:
-        logits = model(x[train])
-        loss = torch.nn.functional.cross_entropy(logits, y[train])
-        if tracker.due(step):
-            with torch.no_grad():
-                test_acc = (model(x[test]).argmax(1) == y[test]).float().mean().item()
-                tracker.log(
-                    step,
-                    train_loss=loss.item(),
-                    train_acc=(logits.argmax(1) == y[train]).float().mean().item(),
-                    test_acc=test_acc,
-                    weight_norm=model.weight_norm(),
-                    embed_rank=effective_rank(model.embed.weight.detach()),
-                )
-            if stop_at is not None and test_acc >= stop_at:
-                break
-        if step == steps:
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return tracker
+CHINCHILLA = ChinchillaLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+"""Hoffmann et al. (2022), Approach 3, as printed in the paper (immutable)."""
 
 
-class Teacher:
-    r"""A fixed random two-layer tanh network that labels inputs :math:`x \sim N(0, I_{d})` by
-    sampling :math:`y \sim \mathrm{softmax}(f(x) / T)`. A student trained on fresh samples never
-    sees the same example twice (no overfitting), and the loss it can reach is known exactly: the
-    mean conditional entropy :math:`E = \mathbb E_x H(y \mid x)` (:meth:`entropy`)."""
-
-    def __init__(
-        self,
-        d_in: int = 16,
-        n_classes: int = 10,
-        width: int = 64,
-        temperature: float = 1.0,
-        seed: int = 0,
-    ) -> None:
-        for name, value in (("d_in", d_in), ("n_classes", n_classes), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ValueError(f"{name} must be an int >= 2, got {value!r}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature!r}")
-        g = torch.Generator().manual_seed(seed)
-        self.d_in, self.n_classes, self.temperature = d_in, n_classes, float(temperature)
-        self.w1 = torch.randn(d_in, width, generator=g) * (2.0 / d_in) ** 0.5
-        self.w2 = torch.randn(width, n_classes, generator=g) * (4.0 / width) ** 0.5
-
-    def logits(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.d_in:
-            raise ValueError(f"x must be a (n, {self.d_in}) tensor")
-        return torch.tanh(x @ self.w1) @ self.w2 / self.temperature
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """``n`` fresh inputs and their sampled labels."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
-        x = torch.randn(n, self.d_in, generator=generator)
-        y = torch.multinomial(torch.softmax(self.logits(x), 1), 1, generator=generator)
-        return x, y.squeeze(1)
-
-    def entropy(self, x: Tensor) -> float:
-        """Mean over ``x`` of the entropy of the label distribution (nats): the lowest possible
-        expected cross-entropy of any student."""
-        logp = torch.log_softmax(self.logits(x), 1)
-        return float(-(logp.exp() * logp).sum(1).mean())
-
-
-def train_student(
-    teacher: Teacher,
-    width: int,
-    steps: int = 1500,
-    batch: int = 256,
-    lr: float = 3e-3,
-    seed: int = 0,
-    callback: Callable[[int, torch.nn.Module, Tensor], None] | None = None,
-) -> torch.nn.Module:
-    """A two-layer tanh MLP of hidden ``width`` trained with Adam on ``steps`` fresh batches from
-    ``teacher`` (cross-entropy on the sampled labels). Returns the trained student.
-
-    ``callback(step, student, loss)``, if given, runs at every step after the backward pass and
-    before the update (gradients in ``.grad``): the place to log estimators."""
-    if not isinstance(teacher, Teacher):
-        raise TypeError(f"teacher must be a Teacher, got {type(teacher).__name__}")
-    for name, value in (("width", width), ("steps", steps), ("batch", batch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    torch.manual_seed(seed)
-    student = torch.nn.Sequential(
-        torch.nn.Linear(teacher.d_in, width),
-        torch.nn.Tanh(),
-        torch.nn.Linear(width, teacher.n_classes),
-    )
-    opt = torch.optim.Adam(student.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(10_000 + seed)
-    for step in range(steps):
-        x, y = teacher.sample(batch, g)
-        loss = torch.nn.functional.cross_entropy(student(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if callback is not None:
-            callback(step, student, loss.detach())
-        opt.step()
-    return student
-
-
-CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
-"""Hoffmann et al. (2022), Approach 3, as printed in the paper: L(N, D) = E + A/N^alpha + B/D^beta
-with N parameters and D training tokens, loss in nats per token."""
-
-
-def _params(params: dict[str, float]) -> tuple[float, float, float, float, float]:
-    missing = {"E", "A", "B", "alpha", "beta"} - set(params)
-    if missing:
-        raise ValueError(f"params is missing {sorted(missing)}")
-    return (params["E"], params["A"], params["B"], params["alpha"], params["beta"])
-
-
-def chinchilla_loss(n: Any, d: Any, params: dict[str, float] = CHINCHILLA) -> np.ndarray:
+def chinchilla_loss(n: Any, d: Any, params: ChinchillaLaw = CHINCHILLA) -> np.ndarray:
     r""":math:`L(N, D) = E + A N^{-\alpha} + B D^{-\beta}` (Hoffmann et al., 2022, eq. 2)."""
-    e, a, b, alpha, beta = _params(params)
-    n, d = np.asarray(n, dtype=float), np.asarray(d, dtype=float)
-    if np.any(n <= 0) or np.any(d <= 0):
-        raise ValueError("n and d must be positive")
-    return e + a * n**-alpha + b * d**-beta
+    law = check.instance("params", params, ChinchillaLaw)
+    n, d = (
+        check.array("n", n, ndim=None, positive=True),
+        check.array("d", d, ndim=None, positive=True),
+    )
+    return law.E + law.A * n**-law.alpha + law.B * d**-law.beta
 
 
-def compute_optimal(flops: float, params: dict[str, float] = CHINCHILLA) -> tuple[float, float]:
+def _check_compute_optimal_args(flops: Any, params: Any) -> tuple[float, ChinchillaLaw]:
+    law = check.instance("params", params, ChinchillaLaw)
+    for name in ("A", "B", "alpha", "beta"):
+        check.positive(f"params.{name}", getattr(law, name))
+    return check.positive("flops", flops), law
+
+
+def compute_optimal(flops: float, params: ChinchillaLaw = CHINCHILLA) -> tuple[float, float]:
     r"""The (N, D) minimizing :math:`L(N, D)` at a compute budget :math:`C = 6ND` FLOPs:
     :math:`N_{opt} = G (C/6)^{\beta/(\alpha+\beta)}`, :math:`D_{opt} = G^{-1}
     (C/6)^{\alpha/(\alpha+\beta)}` with :math:`G = (\alpha A / \beta B)^{1/(\alpha+\beta)}`
     (Hoffmann et al., 2022, eq. 4)."""
-    _, a, b, alpha, beta = _params(params)
-    if not flops > 0:
-        raise ValueError(f"flops must be positive, got {flops!r}")
+    flops, law = _check_compute_optimal_args(flops, params)
+    a, b, alpha, beta = law.A, law.B, law.alpha, law.beta
     g = (alpha * a / (beta * b)) ** (1 / (alpha + beta))
     n = g * (flops / 6) ** (beta / (alpha + beta))
     return float(n), float(flops / 6 / n)
 
 
-def _huber(r: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
-    small = np.abs(r) <= delta
-    value = np.where(small, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta))
-    return value, np.where(small, r, delta * np.sign(r))
+def _chinchilla_terms(
+    theta: np.ndarray, ln: np.ndarray, ld: np.ndarray, ll: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Residuals LSE(a - alpha log N, b - beta log D, e) - log L and the softmax weights of the
+    three terms; theta = (a, b, e, alpha, beta) of shape (5,), or (5, k, 1) for k at once."""
+    a, b, e, alpha, beta = theta
+    z = np.stack(np.broadcast_arrays(a - alpha * ln, b - beta * ld, e + 0 * ln))
+    # by hand, not scipy.special.logsumexp: that rounds the last bit differently, and L-BFGS run
+    # to gtol 1e-10 turns it into changes of 1e-6 in the fitted parameters
+    zmax = z.max(0)
+    w = np.exp(z - zmax)
+    return zmax + np.log(w.sum(0)) - ll, w / w.sum(0)
+
+
+def _chinchilla_objective(
+    theta: np.ndarray, ln: np.ndarray, ld: np.ndarray, ll: np.ndarray, delta: float
+) -> tuple[float, np.ndarray]:
+    """:func:`fit_chinchilla`'s objective, the summed Huber loss of the residuals, and its
+    gradient in theta (chain rule: Huber'(r) = clip(r, -delta, delta), dLSE/dz = softmax)."""
+    r, soft = _chinchilla_terms(theta, ln, ld, ll)
+    dr = np.clip(r, -delta, delta)
+    grad = np.array(
+        [dr @ soft[0], dr @ soft[1], dr @ soft[2], -(dr * soft[0]) @ ln, -(dr * soft[1]) @ ld]
+    )
+    return float(special.huber(delta, r).sum()), grad
 
 
 def fit_chinchilla(
@@ -492,7 +371,7 @@ def fit_chinchilla(
     n_starts: int = 8,
     maxiter: int = 1000,
     gtol: float = 1e-10,
-) -> dict[str, float]:
+) -> ChinchillaFit:
     r"""Fit :math:`L = E + A N^{-\alpha} + B D^{-\beta}` the way Hoffmann et al. (2022) describe:
     minimize :math:`\sum_i \mathrm{Huber}_\delta\big(\mathrm{LSE}(a - \alpha \log N_i,\ b - \beta
     \log D_i,\ e) - \log L_i\big)` over :math:`(a, b, e, \alpha, \beta)` with L-BFGS, where
@@ -501,43 +380,13 @@ def fit_chinchilla(
     :math:`a, b \in \{0, 5, \dots, 25\}`). ``maxiter`` and ``gtol`` are L-BFGS's stopping rules:
     loosen them to see what an optimizer that stops early reports (Besiroglu et al., 2024).
 
-    Returns E, A, B, alpha, beta, the objective ``huber`` and ``converged``."""
-    from scipy.optimize import minimize
-
-    arrays = [_clean(name, v, 5) for name, v in (("n", n), ("d", d), ("loss", loss))]
-    if any(np.any(a <= 0) for a in arrays):
-        raise ValueError("n, d and loss must be positive")
-    ln, ld, ll = (np.log(a) for a in arrays)
-    if not ln.size == ld.size == ll.size:
-        raise ValueError(f"n, d and loss differ in length: {ln.size}, {ld.size}, {ll.size}")
-    if not delta > 0:
-        raise ValueError(f"delta must be positive, got {delta!r}")
-    if isinstance(n_starts, bool) or not isinstance(n_starts, int) or n_starts < 1:
-        raise ValueError(f"n_starts must be a positive int, got {n_starts!r}")
-
-    def terms(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Residuals LSE(...) - log L and the softmax weights of the three terms; theta of shape
-        (5,) or (5, k, 1) for k parameter vectors at once."""
-        a, b, e, alpha, beta = theta
-        z = np.stack(np.broadcast_arrays(a - alpha * ln, b - beta * ld, e + 0 * ln))
-        zmax = z.max(0)
-        w = np.exp(z - zmax)
-        return zmax + np.log(w.sum(0)) - ll, w / w.sum(0)
-
-    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        r, soft = terms(theta)
-        value, dr = _huber(r, delta)
-        grad = np.array(
-            [
-                dr @ soft[0],
-                dr @ soft[1],
-                dr @ soft[2],
-                -(dr * soft[0]) @ ln,
-                -(dr * soft[1]) @ ld,
-            ]
-        )
-        return float(value.sum()), grad
-
+    Returns a :class:`ChinchillaFit`: E, A, B, alpha, beta, the objective ``huber`` and
+    ``converged``."""
+    data = tuple(np.log(v) for v in _samples(5, positive=True, n=n, d=d, loss=loss))
+    delta = check.positive("delta", delta)
+    n_starts = check.integer("n_starts", n_starts, minimum=1)
+    maxiter = check.integer("maxiter", maxiter, minimum=1)
+    gtol = check.nonnegative("gtol", gtol)
     grid = np.array(
         np.meshgrid(
             np.arange(0, 26, 5.0),
@@ -548,12 +397,14 @@ def fit_chinchilla(
             indexing="ij",
         )
     ).reshape(5, -1)
-    scores = _huber(terms(grid[:, :, None])[0], delta)[0].sum(1)  # all grid points at once
+    residuals = _chinchilla_terms(grid[:, :, None], *data)[0]  # all grid points at once
+    scores = special.huber(delta, residuals).sum(1)
     best: Any = None
     for i in np.argsort(scores)[:n_starts]:
         res = minimize(
-            objective,
+            _chinchilla_objective,
             grid[:, i],
+            args=(*data, delta),
             jac=True,
             method="L-BFGS-B",
             options={"maxiter": maxiter, "gtol": gtol, "ftol": 0.0},
@@ -561,12 +412,12 @@ def fit_chinchilla(
         if best is None or res.fun < best.fun:
             best = res
     a, b, e, alpha, beta = (float(v) for v in best.x)
-    return {
-        "E": math.exp(e),
-        "A": math.exp(a),
-        "B": math.exp(b),
-        "alpha": alpha,
-        "beta": beta,
-        "huber": float(best.fun),
-        "converged": bool(best.success),
-    }
+    return ChinchillaFit(
+        E=math.exp(e),
+        A=math.exp(a),
+        B=math.exp(b),
+        alpha=alpha,
+        beta=beta,
+        huber=float(best.fun),
+        converged=bool(best.success),
+    )

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from numbers import Integral, Real
 
 import torch
 from torch import Tensor, nn
+
+from hamlib import _checks as check
 
 __all__ = [
     "HNN",
@@ -39,34 +40,17 @@ Field = Callable[[Tensor, Tensor], Tensor]
 
 
 # ----------------------------------------------------------------------------- argument checks
-def _check_state(q0: Tensor, p0: Tensor) -> None:
-    for name, x in (("q0", q0), ("p0", p0)):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
-    if q0.shape != p0.shape:
-        raise ValueError(
-            f"q0 and p0 must have the same shape, got {tuple(q0.shape)} and {tuple(p0.shape)}"
-        )
-    if q0.dtype != p0.dtype:
-        raise TypeError(f"q0 and p0 must have the same dtype, got {q0.dtype} and {p0.dtype}")
-    if q0.device != p0.device:
-        raise ValueError(f"q0 and p0 must be on one device, got {q0.device} and {p0.device}")
+_FLOATS = (torch.float32, torch.float64)
+
+
+def _check_state(q0: Tensor, p0: Tensor, names: tuple[str, str] = ("q0", "p0")) -> None:
+    check.tensor(names[0], q0, dtype=_FLOATS)
+    check.tensor(names[1], p0, dtype=_FLOATS)
+    check.like(names[0], q0, names[1], p0)
 
 
 def _check_step(h: float, n_steps: int) -> tuple[float, int]:
-    if isinstance(h, bool) or not isinstance(h, Real) or not math.isfinite(h) or h <= 0:
-        raise ValueError(f"h must be a positive finite number, got {h!r}")
-    if isinstance(n_steps, bool) or not isinstance(n_steps, Integral) or n_steps < 0:
-        raise ValueError(f"n_steps must be a non-negative int, got {n_steps!r}")
-    return float(h), int(n_steps)
-
-
-def _check_fields(dH_dq: Field, dH_dp: Field) -> None:
-    for name, f in (("dH_dq", dH_dq), ("dH_dp", dH_dp)):
-        if not callable(f):
-            raise TypeError(f"{name} must be callable as {name}(q, p), got {type(f).__name__}")
+    return check.positive("h", h), check.integer("n_steps", n_steps, minimum=0)
 
 
 def _integrate(
@@ -85,7 +69,8 @@ def _integrate(
 def _prepare(
     dH_dq: Field, dH_dp: Field, q0: Tensor, p0: Tensor, h: float, n_steps: int
 ) -> tuple[float, int]:
-    _check_fields(dH_dq, dH_dp)
+    check.function("dH_dq", dH_dq)
+    check.function("dH_dp", dH_dp)
     _check_state(q0, p0)
     return _check_step(h, n_steps)
 
@@ -190,9 +175,8 @@ def conformal_symplectic_euler(
     ``gamma = 0`` gives symplectic Euler.
     """
     h, n_steps = _prepare(dH_dq, dH_dp, q0, p0, h, n_steps)
-    if isinstance(gamma, bool) or not isinstance(gamma, Real) or not gamma >= 0:
-        raise ValueError(f"gamma must be a non-negative number, got {gamma!r}")
-    decay = math.exp(-float(gamma) * h)
+    gamma = check.nonnegative("gamma", gamma)
+    decay = math.exp(-gamma * h)
 
     def step(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
         p = decay * p
@@ -209,13 +193,10 @@ def energy_drift(H: Callable[[Tensor, Tensor], Tensor], q: Tensor, p: Tensor) ->
     maps states with any leading dimensions to energies. The result has H's output shape on
     ``(q, p)``, i.e. ``(T, *batch)``.
     """
-    if not callable(H):
-        raise TypeError(f"H must be callable as H(q, p), got {type(H).__name__}")
-    _check_state(q, p)
+    check.function("H", H)
+    _check_state(q, p, ("q", "p"))
     if q.ndim < 1 or q.shape[0] < 1:
-        raise ValueError(
-            f"q must be a trajectory with a leading time dimension, got {tuple(q.shape)}"
-        )
+        raise ValueError(f"q must be a trajectory (T, ...) with T >= 1, got {tuple(q.shape)}")
     E = H(q, p)
     if not isinstance(E, Tensor) or E.ndim < 1 or E.shape[0] != q.shape[0]:
         raise ValueError("H(q, p) must return a tensor whose first dimension is time")
@@ -223,6 +204,13 @@ def energy_drift(H: Callable[[Tensor, Tensor], Tensor], q: Tensor, p: Tensor) ->
 
 
 # ----------------------------------------------------------------------------- attention
+def _check_attention_particles_args(
+    x0: Tensor, beta: float, h: float, n_steps: int
+) -> tuple[float, float, int]:
+    check.tensor("x0", x0, dtype=_FLOATS, min_ndim=2, layout="(..., n_tokens, d)")
+    return (check.real("beta", beta), *_check_step(h, n_steps))
+
+
 def attention_particles(x0: Tensor, beta: float, h: float, n_steps: int) -> Tensor:
     r"""Tokens on the sphere moved by self-attention (Geshkovski, Letrouit, Polyanskiy & Rigollet,
     "A mathematical perspective on Transformers", 2023), with Q = K = V = I:
@@ -235,22 +223,40 @@ def attention_particles(x0: Tensor, beta: float, h: float, n_steps: int) -> Tens
     role). ``x0`` has shape ``(..., n_tokens, d)`` and is normalized first; returns the trajectory,
     shape ``(n_steps + 1, *x0.shape)``.
     """
-    if not isinstance(x0, Tensor) or x0.ndim < 2 or x0.dtype not in (torch.float32, torch.float64):
-        raise TypeError("x0 must be a float tensor of shape (..., n_tokens, d)")
-    if isinstance(beta, bool) or not isinstance(beta, Real) or not math.isfinite(beta):
-        raise ValueError(f"beta must be a finite number, got {beta!r}")
-    h, n_steps = _check_step(h, n_steps)
+    beta, h, n_steps = _check_attention_particles_args(x0, beta, h, n_steps)
     x = x0 / x0.norm(dim=-1, keepdim=True)
-    xs = torch.empty((n_steps + 1, *x.shape), dtype=x.dtype)
+    xs = torch.empty((n_steps + 1, *x.shape), dtype=x.dtype, device=x.device)
     xs[0] = x
     for n in range(n_steps):
-        weights = torch.softmax(float(beta) * x @ x.transpose(-1, -2), dim=-1)
+        weights = torch.softmax(beta * x @ x.transpose(-1, -2), dim=-1)
         y = weights @ x
         v = y - (x * y).sum(-1, keepdim=True) * x
         x = x + h * v
         x = x / x.norm(dim=-1, keepdim=True)
         xs[n + 1] = x
     return xs
+
+
+def _check_hamiltonian_attention_args(
+    q: Tensor, k: Tensor, v: Tensor, lam: float, alpha: float, beta: float, gamma: float
+) -> tuple[float, float, float, float]:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check.tensor(name, t, floating=True)
+    check.like("k", k, "q", q, shape=False)
+    check.like("v", v, "q", q, shape=False)
+    check.tensor("q", q, min_ndim=2, layout="(..., n, d)")
+    same_rank = q.ndim == k.ndim == v.ndim
+    if not same_rank or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            "q, k and v must have shapes (..., n, d), (..., m, d), (..., m, e), got incompatible "
+            f"shapes {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    return (
+        check.real("lam", lam),
+        check.real("alpha", alpha),
+        check.real("beta", beta),
+        check.real("gamma", gamma),
+    )
 
 
 def hamiltonian_attention(
@@ -266,14 +272,7 @@ def hamiltonian_attention(
     per-key bias :math:`-\lambda\beta|K_j|^2`. Chapter 5 measures this. Shapes: q (..., n, d),
     k (..., m, d), v (..., m, e).
     """
-    if not all(isinstance(t, Tensor) for t in (q, k, v)):
-        raise TypeError("q, k and v must be tensors")
-    if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
-        raise ValueError("q, k and v must have shapes (..., n, d), (..., m, d), (..., m, e)")
-    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
-        raise ValueError(
-            f"incompatible shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-        )
+    lam, alpha, beta, gamma = _check_hamiltonian_attention_args(q, k, v, lam, alpha, beta, gamma)
     d = q.shape[-1]
     dots = q @ k.transpose(-1, -2)
     H = alpha * (q * q).sum(-1, keepdim=True) + beta * (k * k).sum(-1).unsqueeze(-2) + gamma * dots
@@ -291,7 +290,29 @@ def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
     )
 
 
-class HNN(nn.Module):
+class _PhaseSpaceMLP(nn.Module):
+    """An MLP on the state (q, p), each of shape (..., dim), with 1 or 2 * dim outputs: the one
+    place where the two models below check their sizes and inputs."""
+
+    def __init__(self, dim: int, hidden: int, *, vector_output: bool) -> None:
+        super().__init__()
+        self.dim = check.integer("dim", dim, minimum=1)
+        hidden = check.integer("hidden", hidden, minimum=1)
+        self.net = _mlp(2 * self.dim, hidden, 2 * self.dim if vector_output else 1)
+
+    def _state(self, q: Tensor, p: Tensor) -> Tensor:
+        """(q, p) checked and concatenated along the last dimension."""
+        check.tensor("q", q, floating=True)
+        check.tensor("p", p, floating=True)
+        if q.shape != p.shape or q.shape[-1:] != (self.dim,):
+            raise ValueError(
+                f"q and p must both have shape (..., {self.dim}), got "
+                f"{tuple(q.shape)} and {tuple(p.shape)}"
+            )
+        return torch.cat([q, p], dim=-1)
+
+
+class HNN(_PhaseSpaceMLP):
     r"""Hamiltonian neural network (Greydanus, Dzamba & Yosinski, NeurIPS 2019).
 
     An MLP outputs a scalar :math:`H_\theta(q, p)`; the vector field is *derived* from it,
@@ -301,26 +322,12 @@ class HNN(nn.Module):
     """
 
     def __init__(self, dim: int, hidden: int = 200) -> None:
-        super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
-        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-            raise ValueError(f"hidden must be a positive int, got {hidden!r}")
-        self.dim = dim
-        self.net = _mlp(2 * dim, hidden, 1)
+        super().__init__(dim, hidden, vector_output=False)
         self._last: tuple[Tensor, Tensor, tuple[int, ...], Tensor, Tensor] | None = None
-
-    def _split_check(self, q: Tensor, p: Tensor) -> None:
-        if q.shape != p.shape or q.shape[-1:] != (self.dim,):
-            raise ValueError(
-                f"q and p must both have shape (..., {self.dim}), got "
-                f"{tuple(q.shape)} and {tuple(p.shape)}"
-            )
 
     def forward(self, q: Tensor, p: Tensor) -> Tensor:
         """The learned energy H(q, p), one value per state (the last dimension is summed out)."""
-        self._split_check(q, p)
-        return self.net(torch.cat([q, p], dim=-1)).squeeze(-1)
+        return self.net(self._state(q, p)).squeeze(-1)
 
     def grads(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
         """(dH/dq, dH/dp) by autograd; differentiable in the parameters (for training)."""
@@ -356,27 +363,23 @@ class HNN(nn.Module):
         return self._grads_cached(q, p)[1]
 
 
-class MLPField(nn.Module):
+class MLPField(_PhaseSpaceMLP):
     """The baseline of Greydanus et al.: an MLP that predicts (dq/dt, dp/dt) directly.
 
     Nothing ties its vector field to an energy, so nothing makes its flow conserve one.
     """
 
     def __init__(self, dim: int, hidden: int = 200) -> None:
-        super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
-        self.dim = dim
-        self.net = _mlp(2 * dim, hidden, 2 * dim)
+        super().__init__(dim, hidden, vector_output=True)
+
+    def forward(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        """The predicted (dq/dt, dp/dt), each of q's shape."""
+        out = self.net(self._state(q, p))
+        return out[..., : self.dim], out[..., self.dim :]
 
     def vector_field(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-        if q.shape != p.shape or q.shape[-1:] != (self.dim,):
-            raise ValueError(
-                f"q and p must both have shape (..., {self.dim}), got "
-                f"{tuple(q.shape)} and {tuple(p.shape)}"
-            )
-        out = self.net(torch.cat([q, p], dim=-1))
-        return out[..., : self.dim], out[..., self.dim :]
+        """(dq/dt, dp/dt), as :meth:`HNN.vector_field`."""
+        return self(q, p)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -386,22 +389,14 @@ LogProb = Callable[[Tensor], Tensor]
 def _check_sampler_args(
     log_prob: LogProb,
     x0: Tensor,
-    n_samples: int,
     step_size: float,
+    n_samples: int,
     generator: torch.Generator | None,
-) -> None:
-    if not callable(log_prob):
-        raise TypeError(f"log_prob must be callable, got {type(log_prob).__name__}")
-    if not isinstance(x0, Tensor) or x0.dtype not in (torch.float32, torch.float64) or x0.ndim < 1:
-        raise TypeError("x0 must be a float32/float64 tensor of shape (..., dim)")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
-    if isinstance(step_size, bool) or not isinstance(step_size, Real) or not step_size > 0:
-        raise ValueError(f"step_size must be a positive number, got {step_size!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-        )
+) -> tuple[float, int]:
+    check.function("log_prob", log_prob)
+    check.tensor("x0", x0, dtype=_FLOATS, min_ndim=1, layout="(..., dim)")
+    check.generator("generator", generator)  # None stays None: torch's default for x0's device
+    return check.positive("step_size", step_size), check.integer("n_samples", n_samples, minimum=1)
 
 
 def _logp_and_grad(log_prob: LogProb, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -444,28 +439,25 @@ def hmc(
     A fixed trajectory length can be a whole period of some direction of the target, which then
     barely moves; randomizing the step breaks that resonance (Neal, 2011, section 5.4.2.2).
     """
-    _check_sampler_args(log_prob, x0, n_samples, step_size, generator)
-    if isinstance(n_leapfrog, bool) or not isinstance(n_leapfrog, int) or n_leapfrog < 1:
-        raise ValueError(f"n_leapfrog must be a positive int, got {n_leapfrog!r}")
-    if isinstance(jitter, bool) or not isinstance(jitter, Real) or not 0 <= jitter < 1:
-        raise ValueError(f"jitter must be in [0, 1), got {jitter!r}")
+    step_size, n_samples = _check_sampler_args(log_prob, x0, step_size, n_samples, generator)
+    n_leapfrog = check.integer("n_leapfrog", n_leapfrog, minimum=1)
+    jitter = check.real("jitter", jitter, low=0.0, high=1.0, open_high=True)
     x = x0.detach().clone()
     lp, g = _logp_and_grad(log_prob, x)
-    samples = torch.empty((n_samples, *x.shape), dtype=x.dtype)
-    accepted = torch.zeros(x.shape[:-1], dtype=x.dtype)
+    samples, accepted = x.new_empty((n_samples, *x.shape)), x.new_zeros(x.shape[:-1])
     for i in range(n_samples):
-        p0 = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-        eps = float(step_size)
-        if jitter:
-            u_eps = torch.rand((), generator=generator, dtype=torch.float64).item()
-            eps *= 1.0 + jitter * (2.0 * u_eps - 1.0)
+        p0 = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        eps: float | Tensor = step_size
+        if jitter:  # a 0-d tensor on x's device: no round trip to the host
+            u_eps = torch.rand((), generator=generator, dtype=torch.float64, device=x.device)
+            eps = step_size * (1.0 + jitter * (2.0 * u_eps - 1.0))
         xn, pn, gn = x, p0 + 0.5 * eps * g, g
         for j in range(n_leapfrog):
             xn = xn + eps * pn
             lpn, gn = _logp_and_grad(log_prob, xn)
             pn = pn + (eps if j < n_leapfrog - 1 else 0.5 * eps) * gn
         dH = (-lpn + 0.5 * (pn * pn).sum(-1)) - (-lp + 0.5 * (p0 * p0).sum(-1))
-        u = torch.rand(x.shape[:-1], generator=generator, dtype=x.dtype)
+        u = torch.rand(x.shape[:-1], generator=generator, dtype=x.dtype, device=x.device)
         accept = torch.log(u) < -torch.nan_to_num(dH, nan=math.inf)
         x = torch.where(accept[..., None], xn, x)
         lp = torch.where(accept, lpn, lp)
@@ -486,17 +478,16 @@ def random_walk_metropolis(
 
     Same conventions as :func:`hmc`; one density evaluation (no gradient) per iteration.
     """
-    _check_sampler_args(log_prob, x0, n_samples, step_size, generator)
-    sigma = float(step_size)
+    sigma, n_samples = _check_sampler_args(log_prob, x0, step_size, n_samples, generator)
     x = x0.detach().clone()
     with torch.no_grad():
         lp = log_prob(x)
-        samples = torch.empty((n_samples, *x.shape), dtype=x.dtype)
-        accepted = torch.zeros(x.shape[:-1], dtype=x.dtype)
+        samples, accepted = x.new_empty((n_samples, *x.shape)), x.new_zeros(x.shape[:-1])
         for i in range(n_samples):
-            xn = x + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            xn = x + sigma * z
             lpn = log_prob(xn)
-            u = torch.rand(x.shape[:-1], generator=generator, dtype=x.dtype)
+            u = torch.rand(x.shape[:-1], generator=generator, dtype=x.dtype, device=x.device)
             accept = torch.log(u) < lpn - lp
             x = torch.where(accept[..., None], xn, x)
             lp = torch.where(accept, lpn, lp)
@@ -514,8 +505,9 @@ def effective_sample_size(x: Tensor) -> Tensor:
     tensor of shape ``x.shape[1:]``. For an AR(1) chain with coefficient :math:`\phi` the ESS
     tends to :math:`n(1-\phi)/(1+\phi)`.
     """
-    if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[0] < 4:
-        raise ValueError("x must be a tensor of shape (n, ...) with n >= 4 draws")
+    check.tensor("x", x)
+    if x.ndim < 1 or x.shape[0] < 4:
+        raise ValueError(f"x must have shape (n, ...) with n >= 4 draws, got {tuple(x.shape)}")
     x = x.to(torch.float64)
     n = x.shape[0]
     xc = x - x.mean(0)

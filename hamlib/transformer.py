@@ -1,147 +1,65 @@
-r"""A decoder-only Transformer written out piece by piece, each piece checkable against PyTorch.
+r"""A decoder-only Transformer written out module by module, each checkable against PyTorch.
 
 Shapes: a batch of sequences of token ids is (batch, seq); activations are (batch, seq, d_model);
-per-head tensors are (batch, heads, seq, head_dim).
+per-head tensors are (batch, heads, seq, head_dim). The formulas (attention, the causal mask,
+positions) are in :mod:`hamlib.attention`; text and training in :mod:`hamlib.text`.
 
-- :func:`attention`: scaled dot-product attention, causal or masked, optionally returning the
-  weights.
-- :func:`sinusoidal_positions`, :func:`apply_rope`: absolute and rotary position information.
 - :class:`MultiHeadAttention` with grouped-query attention (``n_kv_heads``) and a KV cache.
 - :class:`RMSNorm`, :class:`FeedForward` (GELU or SwiGLU), :class:`Block` (pre- or post-norm).
-- :class:`GPT` with :meth:`GPT.generate` (with or without the KV cache) and :func:`train_gpt`.
-- :func:`kv_cache_bytes`, :func:`count_parameters`, :class:`CharTokenizer`, :func:`load_text`.
+- :class:`GPT` (configured by :class:`GPTConfig`) with :meth:`GPT.generate`, with or without
+  the KV cache.
+- :func:`kv_cache_bytes`, :func:`count_parameters`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hamlib import _checks as check
+from hamlib.attention import apply_rope, attention, causal_mask, sinusoidal_positions
+
 __all__ = [
     "GPT",
     "Block",
-    "CharTokenizer",
     "FeedForward",
     "GPTConfig",
     "KVCache",
     "MultiHeadAttention",
     "RMSNorm",
-    "apply_rope",
-    "attention",
     "count_parameters",
     "kv_cache_bytes",
-    "load_text",
-    "sinusoidal_positions",
-    "train_gpt",
 ]
-
-DATA = Path(__file__).parent / "data"
-
-
-def attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    causal: bool = False,
-    mask: Tensor | None = None,
-    return_weights: bool = False,
-) -> Tensor | tuple[Tensor, Tensor]:
-    r""":math:`\mathrm{softmax}(QK^\top/\sqrt{d} + M)\,V` over the last two dimensions.
-
-    q is (..., S_q, d), k is (..., S_k, d), v is (..., S_k, d_v). ``causal``: query i may see key
-    j when j <= i + (S_k - S_q), i.e. the queries are the *last* S_q positions (the convention of
-    decoding with a KV cache; for S_q = S_k it is the usual lower-triangular mask, as in
-    ``F.scaled_dot_product_attention(is_causal=True)``). ``mask``: a bool tensor (True = may
-    attend) or an additive float tensor, broadcastable to (..., S_q, S_k).
-    """
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, Tensor) or t.dim() < 2:
-            raise ValueError(f"{name} must be a tensor with at least 2 dimensions (..., seq, dim)")
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(
-            f"q and k must share the last dimension, got {q.shape[-1]} and {k.shape[-1]}"
-        )
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"k and v must have the same length, got {k.shape[-2]} and {v.shape[-2]}")
-    s_q, s_k = q.shape[-2], k.shape[-2]
-    if causal and s_q > s_k:
-        raise ValueError(f"causal attention needs at least as many keys as queries ({s_k} < {s_q})")
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    if causal:
-        keep = torch.ones(s_q, s_k, dtype=torch.bool, device=q.device).tril(s_k - s_q)
-        scores = scores.masked_fill(~keep, float("-inf"))
-    if mask is not None:
-        if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        else:
-            scores = scores + mask
-    weights = torch.softmax(scores, dim=-1)
-    out = weights @ v
-    return (out, weights) if return_weights else out
-
-
-def sinusoidal_positions(n_positions: int, d_model: int, base: float = 10000.0) -> Tensor:
-    r"""Vaswani et al. (2017): :math:`PE_{p,2i} = \sin(p\,\omega_i)`,
-    :math:`PE_{p,2i+1} = \cos(p\,\omega_i)` with :math:`\omega_i = \mathrm{base}^{-2i/d}`."""
-    if n_positions < 1 or d_model < 2 or d_model % 2:
-        raise ValueError(
-            f"need n_positions >= 1 and an even d_model >= 2, got {n_positions} and {d_model}"
-        )
-    pos = torch.arange(n_positions, dtype=torch.float32)[:, None]
-    omega = base ** (-torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)
-    pe = torch.empty(n_positions, d_model)
-    pe[:, 0::2] = torch.sin(pos * omega)
-    pe[:, 1::2] = torch.cos(pos * omega)
-    return pe
-
-
-def apply_rope(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
-    r"""Rotary position embedding (Su et al., 2021): rotate each pair
-    :math:`(x_{2i}, x_{2i+1})` by the angle :math:`p\,\theta_i`, :math:`\theta_i =
-    \mathrm{base}^{-2i/d}`, where p is the token's position.
-
-    x is (..., seq, d) with d even; positions is (seq,). Because rotations compose,
-    :math:`\langle R_m q, R_n k\rangle = \langle q, R_{n-m} k\rangle`: scores depend on m - n only.
-    """
-    if not isinstance(x, Tensor) or x.dim() < 2:
-        raise ValueError("x must be a tensor (..., seq, head_dim)")
-    d = x.shape[-1]
-    if d % 2:
-        raise ValueError(f"RoPE rotates pairs of dimensions: head_dim must be even, got {d}")
-    positions = torch.as_tensor(positions, device=x.device)
-    if positions.dim() != 1 or positions.shape[0] != x.shape[-2]:
-        raise ValueError(
-            f"positions must be 1-D with one entry per token ({x.shape[-2]}), "
-            f"got shape {tuple(positions.shape)}"
-        )
-    dt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    theta = base ** (-torch.arange(0, d, 2, device=x.device, dtype=dt) / d)
-    angle = positions.to(dt)[:, None] * theta  # (seq, d/2)
-    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    out = torch.empty_like(x)
-    out[..., 0::2] = x1 * cos - x2 * sin
-    out[..., 1::2] = x1 * sin + x2 * cos
-    return out
 
 
 @dataclass
 class KVCache:
     """Keys and values of the tokens seen so far, one (k, v) pair per layer, each
-    (batch, n_kv_heads, seq, head_dim). Grows by concatenation."""
+    (batch, n_kv_heads, seq, head_dim). Grows by concatenation in :meth:`update`."""
 
     layers: list[tuple[Tensor, Tensor] | None] = field(default_factory=list)
 
-    def length(self) -> int:
-        first = self.layers[0] if self.layers else None
-        return 0 if first is None else first[0].shape[2]
+    def length(self, layer: int = 0) -> int:
+        """The number of tokens cached for ``layer`` (0 before its first update)."""
+        layer = check.integer("layer", layer, minimum=0)
+        entry = self.layers[layer] if layer < len(self.layers) else None
+        return 0 if entry is None else entry[0].shape[2]
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append the new tokens' ``k`` and ``v`` to ``layer``'s; return all its keys and values."""
+        layer = check.integer("layer", layer, minimum=0)
+        while len(self.layers) <= layer:
+            self.layers.append(None)
+        entry = self.layers[layer]
+        if entry is not None:
+            k, v = torch.cat([entry[0], k], dim=2), torch.cat([entry[1], v], dim=2)
+        self.layers[layer] = (k, v)
+        return k, v
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for kv in self.layers if kv for t in kv)
@@ -166,10 +84,15 @@ class MultiHeadAttention(nn.Module):
         bias: bool = False,
     ) -> None:
         super().__init__()
+        d_model = check.integer("d_model", d_model, minimum=1)
+        n_heads = check.integer("n_heads", n_heads, minimum=1)
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-        if n_heads < 1 or d_model % n_heads:
+        n_kv_heads = check.integer("n_kv_heads", n_kv_heads, minimum=1)
+        rope, bias = check.boolean("rope", rope), check.boolean("bias", bias)
+        rope_base = check.positive("rope_base", rope_base)
+        if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be a multiple of n_heads ({n_heads})")
-        if n_kv_heads < 1 or n_heads % n_kv_heads:
+        if n_heads % n_kv_heads:
             raise ValueError(f"n_heads ({n_heads}) must be a multiple of n_kv_heads ({n_kv_heads})")
         self.head_dim = d_model // n_heads
         if rope and self.head_dim % 2:
@@ -207,6 +130,16 @@ class MultiHeadAttention(nn.Module):
                     dst.bias.copy_(b.repeat_interleave(group, dim=0).reshape(-1))
         return full
 
+    def _check_forward_args(
+        self, x: Tensor, causal: bool, cache: KVCache | None, layer: int, return_weights: bool
+    ) -> None:
+        check.tensor("x", x, floating=True, shape=(None, None, self.d_model))
+        check.boolean("causal", causal)
+        if cache is not None and not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache or None, got {type(cache).__name__}")
+        check.integer("layer", layer, minimum=0)
+        check.boolean("return_weights", return_weights)
+
     def forward(
         self,
         x: Tensor,
@@ -217,26 +150,17 @@ class MultiHeadAttention(nn.Module):
     ) -> Tensor | tuple[Tensor, Tensor]:
         """x is (batch, seq, d_model). With a ``cache``, x holds only the new tokens: their keys
         and values are appended to ``cache.layers[layer]`` and they attend to everything cached."""
-        if x.dim() != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"x must be (batch, seq, {self.d_model}), got {tuple(x.shape)}")
+        self._check_forward_args(x, causal, cache, layer, return_weights)
         b, s, _ = x.shape
         q = self.q_proj(x).view(b, s, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, s, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, s, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        past = 0
-        if cache is not None:
-            while len(cache.layers) <= layer:
-                cache.layers.append(None)
-            entry = cache.layers[layer]
-            past = 0 if entry is None else entry[0].shape[2]
         if self.rope:
+            past = 0 if cache is None else cache.length(layer)
             pos = torch.arange(past, past + s, device=x.device)
             q, k = apply_rope(q, pos, self.rope_base), apply_rope(k, pos, self.rope_base)
         if cache is not None:
-            entry = cache.layers[layer]
-            if entry is not None:
-                k, v = torch.cat([entry[0], k], dim=2), torch.cat([entry[1], v], dim=2)
-            cache.layers[layer] = (k, v)
+            k, v = cache.update(layer, k, v)
         group = self.n_heads // self.n_kv_heads
         if group > 1:  # each key/value head serves `group` consecutive query heads
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
@@ -244,15 +168,13 @@ class MultiHeadAttention(nn.Module):
         if return_weights:
             out, weights = attention(q, k, v, causal=causal, return_weights=True)
         else:  # the same function as `attention` (tested), fused by PyTorch: ~1.6x faster here
-            s_k = k.shape[2]
-            keep = None
-            if causal and s != s_k:  # new queries are the last s positions of s_k
-                keep = torch.ones(s, s_k, dtype=torch.bool, device=x.device).tril(s_k - s)
+            s_k = k.shape[2]  # new queries are the last s of s_k positions
+            keep = causal_mask(s, s_k, x.device) if causal and s != s_k else None
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=keep, is_causal=causal and keep is None
             )
         out = self.o_proj(out.transpose(1, 2).reshape(b, s, self.d_model))
-        return (out, weights) if return_weights and weights is not None else out
+        return out if weights is None else (out, weights)
 
 
 class RMSNorm(nn.Module):
@@ -261,11 +183,17 @@ class RMSNorm(nn.Module):
 
     def __init__(self, d: int, eps: float = 1e-6) -> None:
         super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d))
+        self.eps = check.positive("eps", eps)
+        self.weight = nn.Parameter(torch.ones(check.integer("d", d, minimum=1)))
 
     def forward(self, x: Tensor) -> Tensor:
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+FFNKind = Literal["gelu", "swiglu"]
+NormPlacement = Literal["pre", "post"]
+NormType = Literal["layer", "rms"]
+Positions = Literal["learned", "sinusoidal", "rope", "none"]
 
 
 class FeedForward(nn.Module):
@@ -273,11 +201,11 @@ class FeedForward(nn.Module):
     :math:`W_2(\mathrm{SiLU}(W_1 x) \odot W_3 x)`, three matrices, so at equal parameters its
     hidden width is 2/3 of GELU's."""
 
-    def __init__(self, d_model: int, d_hidden: int, kind: str = "gelu") -> None:
+    def __init__(self, d_model: int, d_hidden: int, kind: FFNKind = "gelu") -> None:
         super().__init__()
-        if kind not in ("gelu", "swiglu"):
-            raise ValueError(f"kind must be 'gelu' or 'swiglu', got {kind!r}")
-        self.kind = kind
+        d_model = check.integer("d_model", d_model, minimum=1)
+        d_hidden = check.integer("d_hidden", d_hidden, minimum=1)
+        self.kind = check.one_of("kind", kind, get_args(FFNKind))
         self.w1 = nn.Linear(d_model, d_hidden, bias=False)
         self.w2 = nn.Linear(d_hidden, d_model, bias=False)
         self.w3 = nn.Linear(d_model, d_hidden, bias=False) if kind == "swiglu" else None
@@ -290,36 +218,58 @@ class FeedForward(nn.Module):
 
 @dataclass
 class GPTConfig:
+    """The shape of a :class:`GPT`; every field is checked when the config is made.
+
+    - ``vocab_size``: number of token ids.
+    - ``block_size``: the longest sequence, in tokens (the learned and sinusoidal tables' length).
+    - ``d_model``: width of the residual stream.
+    - ``n_layers``: number of blocks.
+    - ``n_heads``: query heads per attention layer; must divide ``d_model``.
+    - ``n_kv_heads``: key/value heads (grouped-query attention); None means ``n_heads``.
+    - ``d_hidden``: width of the feed-forward layer; None means :attr:`ffn_hidden`'s default.
+    - ``ffn``: ``"gelu"`` (two matrices) or ``"swiglu"`` (three).
+    - ``norm``: ``"pre"`` (normalize each branch's input) or ``"post"`` (after the residual sum).
+    - ``norm_type``: ``"layer"`` (LayerNorm) or ``"rms"`` (RMSNorm).
+    - ``positions``: ``"learned"``, ``"sinusoidal"``, ``"rope"`` (rotary) or ``"none"``.
+    - ``tie_weights``: share the token embedding with the output layer.
+    """
+
     vocab_size: int
     block_size: int = 128
     d_model: int = 64
     n_layers: int = 4
     n_heads: int = 4
     n_kv_heads: int | None = None
-    d_hidden: int | None = None  # default: 4 d_model for GELU, 8/3 d_model (rounded) for SwiGLU
-    ffn: str = "gelu"  # "gelu" or "swiglu"
-    norm: str = "pre"  # "pre" or "post"
-    norm_type: str = "layer"  # "layer" or "rms"
-    positions: str = "learned"  # "learned", "sinusoidal", "rope" or "none"
+    d_hidden: int | None = None
+    ffn: FFNKind = "gelu"
+    norm: NormPlacement = "pre"
+    norm_type: NormType = "layer"
+    positions: Positions = "learned"
     tie_weights: bool = True
 
     def __post_init__(self) -> None:
-        choices = {
-            "ffn": ("gelu", "swiglu"),
-            "norm": ("pre", "post"),
-            "norm_type": ("layer", "rms"),
-            "positions": ("learned", "sinusoidal", "rope", "none"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("vocab_size", "block_size", "d_model", "n_layers", "n_heads"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
-        if self.d_hidden is None:
-            self.d_hidden = 4 * self.d_model
-            if self.ffn == "swiglu":
-                self.d_hidden = round(8 * self.d_model / 3)
+            setattr(self, name, check.integer(name, getattr(self, name), minimum=1))
+        for name in ("n_kv_heads", "d_hidden"):
+            if getattr(self, name) is not None:
+                setattr(self, name, check.integer(name, getattr(self, name), minimum=1))
+        self.ffn = check.one_of("ffn", self.ffn, get_args(FFNKind))
+        self.norm = check.one_of("norm", self.norm, get_args(NormPlacement))
+        self.norm_type = check.one_of("norm_type", self.norm_type, get_args(NormType))
+        self.positions = check.one_of("positions", self.positions, get_args(Positions))
+        self.tie_weights = check.boolean("tie_weights", self.tie_weights)
+
+    @property
+    def ffn_hidden(self) -> int:
+        """The feed-forward width: ``d_hidden``, or by default 4 d_model for GELU and 8/3 d_model
+        (rounded) for SwiGLU, which has three matrices: the same parameters either way."""
+        if self.d_hidden is not None:
+            return self.d_hidden
+        return 4 * self.d_model if self.ffn == "gelu" else round(8 * self.d_model / 3)
+
+
+def _norm(cfg: GPTConfig) -> nn.Module:
+    return RMSNorm(cfg.d_model) if cfg.norm_type == "rms" else nn.LayerNorm(cfg.d_model)
 
 
 class Block(nn.Module):
@@ -328,14 +278,12 @@ class Block(nn.Module):
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        assert cfg.d_hidden is not None
-        norm: type[nn.Module] = RMSNorm if cfg.norm_type == "rms" else nn.LayerNorm
         self.pre = cfg.norm == "pre"
-        self.norm1, self.norm2 = norm(cfg.d_model), norm(cfg.d_model)
+        self.norm1, self.norm2 = _norm(cfg), _norm(cfg)
         self.attn = MultiHeadAttention(
             cfg.d_model, cfg.n_heads, cfg.n_kv_heads, rope=cfg.positions == "rope"
         )
-        self.ffn = FeedForward(cfg.d_model, cfg.d_hidden, cfg.ffn)
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn_hidden, cfg.ffn)
 
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
         if self.pre:
@@ -364,8 +312,7 @@ class GPT(nn.Module):
                 "sinusoid", sinusoidal_positions(cfg.block_size, cfg.d_model), persistent=False
             )
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        norm: type[nn.Module] = RMSNorm if cfg.norm_type == "rms" else nn.LayerNorm
-        self.norm_f = norm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
+        self.norm_f = _norm(cfg) if cfg.norm == "pre" else nn.Identity()
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_weights:
             self.head.weight = self.tok_emb.weight
@@ -385,10 +332,11 @@ class GPT(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """idx (batch, seq) of token ids -> (logits (batch, seq, vocab), mean cross-entropy
         against ``targets`` or None). With a cache, idx holds only the tokens not yet cached."""
-        if idx.dim() != 2 or idx.dtype != torch.long:
-            raise ValueError(
-                f"idx must be a (batch, seq) tensor of int64 token ids, got {idx.shape}"
-            )
+        check.tensor("idx", idx, dtype=torch.long, ndim=2)
+        if targets is not None:
+            check.tensor("targets", targets, dtype=torch.long, shape=tuple(idx.shape))
+        if cache is not None and not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache or None, got {type(cache).__name__}")
         past = 0 if cache is None else cache.length()
         s = idx.shape[1]
         if past + s > self.config.block_size and self.config.positions != "rope":
@@ -420,10 +368,11 @@ class GPT(nn.Module):
         """Append ``max_new_tokens`` sampled tokens to idx (batch, seq). temperature = 0 is
         greedy. Without the cache every step re-runs the whole sequence; with it, each step runs
         one token against the cached keys and values. Both give the same tokens."""
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        check.tensor("idx", idx, dtype=torch.long, ndim=2)
+        max_new_tokens = check.integer("max_new_tokens", max_new_tokens, minimum=0)
+        use_kv_cache = check.boolean("use_kv_cache", use_kv_cache)
+        temperature = check.nonnegative("temperature", temperature)
+        check.generator("generator", generator)  # None stays None: torch's default for the device
         if idx.shape[1] + max_new_tokens > self.config.block_size:
             raise ValueError(
                 f"prompt ({idx.shape[1]}) + max_new_tokens ({max_new_tokens}) exceeds "
@@ -465,88 +414,4 @@ def kv_cache_bytes(
         "batch": batch,
         "bytes_per": bytes_per,
     }
-    for name, val in sizes.items():
-        if not isinstance(val, int) or val < 1:
-            raise ValueError(f"{name} must be a positive int, got {val!r}")
-    return 2 * n_layers * n_kv_heads * head_dim * seq_len * batch * bytes_per
-
-
-class CharTokenizer:
-    """Characters <-> integer ids, the vocabulary being the sorted set of characters of a text."""
-
-    def __init__(self, text: str) -> None:
-        if not text:
-            raise ValueError("text must be non-empty")
-        self.chars = sorted(set(text))
-        self.index = {c: i for i, c in enumerate(self.chars)}
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.chars)
-
-    def encode(self, text: str) -> Tensor:
-        unknown = sorted(set(text) - set(self.index))
-        if unknown:
-            raise ValueError(f"text contains characters outside the vocabulary: {unknown[:5]}")
-        return torch.tensor([self.index[c] for c in text], dtype=torch.long)
-
-    def decode(self, ids: Tensor | Sequence[int]) -> str:
-        return "".join(self.chars[int(i)] for i in ids)
-
-
-def load_text(name: str = "shakespeare") -> str:
-    """A text shipped in hamlib/data (see its README.md for source and licence)."""
-    path = DATA / f"{name}.txt"
-    if not path.exists():
-        available = sorted(p.stem for p in DATA.glob("*.txt"))
-        raise ValueError(f"name must be one of {available}, got {name!r}")
-    return path.read_text(encoding="utf-8")
-
-
-def train_gpt(
-    model: GPT,
-    data: Tensor,
-    steps: int,
-    batch_size: int = 32,
-    lr: float = 3e-3,
-    weight_decay: float = 0.1,
-    generator: torch.Generator | None = None,
-    progress: Any = None,
-) -> list[float]:
-    """AdamW on random windows of ``data`` (a 1-D tensor of token ids), cosine learning rate
-    decay after a 5% linear warm-up. Returns the training loss of every step."""
-    block = model.config.block_size
-    if data.dim() != 1 or data.numel() <= block + 1:
-        raise ValueError(f"data must be 1-D and longer than block_size + 1 ({block + 1})")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    other = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}],
-        lr=lr,
-        betas=(0.9, 0.99),
-    )
-    warm = max(1, steps // 20)
-    losses = []
-    model.train()
-    steps_iter = range(steps) if progress is None else progress(range(steps))
-    for step in steps_iter:
-        scale = (
-            (step + 1) / warm
-            if step < warm
-            else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
-        )
-        for group in opt.param_groups:
-            group["lr"] = lr * scale
-        starts = torch.randint(0, data.numel() - block - 1, (batch_size,), generator=generator)
-        x = torch.stack([data[s : s + block] for s in starts])
-        y = torch.stack([data[s + 1 : s + block + 1] for s in starts])
-        _, loss = model(x, y)
-        assert loss is not None
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-    return losses
+    return 2 * math.prod(check.integer(name, n, minimum=1) for name, n in sizes.items())

@@ -247,7 +247,7 @@ class VAE(nn.Module):
     @staticmethod
     def _check_elbo_args(
         beta: float, free_bits: float, generator: torch.Generator | None
-    ) -> tuple[float, float, torch.Generator]:
+    ) -> tuple[float, float, torch.Generator | None]:
         beta, free_bits = check.nonnegative("beta", beta), check.nonnegative("free_bits", free_bits)
         return beta, free_bits, check.generator("generator", generator)
 

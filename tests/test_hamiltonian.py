@@ -139,13 +139,19 @@ def test_leapfrog_energy_error_is_bounded_on_the_oscillator(h, q, p):
     [
         ({"h": 0.0}, ValueError, "h"),
         ({"h": math.nan}, ValueError, "h"),
+        ({"h": math.inf}, ValueError, "h"),
+        ({"h": "0.1"}, TypeError, "h"),
+        ({"h": True}, TypeError, "h"),
         ({"n_steps": -1}, ValueError, "n_steps"),
-        ({"n_steps": 2.0}, ValueError, "n_steps"),
+        ({"n_steps": 2.0}, TypeError, "n_steps"),
+        ({"n_steps": True}, TypeError, "n_steps"),
         ({"q0": [1.0]}, TypeError, "q0"),
         ({"p0": torch.zeros(2)}, ValueError, "q0 and p0"),
-        ({"p0": torch.zeros(3, dtype=torch.float64)}, TypeError, "q0 and p0"),
+        ({"p0": torch.zeros(3, dtype=torch.float64)}, TypeError, "p0 has"),
+        ({"p0": torch.zeros(3, device="meta")}, ValueError, "p0 is on meta"),
         ({"q0": torch.zeros(3, dtype=torch.int64)}, TypeError, "q0"),
         ({"dH_dq": 3}, TypeError, "dH_dq"),
+        ({"dH_dp": None}, TypeError, "dH_dp"),
     ],
 )
 def test_integrators_reject_bad_input(kwargs, exc, name):
@@ -162,11 +168,22 @@ def test_integrators_reject_bad_input(kwargs, exc, name):
         hm.leapfrog(**args)
 
 
+def test_integrators_accept_numpy_sizes():
+    q, _ = hm.leapfrog(osc_q, osc_p, f64(1.0), f64(0.0), np.float64(0.1), np.int64(3))
+    assert q.shape == (4, 1)
+
+
 def test_energy_drift_checks_its_arguments():
     with pytest.raises(TypeError, match="H must be callable"):
         hm.energy_drift(None, torch.zeros(2), torch.zeros(2))
     with pytest.raises(ValueError, match="first dimension is time"):
         hm.energy_drift(lambda q, p: (q * p).sum(), torch.zeros(3, 2), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="q and p must have the same shape"):
+        hm.energy_drift(lambda q, p: q, torch.zeros(3, 2), torch.zeros(3, 1))
+    with pytest.raises(TypeError, match="q must be a torch.Tensor"):
+        hm.energy_drift(lambda q, p: q, [0.0], torch.zeros(1))
+    with pytest.raises(ValueError, match="trajectory"):
+        hm.energy_drift(lambda q, p: q, torch.zeros(0, 2), torch.zeros(0, 2))
 
 
 # ----------------------------------------------------------------------------- HNN
@@ -209,13 +226,34 @@ def test_hnn_is_trainable_through_its_vector_field():
     assert all(w.grad is not None and torch.isfinite(w.grad).all() for w in named.values())
 
 
-def test_models_reject_bad_shapes():
+@pytest.mark.parametrize("Model", [hm.HNN, hm.MLPField])
+def test_models_reject_bad_sizes_and_shapes(Model):
     with pytest.raises(ValueError, match="dim"):
-        hm.HNN(dim=0)
+        Model(dim=0)
+    with pytest.raises(TypeError, match="dim"):
+        Model(dim=2.0)
+    with pytest.raises(TypeError, match="dim"):
+        Model(dim=True)
+    with pytest.raises(ValueError, match="hidden"):
+        Model(dim=1, hidden=0)
+    with pytest.raises(TypeError, match="hidden"):
+        Model(dim=1, hidden="8")
+    assert Model(dim=np.int64(2), hidden=np.int64(4)).dim == 2
     with pytest.raises(ValueError, match=r"shape \(\.\.\., 2\)"):
-        hm.HNN(dim=2)(torch.zeros(3, 1), torch.zeros(3, 1))
-    with pytest.raises(ValueError, match=r"shape \(\.\.\., 1\)"):
-        hm.MLPField(dim=1).vector_field(torch.zeros(3, 2), torch.zeros(3, 2))
+        Model(dim=2)(torch.zeros(3, 1), torch.zeros(3, 1))
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 2\)"):
+        Model(dim=2).vector_field(torch.zeros(3, 2), torch.zeros(4, 2))
+    with pytest.raises(TypeError, match="p must be a torch.Tensor"):
+        Model(dim=1)(torch.zeros(3, 1), [0.0, 0.0, 0.0])
+
+
+def test_mlp_field_is_callable_like_its_vector_field():
+    torch.manual_seed(0)
+    model = hm.MLPField(dim=2, hidden=8)
+    q, p = torch.randn(5, 2), torch.randn(5, 2)
+    dq, dp = model(q, p)
+    assert dq.shape == dp.shape == (5, 2)
+    assert all(torch.equal(a, b) for a, b in zip((dq, dp), model.vector_field(q, p), strict=True))
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -295,14 +333,53 @@ def test_samplers_reject_bad_input():
     x0 = torch.zeros(2, dtype=torch.float64)
     with pytest.raises(ValueError, match="n_leapfrog"):
         hm.hmc(lp, x0, 0.1, 0, 10)
+    with pytest.raises(TypeError, match="n_leapfrog"):
+        hm.hmc(lp, x0, 0.1, 3.0, 10)
     with pytest.raises(ValueError, match="step_size"):
         hm.hmc(lp, x0, -0.1, 3, 10)
+    with pytest.raises(TypeError, match="step_size"):
+        hm.random_walk_metropolis(lp, x0, "0.1", 10)
     with pytest.raises(ValueError, match="n_samples"):
         hm.random_walk_metropolis(lp, x0, 0.1, 0)
+    with pytest.raises(TypeError, match="n_samples"):
+        hm.hmc(lp, x0, 0.1, 3, True)
     with pytest.raises(TypeError, match="generator"):
         hm.hmc(lp, x0, 0.1, 3, 10, generator=np.random.default_rng(0))
+    with pytest.raises(TypeError, match="log_prob must be callable"):
+        hm.random_walk_metropolis(None, x0, 0.1, 10)
+    with pytest.raises(TypeError, match="x0 must have dtype"):
+        hm.hmc(lp, torch.zeros(2, dtype=torch.int64), 0.1, 3, 10)
+    with pytest.raises(ValueError, match=r"x0 must have shape \(\.\.\., dim\)"):
+        hm.hmc(lp, torch.tensor(0.0, dtype=torch.float64), 0.1, 3, 10)
     with pytest.raises(ValueError, match="log_prob must return shape"):
         hm.hmc(lambda x: x.sum(), torch.zeros(3, 2, dtype=torch.float64), 0.1, 3, 10)
+    x, acc = hm.hmc(lp, x0, np.float64(0.1), np.int64(2), np.int64(3))
+    assert x.shape == (3, 2) and acc.shape == ()
+
+
+def _std_normal(x):
+    return -0.5 * (x * x).sum(-1)
+
+
+ON_INPUT_DEVICE = {
+    "hmc": lambda x: hm.hmc(_std_normal, x, 0.1, 3, 5),
+    "hmc jittered": lambda x: hm.hmc(_std_normal, x, 0.1, 3, 5, jitter=0.2),
+    "random_walk_metropolis": lambda x: hm.random_walk_metropolis(_std_normal, x, 0.5, 5),
+    "attention_particles": lambda x: (hm.attention_particles(x, 1.0, 0.1, 3),),
+    "leapfrog": lambda x: hm.leapfrog(osc_q, osc_p, x, x, 0.1, 3),
+    "conformal_symplectic_euler": lambda x: hm.conformal_symplectic_euler(
+        osc_q, osc_p, x, x, 0.1, 3, gamma=0.5
+    ),
+}
+
+
+@pytest.mark.parametrize("name", ON_INPUT_DEVICE)
+def test_samplers_and_integrators_create_their_tensors_on_the_inputs_device(name):
+    # The meta device stands in for a GPU: a tensor created without device= lands on the CPU,
+    # and mixing it with the input's tensors fails as it does on CUDA (hmc did, before the fix).
+    x0 = torch.zeros(4, 3, dtype=torch.float64, device="meta")
+    for out in ON_INPUT_DEVICE[name](x0):
+        assert out.device == x0.device and out.dtype == x0.dtype
 
 
 def test_ess_of_independent_draws_is_about_n():
@@ -326,6 +403,8 @@ def test_ess_rejects_constant_and_short_chains():
         hm.effective_sample_size(torch.ones(10, 2))
     with pytest.raises(ValueError, match="n >= 4"):
         hm.effective_sample_size(torch.ones(3))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        hm.effective_sample_size(np.ones(10))
 
 
 # ------------------------------------------------------------ optimizers and attention
@@ -362,6 +441,8 @@ def test_conformal_symplectic_euler_contracts_volume_by_exp_minus_gamma_h():
     assert det == pytest.approx(math.exp(-0.5 * 0.2), abs=1e-14)
     with pytest.raises(ValueError, match="gamma"):
         hm.conformal_symplectic_euler(pend_q, osc_p, f64(0.0), f64(0.0), 0.1, 1, gamma=-1.0)
+    with pytest.raises(TypeError, match="gamma"):
+        hm.conformal_symplectic_euler(pend_q, osc_p, f64(0.0), f64(0.0), 0.1, 1, gamma=None)
 
 
 def test_attention_particles_stay_on_the_sphere_and_cluster():
@@ -371,8 +452,18 @@ def test_attention_particles_stay_on_the_sphere_and_cluster():
     assert torch.allclose(xs.norm(dim=-1), torch.ones(301, 16, dtype=torch.float64))
     final = xs[-1] @ xs[-1].T
     assert final.min() > 0.999
-    with pytest.raises(TypeError, match="x0"):
+    with pytest.raises(ValueError, match="x0 must have shape"):
         hm.attention_particles(torch.zeros(3), 1.0, 0.1, 3)
+    with pytest.raises(TypeError, match="x0 must have dtype"):
+        hm.attention_particles(torch.zeros(3, 2, dtype=torch.int64), 1.0, 0.1, 3)
+    with pytest.raises(ValueError, match="beta"):
+        hm.attention_particles(x0, math.inf, 0.1, 3)
+    with pytest.raises(TypeError, match="beta"):
+        hm.attention_particles(x0, "1", 0.1, 3)
+    with pytest.raises(ValueError, match="h must"):
+        hm.attention_particles(x0, 1.0, -0.1, 3)
+    with pytest.raises(TypeError, match="n_steps"):
+        hm.attention_particles(x0, 1.0, 0.1, 3.5)
 
 
 def test_hamiltonian_attention_reduces_to_rescaled_attention_with_a_key_bias():
@@ -387,6 +478,22 @@ def test_hamiltonian_attention_reduces_to_rescaled_attention_with_a_key_bias():
     assert torch.allclose(out, other_alpha, atol=1e-12)
     with pytest.raises(ValueError, match="incompatible"):
         hm.hamiltonian_attention(q, k[..., :4], v, lam, alpha, beta, gamma)
+    with pytest.raises(ValueError, match="incompatible"):
+        hm.hamiltonian_attention(q, k, v[0], lam, alpha, beta, gamma)
+    with pytest.raises(ValueError, match=r"q must have shape \(\.\.\., n, d\)"):
+        hm.hamiltonian_attention(q[0, 0], k[0, 0], v[0, 0], lam, alpha, beta, gamma)
+    with pytest.raises(TypeError, match="k has dtype"):
+        hm.hamiltonian_attention(q, k.float(), v, lam, alpha, beta, gamma)
+    with pytest.raises(TypeError, match="v must be a torch.Tensor"):
+        hm.hamiltonian_attention(q, k, v.tolist(), lam, alpha, beta, gamma)
+    for i, name in enumerate(("lam", "alpha", "beta", "gamma")):
+        scalars = [lam, alpha, beta, gamma]
+        scalars[i] = math.nan
+        with pytest.raises(ValueError, match=name):
+            hm.hamiltonian_attention(q, k, v, *scalars)
+        scalars[i] = "0.5"
+        with pytest.raises(TypeError, match=name):
+            hm.hamiltonian_attention(q, k, v, *scalars)
 
 
 def test_hmc_jitter_is_validated_and_changes_the_steps():
@@ -394,6 +501,10 @@ def test_hmc_jitter_is_validated_and_changes_the_steps():
     x0 = torch.zeros(2, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="jitter"):
         hm.hmc(lp, x0, 0.1, 3, 10, jitter=1.0)
+    with pytest.raises(ValueError, match="jitter"):
+        hm.hmc(lp, x0, 0.1, 3, 10, jitter=-0.1)
+    with pytest.raises(TypeError, match="jitter"):
+        hm.hmc(lp, x0, 0.1, 3, 10, jitter=True)
     a = hm.hmc(lp, x0, 0.3, 5, 50, torch.Generator().manual_seed(0))[0]
     b = hm.hmc(lp, x0, 0.3, 5, 50, torch.Generator().manual_seed(0), jitter=0.2)[0]
     assert not torch.equal(a, b)

@@ -1,4 +1,7 @@
-"""The sweep script runs end to end (on a tiny grid) and writes what the chapters read."""
+"""The sweep script runs end to end (on a tiny grid) and writes what the chapters read.
+
+sweeps.main calls hamlib.setup() (seeds, threads, print options, figure style): the autouse
+fixture of tests/conftest.py restores that global state after the test."""
 
 import json
 

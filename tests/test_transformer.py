@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hamlib import attention as AT
+from hamlib import text as TX
 from hamlib import transformer as T
 
 f64 = torch.float64
@@ -25,64 +28,107 @@ def rnd(*shape: int, seed: int = 0, dtype: torch.dtype = f64) -> torch.Tensor:
 def test_attention_equals_sdpa(causal: bool, s: int, d: int, heads: int) -> None:
     q, k, v = rnd(2, heads, s, d), rnd(2, heads, s, d, seed=1), rnd(2, heads, s, d, seed=2)
     expected = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    torch.testing.assert_close(T.attention(q, k, v, causal=causal), expected)
+    torch.testing.assert_close(AT.attention(q, k, v, causal=causal), expected)
 
 
 def test_attention_masks_and_weights() -> None:
     q, k, v = rnd(1, 4, 8), rnd(1, 6, 8, seed=1), rnd(1, 6, 3, seed=2)
     keep = torch.rand(4, 6, generator=torch.Generator().manual_seed(3)) > 0.3
     keep[:, 0] = True
-    out, w = T.attention(q, k, v, mask=keep, return_weights=True)
+    out, w = AT.attention(q, k, v, mask=keep, return_weights=True)
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=keep))
     torch.testing.assert_close(w.sum(-1), torch.ones(1, 4, dtype=f64))
     assert (w[0][~keep] == 0).all()
     additive = torch.zeros(4, 6, dtype=f64).masked_fill(~keep, -math.inf)
-    torch.testing.assert_close(T.attention(q, k, v, mask=additive), out)
+    torch.testing.assert_close(AT.attention(q, k, v, mask=additive), out)
     # causal with more keys than queries: the queries are the last positions
-    w_c = T.attention(q, k, v, causal=True, return_weights=True)[1]
+    w_c = AT.attention(q, k, v, causal=True, return_weights=True)[1]
     assert (w_c[0].triu(3) == 0).all() and (w_c[0, :, :3] > 0).all()
 
 
 def test_attention_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError, match="share the last dimension"):
-        T.attention(rnd(2, 3), rnd(2, 4), rnd(2, 4))
+        AT.attention(rnd(2, 3), rnd(2, 4), rnd(2, 4))
     with pytest.raises(ValueError, match="same length"):
-        T.attention(rnd(2, 3), rnd(2, 3), rnd(5, 3))
+        AT.attention(rnd(2, 3), rnd(2, 3), rnd(5, 3))
     with pytest.raises(ValueError, match="at least as many keys"):
-        T.attention(rnd(4, 3), rnd(2, 3), rnd(2, 3), causal=True)
+        AT.attention(rnd(4, 3), rnd(2, 3), rnd(2, 3), causal=True)
+    with pytest.raises(ValueError, match=r"v must have shape \(\.\.\., seq, dim\)"):
+        AT.attention(rnd(2, 3), rnd(2, 3), rnd(3))
+    with pytest.raises(TypeError, match="q must be a torch.Tensor"):
+        AT.attention([[1.0]], rnd(1, 1), rnd(1, 1))
+    with pytest.raises(TypeError, match="k must be a floating-point tensor"):
+        AT.attention(rnd(2, 3), torch.ones(2, 3, dtype=torch.long), rnd(2, 3))
+    with pytest.raises(TypeError, match="v has dtype"):
+        AT.attention(rnd(2, 3), rnd(2, 3), rnd(2, 3, dtype=torch.float32))
+    with pytest.raises(TypeError, match="causal"):
+        AT.attention(rnd(2, 3), rnd(2, 3), rnd(2, 3), causal=1)
+    with pytest.raises(TypeError, match="return_weights"):
+        AT.attention(rnd(2, 3), rnd(2, 3), rnd(2, 3), return_weights="yes")
+    with pytest.raises(TypeError, match="mask"):
+        AT.attention(rnd(2, 3), rnd(2, 3), rnd(2, 3), mask=torch.ones(2, 2, dtype=torch.long))
+
+
+def test_causal_mask_puts_the_queries_last() -> None:
+    assert torch.equal(AT.causal_mask(3, 3), torch.ones(3, 3, dtype=torch.bool).tril())
+    assert AT.causal_mask(2, 5).tolist() == [[True] * 4 + [False], [True] * 5]
+    assert AT.causal_mask(np.int64(1), np.int64(2)).shape == (1, 2)
+    with pytest.raises(ValueError, match="s_k must be >= 3"):
+        AT.causal_mask(3, 2)
+    with pytest.raises(TypeError, match="s_q"):
+        AT.causal_mask(2.0, 3)
 
 
 def test_sinusoidal_positions() -> None:
-    pe = T.sinusoidal_positions(50, 16)
+    pe = AT.sinusoidal_positions(50, 16)
     assert pe.shape == (50, 16)
     torch.testing.assert_close(pe[:, 0], torch.sin(torch.arange(50.0)))
     torch.testing.assert_close(pe[:, 1], torch.cos(torch.arange(50.0)))
     torch.testing.assert_close(pe[7, 14], torch.sin(torch.tensor(7 * 10000 ** (-14 / 16))))
     with pytest.raises(ValueError, match="even d_model"):
-        T.sinusoidal_positions(5, 7)
+        AT.sinusoidal_positions(5, 7)
+    with pytest.raises(ValueError, match="n_positions"):
+        AT.sinusoidal_positions(0, 8)
+    with pytest.raises(TypeError, match="d_model"):
+        AT.sinusoidal_positions(5, 8.0)
+    with pytest.raises(ValueError, match="base"):
+        AT.sinusoidal_positions(5, 8, base=0.0)
+
+
+@st.composite
+def positions_and_shift(draw: st.DrawFn) -> tuple[int, int, int]:
+    """Two positions m, n and a shift that keeps both non-negative (every example is tested)."""
+    m, n = draw(st.integers(0, 500)), draw(st.integers(0, 500))
+    return m, n, draw(st.integers(-min(m, n, 200), 200))
 
 
 @settings(max_examples=20, deadline=None)
-@given(m=st.integers(0, 500), n=st.integers(0, 500), shift=st.integers(-200, 200))
-def test_rope_scores_depend_on_offset_only(m: int, n: int, shift: int) -> None:
+@given(positions_and_shift())
+def test_rope_scores_depend_on_offset_only(case: tuple[int, int, int]) -> None:
+    m, n, shift = case
     q, k = rnd(1, 1, 32), rnd(1, 1, 32, seed=1)
 
     def score(a: int, b: int) -> torch.Tensor:
-        return (T.apply_rope(q, torch.tensor([a])) * T.apply_rope(k, torch.tensor([b]))).sum()
+        return (AT.apply_rope(q, torch.tensor([a])) * AT.apply_rope(k, torch.tensor([b]))).sum()
 
-    if m + shift >= 0 and n + shift >= 0:
-        torch.testing.assert_close(score(m, n), score(m + shift, n + shift))
+    torch.testing.assert_close(score(m, n), score(m + shift, n + shift))
 
 
 def test_rope_preserves_norms_and_is_identity_at_zero() -> None:
     x = rnd(2, 3, 10, 8)
-    y = T.apply_rope(x, torch.arange(10))
+    y = AT.apply_rope(x, torch.arange(10))
     torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1))
-    torch.testing.assert_close(T.apply_rope(x, torch.zeros(10)), x)
+    torch.testing.assert_close(AT.apply_rope(x, torch.zeros(10)), x)
     with pytest.raises(ValueError, match="head_dim must be even"):
-        T.apply_rope(rnd(4, 5), torch.arange(4))
+        AT.apply_rope(rnd(4, 5), torch.arange(4))
     with pytest.raises(ValueError, match="one entry per token"):
-        T.apply_rope(rnd(4, 6), torch.arange(5))
+        AT.apply_rope(rnd(4, 6), torch.arange(5))
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., seq, head_dim\)"):
+        AT.apply_rope(rnd(6), torch.arange(1))
+    with pytest.raises(TypeError, match="x must be a floating-point tensor"):
+        AT.apply_rope(torch.ones(4, 6, dtype=torch.long), torch.arange(4))
+    with pytest.raises(ValueError, match="base"):
+        AT.apply_rope(rnd(4, 6), torch.arange(4), base=-1.0)
 
 
 def test_mha_equals_torch_multihead_attention() -> None:
@@ -125,8 +171,41 @@ def test_mha_rejects_bad_heads() -> None:
         T.MultiHeadAttention(32, 8, n_kv_heads=3)
     with pytest.raises(ValueError, match="even head_dim"):
         T.MultiHeadAttention(12, 4, rope=True)
-    with pytest.raises(ValueError, match="x must be"):
-        T.MultiHeadAttention(8, 2)(rnd(2, 3, 7, dtype=torch.float32))
+    with pytest.raises(ValueError, match="n_heads must be >= 1"):
+        T.MultiHeadAttention(8, 0)
+    with pytest.raises(TypeError, match="d_model"):
+        T.MultiHeadAttention(8.0, 2)
+    with pytest.raises(ValueError, match="n_kv_heads"):
+        T.MultiHeadAttention(8, 2, n_kv_heads=0)
+    with pytest.raises(TypeError, match="rope"):
+        T.MultiHeadAttention(8, 2, rope=1)
+    with pytest.raises(ValueError, match="rope_base"):
+        T.MultiHeadAttention(8, 2, rope_base=0.0)
+    with pytest.raises(TypeError, match="bias"):
+        T.MultiHeadAttention(8, 2, bias=None)
+    assert T.MultiHeadAttention(np.int64(8), np.int64(2)).head_dim == 4
+    mha = T.MultiHeadAttention(8, 2)
+    with pytest.raises(ValueError, match=r"x must have shape \(\*, \*, 8\)"):
+        mha(rnd(2, 3, 7, dtype=torch.float32))
+    with pytest.raises(TypeError, match="causal"):
+        mha(rnd(2, 3, 8, dtype=torch.float32), causal=None)
+    with pytest.raises(TypeError, match="cache must be a KVCache"):
+        mha(rnd(2, 3, 8, dtype=torch.float32), cache=[])
+    with pytest.raises(ValueError, match="layer"):
+        mha(rnd(2, 3, 8, dtype=torch.float32), cache=T.KVCache(), layer=-1)
+
+
+def test_kv_cache_update_appends_per_layer() -> None:
+    cache = T.KVCache()
+    k, v = rnd(1, 2, 3, 4), rnd(1, 2, 3, 4, seed=1)
+    assert cache.length(1) == 0
+    assert cache.update(1, k, v) == (k, v)
+    assert cache.layers[0] is None and cache.length() == 0 and cache.length(1) == 3
+    k2, v2 = cache.update(1, k[:, :, :1], v[:, :, :1])
+    assert k2.shape == (1, 2, 4, 4) and torch.equal(v2[:, :, 3], v[:, :, 0])
+    assert cache.nbytes() == 2 * 1 * 2 * 4 * 4 * 8
+    with pytest.raises(TypeError, match="layer"):
+        cache.update(1.0, k, v)
 
 
 def test_rmsnorm_equals_torch() -> None:
@@ -137,6 +216,10 @@ def test_rmsnorm_equals_torch() -> None:
         mine.weight.copy_(rnd(10, seed=1))
         ref.weight.copy_(mine.weight)
     torch.testing.assert_close(mine(x), ref(x))
+    with pytest.raises(ValueError, match="eps"):
+        T.RMSNorm(10, eps=0.0)
+    with pytest.raises(TypeError, match="d must be an int"):
+        T.RMSNorm(10.0)
 
 
 def test_feedforward_parameter_counts() -> None:
@@ -144,6 +227,10 @@ def test_feedforward_parameter_counts() -> None:
     assert T.count_parameters(T.FeedForward(48, 128, "swiglu")) == 3 * 48 * 128
     with pytest.raises(ValueError, match="kind must be"):
         T.FeedForward(4, 4, "relu")
+    with pytest.raises(ValueError, match="d_hidden"):
+        T.FeedForward(4, 0)
+    with pytest.raises(TypeError, match="d_model"):
+        T.FeedForward(True, 4)
 
 
 CONFIGS = [
@@ -182,16 +269,67 @@ def test_kv_cache_gives_the_same_logits_and_tokens(extra: dict) -> None:
 def test_gpt_rejects_bad_input() -> None:
     cfg = T.GPTConfig(vocab_size=5, block_size=8, d_model=8, n_layers=1, n_heads=2)
     model = T.GPT(cfg)
+    ids = torch.zeros(1, 4, dtype=torch.long)
     with pytest.raises(ValueError, match="exceeds block_size"):
-        model.generate(torch.zeros(1, 4, dtype=torch.long), 5)
+        model.generate(ids, 5)
     with pytest.raises(ValueError, match="longer than block_size"):
         model(torch.zeros(1, 9, dtype=torch.long))
-    with pytest.raises(ValueError, match="int64 token ids"):
+    with pytest.raises(TypeError, match="idx must have dtype int64"):
         model(torch.zeros(1, 4))
-    with pytest.raises(ValueError, match="positions must be one of"):
-        T.GPTConfig(vocab_size=5, positions="alibi")
+    with pytest.raises(ValueError, match="idx must be 2-D"):
+        model(torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="targets must have shape"):
+        model(ids, torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(TypeError, match="cache must be a KVCache"):
+        model(ids, cache={})
+    with pytest.raises(TypeError, match="max_new_tokens"):
+        model.generate(ids, 2.0)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        model.generate(ids, -1)
+    with pytest.raises(ValueError, match="temperature"):
+        model.generate(ids, 2, temperature=-1.0)
+    with pytest.raises(TypeError, match="use_kv_cache"):
+        model.generate(ids, 2, use_kv_cache=0)
+    with pytest.raises(TypeError, match="generator"):
+        model.generate(ids, 2, generator=0)
     with pytest.raises(TypeError, match="GPTConfig"):
         T.GPT({"vocab_size": 5})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "field, value, exc",
+    [
+        ("vocab_size", 0, ValueError),
+        ("vocab_size", 5.0, TypeError),
+        ("block_size", True, TypeError),
+        ("d_model", -1, ValueError),
+        ("n_layers", "2", TypeError),
+        ("n_heads", 0, ValueError),
+        ("n_kv_heads", 0, ValueError),
+        ("d_hidden", 2.5, TypeError),
+        ("ffn", "relu", ValueError),
+        ("norm", "sandwich", ValueError),
+        ("norm_type", "batch", ValueError),
+        ("positions", "alibi", ValueError),
+        ("positions", None, TypeError),
+        ("tie_weights", 1, TypeError),
+    ],
+)
+def test_gpt_config_checks_every_field(field: str, value: object, exc: type) -> None:
+    kwargs = {"vocab_size": 5, field: value}
+    with pytest.raises(exc, match=field):
+        T.GPTConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_gpt_config_resolves_the_hidden_width_without_changing_its_fields() -> None:
+    gelu = T.GPTConfig(vocab_size=5, d_model=48)
+    swiglu = T.GPTConfig(vocab_size=5, d_model=48, ffn="swiglu")
+    assert gelu.d_hidden is None and gelu.ffn_hidden == 192
+    assert swiglu.d_hidden is None and swiglu.ffn_hidden == 128
+    assert T.GPTConfig(vocab_size=5, d_hidden=10, ffn="swiglu").ffn_hidden == 10
+    assert T.GPT(swiglu).blocks[0].ffn.w1.out_features == 128
+    sized = T.GPTConfig(vocab_size=np.int64(5), d_model=np.int64(16))
+    assert type(sized.vocab_size) is int and type(sized.d_model) is int
 
 
 def test_weight_tying_and_parameter_count() -> None:
@@ -205,31 +343,88 @@ def test_weight_tying_and_parameter_count() -> None:
 def test_kv_cache_bytes_formula() -> None:
     # Llama 2 7B: 32 layers, 32 heads of 128, 4096 tokens, fp16: 2 GiB per sequence
     assert T.kv_cache_bytes(32, 32, 128, 4096) == 2 * 2**30
-    with pytest.raises(ValueError, match="seq_len must be a positive int"):
+    assert T.kv_cache_bytes(np.int64(32), 32, 128, 4096) == 2 * 2**30
+    with pytest.raises(ValueError, match="seq_len must be >= 1"):
         T.kv_cache_bytes(1, 1, 1, 0)
+    with pytest.raises(TypeError, match="bytes_per"):
+        T.kv_cache_bytes(1, 1, 1, 1, bytes_per=2.0)
 
 
 def test_tokenizer_and_text() -> None:
-    text = T.load_text()
-    tok = T.CharTokenizer(text)
+    text = TX.load_text()
+    tok = TX.CharTokenizer(text)
     assert tok.vocab_size == len(set(text))
     assert tok.decode(tok.encode(text[:500])) == text[:500]
     with pytest.raises(ValueError, match="outside the vocabulary"):
         tok.encode("~")
     with pytest.raises(ValueError, match="name must be one of"):
-        T.load_text("ulysses")
+        TX.load_text("ulysses")
+    with pytest.raises(TypeError, match="name must be one of"):
+        TX.load_text(3)
+    with pytest.raises(TypeError, match="text must be a str"):
+        TX.CharTokenizer(["a", "b"])
+    with pytest.raises(ValueError, match="non-empty"):
+        TX.CharTokenizer("")
 
 
 def test_training_lowers_the_loss() -> None:
     torch.manual_seed(0)
-    text = T.load_text()[:20_000]
-    tok = T.CharTokenizer(text)
+    text = TX.load_text()[:20_000]
+    tok = TX.CharTokenizer(text)
     cfg = T.GPTConfig(vocab_size=tok.vocab_size, block_size=32, d_model=32, n_layers=1, n_heads=2)
-    losses = T.train_gpt(T.GPT(cfg), tok.encode(text), steps=60, batch_size=16)
+    losses = TX.train_gpt(T.GPT(cfg), tok.encode(text), steps=60, batch_size=16)
     assert losses[0] > math.log(tok.vocab_size) - 0.3
     assert sum(losses[-10:]) / 10 < losses[0] - 0.8
-    with pytest.raises(ValueError, match="steps must be"):
-        T.train_gpt(T.GPT(cfg), tok.encode(text), steps=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, name",
+    [
+        ({"steps": 0}, ValueError, "steps"),
+        ({"steps": 1.5}, TypeError, "steps"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"batch_size": True}, TypeError, "batch_size"),
+        ({"lr": 0.0}, ValueError, "lr"),
+        ({"lr": "3e-3"}, TypeError, "lr"),
+        ({"weight_decay": -0.1}, ValueError, "weight_decay"),
+        ({"generator": 1}, TypeError, "generator"),
+        ({"progress": "tqdm"}, TypeError, "progress"),
+        ({"data": torch.arange(8)}, ValueError, "block_size \\+ 2 = 10"),
+        ({"data": torch.arange(20.0)}, TypeError, "data must have dtype int64"),
+        ({"data": torch.zeros(2, 20, dtype=torch.long)}, ValueError, "data must be 1-D"),
+        ({"model": None}, TypeError, "model must be a GPT"),
+    ],
+)
+def test_train_gpt_rejects_bad_input(kwargs: dict, exc: type, name: str) -> None:
+    cfg = T.GPTConfig(vocab_size=20, block_size=8, d_model=8, n_layers=1, n_heads=2)
+    args = {"model": T.GPT(cfg), "data": torch.arange(20), "steps": 1, **kwargs}
+    with pytest.raises(exc, match=name):
+        TX.train_gpt(**args)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="train_gpt never draws the last window (kept: fixing it changes Chapter 4's draws; "
+    "issue 18). Strict: the day it is fixed, this test passes and the marker must go.",
+)
+def test_train_gpt_draws_every_window_including_the_last() -> None:
+    # data[i] = i, so a window's first token is its start. Inputs data[s : s + 8] need targets
+    # data[s + 1 : s + 9]: with 11 tokens the starts 0, 1 and 2 are all valid, and only they.
+    block, n = 8, 11
+    starts: set[int] = set()
+
+    class Recording(T.GPT):
+        def forward(self, idx, targets=None, cache=None):  # type: ignore[no-untyped-def]
+            starts.update(idx[:, 0].tolist())
+            assert torch.equal(targets, idx + 1)
+            return super().forward(idx, targets, cache)
+
+    cfg = T.GPTConfig(vocab_size=n, block_size=block, d_model=8, n_layers=1, n_heads=2)
+    g = torch.Generator().manual_seed(0)
+    TX.train_gpt(Recording(cfg), torch.arange(n), steps=4, batch_size=16, generator=g)
+    assert starts == {0, 1, 2}
+    # the shortest usable text is one window: block_size + 1 tokens
+    assert len(TX.train_gpt(T.GPT(cfg), torch.arange(block + 1), steps=2, batch_size=2)) == 2
 
 
 @pytest.mark.parametrize("n_kv", [4, 2])

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import hamlib
-from hamlib import dynamics
+from hamlib import dynamics, tasks
 from tools import notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ CURVES = ("train_acc", "test_acc", "weight_norm", "embed_rank")
 
 
 def run(cfg: dict, frac: float, wd: float, seed: int) -> dynamics.Tracker:
-    return dynamics.train_modular(
+    return tasks.train_modular(
         p=cfg["p"],
         train_frac=frac,
         weight_decay=wd,
