@@ -1395,11 +1395,11 @@ if COMPILE:
 # ## 6.7 Measuring speed honestly
 #
 # Speed is a property of a kernel *on a device*. The interpreter's times say nothing about a GPU,
-# so this chapter measures nothing on a CPU. On a GPU, `kernel_bench.benchmark` times each kernel and a
-# baseline with `triton.testing.do_bench`: it runs the call repeatedly after a warm-up, flushes
-# L2 between runs (so that a kernel does not find its input already on chip) and returns, as
-# `kernel_bench.benchmark` asks, the *median*; its own default is the mean, which one slow outlier moves.
-# Before measuring, the roofline says what to expect at best:
+# so this chapter measures nothing on a CPU. On a GPU, `kernel_bench.benchmark` times each kernel
+# and a baseline with `triton.testing.do_bench`: it runs the call repeatedly after a warm-up,
+# flushes L2 between runs (so that a kernel does not find its input already on chip) and returns,
+# as `kernel_bench.benchmark` asks, the *median*; its own default is the mean, which one slow
+# outlier moves. Before measuring, the roofline says what to expect at best:
 
 # %%
 expect = [
@@ -1423,8 +1423,8 @@ for op, shape, baseline in expect:
 # third regime, beside memory- and compute-bound). `do_bench` does not show it: it flushes L2
 # before every run and times with CUDA events, so the CPU queues ahead and the events measure only
 # GPU time. Measuring the overhead takes a host clock over many back-to-back calls
-# (`kernel_bench.host_timer`, the `add_host` row of the table below). The Python part can be measured here,
-# on the CPU, by timing the wrapper's checks and launch plan alone:
+# (`kernel_bench.host_timer`, the `add_host` row of the table below). The Python part can be
+# measured here, on the CPU, by timing the wrapper's checks and launch plan alone:
 
 # %% tags=["nbval-ignore-output"]
 import timeit
@@ -1479,7 +1479,9 @@ else:
 
 # %% tags=["nbval-ignore-output"]
 if K.backend() == "cuda":  # a live measurement, on the GPU running this notebook
-    rows = kernel_bench.benchmark([("add", "float16", (2**24,)), ("matmul", "float16", (4096, 4096, 4096))])
+    rows = kernel_bench.benchmark(
+        [("add", "float16", (2**24,)), ("matmul", "float16", (4096, 4096, 4096))]
+    )
     for r in rows:
         print(
             f"{r['kernel']:8s}{r['dtype']:>9s}{r['size']:>18s}{r['ms']:9.3f} ms, "
