@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from hamlib import _checks as check
+
 if TYPE_CHECKING:  # not imported at run time: the child process must not import hamlib.kernels
     from hamlib.kernels import Launch
 
@@ -79,8 +81,7 @@ class Compiled:
 
     def _text(self, where: str) -> str:
         texts = {"sass": self.sass, "ptx": self.ptx, "ttgir": self.ttgir}
-        if where not in texts:
-            raise ValueError(f"where must be one of {sorted(texts)}, got {where!r}")
+        check.one_of("where", where, sorted(texts))
         return texts[where]
 
     def lines(self, pattern: str, where: str = "sass", limit: int = 3) -> list[str]:
@@ -135,13 +136,14 @@ def compile(launches: Launch | list[Launch], arch: int = 90) -> list[Compiled]: 
 
     Raises ``RuntimeError`` with the compiler's message if a kernel does not compile, and where
     triton or its NVIDIA tools are missing (see :func:`available`)."""
-    if arch not in LIMITS:
-        raise ValueError(f"arch must be one of {sorted(LIMITS)}, got {arch!r}")
+    check.one_of("arch", arch, sorted(LIMITS))
     from hamlib.kernels import Launch
 
     items = [launches] if isinstance(launches, Launch) else list(launches)
-    if not items or not all(isinstance(x, Launch) for x in items):
-        raise TypeError("launches must be a Launch or a non-empty list of them")
+    if not all(isinstance(x, Launch) for x in items):
+        raise TypeError("launches must be a Launch or a list of them")
+    if not items:
+        raise ValueError("launches must not be empty")
     ok, why = available()
     if not ok:
         raise RuntimeError(f"cannot compile here: {why}")
@@ -181,8 +183,8 @@ def compile_targets(
     the same time; the results keyed by (label, arch)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    if not isinstance(launches, dict) or not launches:
-        raise TypeError("launches must be a non-empty dict of label -> Launch")
+    if not check.instance("launches", launches, dict):
+        raise ValueError("launches must not be empty")
     labels, plans = list(launches), list(launches.values())
     with ThreadPoolExecutor(len(archs)) as pool:
         runs = dict(zip(archs, pool.map(lambda arch: compile(plans, arch), archs), strict=True))

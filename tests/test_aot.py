@@ -122,8 +122,12 @@ def test_compile_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="arch must be one of"):
         aot.compile(plan, arch=70)
     with pytest.raises(TypeError, match="launches must be a Launch"):
+        aot.compile(["add"])
+    with pytest.raises(ValueError, match="launches must not be empty"):
         aot.compile([])
-    with pytest.raises(TypeError, match="launches must be a non-empty dict"):
+    with pytest.raises(TypeError, match="launches must be a dict"):
+        aot.compile_targets([plan])
+    with pytest.raises(ValueError, match="launches must not be empty"):
         aot.compile_targets({})
     with pytest.raises(ValueError, match="name must be one of"):
         K.launch_plan("gelu", _t(16))
