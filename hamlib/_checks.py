@@ -8,8 +8,9 @@ The rules, the same in every module:
   accepted (chapters compute sizes with NumPy), and ``bool`` is refused (``True`` is not a size);
 - where a real number is meant, ints and floats of any kind (NumPy, 0-d arrays) are accepted,
   ``bool`` is refused, and NaN always fails; infinities fail unless ``finite=False``;
-- tensors are checked for type, then (as asked) dtype, number of dimensions, shape, device and
-  contiguity, in that order.
+- tensors are checked for type, then (as asked) dtype, number of dimensions, shape, emptiness,
+  device and contiguity, in that order;
+- where one of a few options is meant, the option itself is returned (ints checked as ints).
 
 Each check returns the value converted to its plain Python type (``int``, ``float``), so a caller
 writes ``n = _checks.integer("n", n, minimum=1)`` and uses ``n`` from then on.
@@ -87,7 +88,9 @@ def real(
         x = float(value)
     except (TypeError, ValueError):  # a complex 0-d array, say
         raise TypeError(f"{name} must be a real number, {_got(value)}") from None
-    if math.isnan(x) or (finite and math.isinf(x)):
+    if math.isnan(x) and not finite:
+        raise ValueError(f"{name} must not be NaN")
+    if finite and not math.isfinite(x):
         raise ValueError(f"{name} must be a finite number, got {x!r}")
     below = x <= low if open_low else x < low
     above = x >= high if open_high else x > high
@@ -125,20 +128,24 @@ def boolean(name: str, value: Any) -> bool:
     return bool(value)
 
 
-def one_of(name: str, value: T, options: Iterable[T]) -> T:
-    """``value`` if it is one of ``options`` (strings, dtypes, ...)."""
+def one_of(name: str, value: Any, options: Iterable[T]) -> T:
+    """The option equal to ``value``, one of ``options`` (strings, dtypes, sizes, ...). Where the
+    options are ints, ``value`` is first checked as an int (so ``True`` and ``2.0`` are refused
+    and a NumPy integer is accepted)."""
     options = tuple(options)
-    if isinstance(value, Tensor | np.ndarray):  # `in` on an array would compare elementwise
+    if options and all(isinstance(o, int) and not isinstance(o, bool) for o in options):
+        value = integer(name, value)
+    elif isinstance(value, Tensor | np.ndarray):  # `in` on an array compares elementwise
         raise TypeError(f"{name} must be one of {options}, {_got(value)}")
-    try:
-        ok = value in options
-    except TypeError:  # unhashable or incomparable
-        ok = False
-    if not ok:
-        if options and not any(isinstance(value, type(o)) for o in options):
-            raise TypeError(f"{name} must be one of {options}, {_got(value)}")
-        raise ValueError(f"{name} must be one of {options}, got {_show(value)}")
-    return value
+    for option in options:
+        try:
+            if type(value) is type(option) and value == option:
+                return option
+        except TypeError:  # incomparable
+            pass
+    if options and not any(isinstance(value, type(o)) for o in options):
+        raise TypeError(f"{name} must be one of {options}, {_got(value)}")
+    raise ValueError(f"{name} must be one of {options}, got {_show(value)}")
 
 
 def instance(name: str, value: Any, cls: type[T] | tuple[type, ...]) -> T:
@@ -188,7 +195,7 @@ def tensor(
     ``min_ndim`` allows leading batch dimensions, and ``layout`` (e.g. ``"(..., seq, d)"``) is
     what a message about the dimensions shows."""
     if not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor, {_got(value)}")
     if floating and not value.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
     if dtype is not None:
@@ -212,8 +219,10 @@ def tensor(
             raise ValueError(f"{name} must have shape {want}, got {tuple(value.shape)}")
     if nonempty and value.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}")
-    if device is not None and value.device.type != torch.device(device).type:
-        raise ValueError(f"{name} must be on {device}, got a tensor on {value.device}")
+    if device is not None:
+        where = torch.device(device)  # "cuda" means any GPU; "cuda:1" that one
+        if value.device.type != where.type or where.index not in (None, value.device.index):
+            raise ValueError(f"{name} must be on {device}, got a tensor on {value.device}")
     if contiguous and not value.is_contiguous():
         raise ValueError(f"{name} must be contiguous; call .contiguous() first")
     return value
@@ -241,17 +250,20 @@ def array(
     if isinstance(value, Tensor):
         value = value.detach().cpu()
         value = (value.double() if value.is_floating_point() else value).numpy()  # bf16 too
-    if _is_bool(value) or isinstance(value, str | bytes):
-        raise TypeError(f"{name} must be an array of numbers, {_got(value)}")
     try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+        raw = np.asarray(value)
+    except (TypeError, ValueError):  # ragged nested lists
         raise TypeError(f"{name} must be an array of numbers, got {type(value).__name__}") from None
+    if raw.dtype.kind not in "iuf":  # None, strings, objects and booleans are not numbers
+        raise TypeError(f"{name} must be an array of numbers, {_got(value)}")
+    arr = raw.astype(np.float64)
     if ndim is not None:
         if arr.ndim != ndim:
             raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
-        if arr.shape[0] < min_rows or (ndim == 2 and arr.shape[1] < 1):
+        if arr.shape[0] < min_rows:
             raise ValueError(f"{name} needs at least {min_rows} rows, got shape {arr.shape}")
+        if arr.ndim == 2 and arr.shape[1] < 1:
+            raise ValueError(f"{name} needs at least 1 column, got shape {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} must contain only finite values (found NaN or inf)")
     if positive and not (arr > 0).all():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +23,7 @@ from hamlib import _checks as check
 
 __all__ = [
     "HNN",
+    "Chain",
     "MLPField",
     "attention_particles",
     "conformal_symplectic_euler",
@@ -399,15 +401,29 @@ def _check_sampler_args(
     return check.positive("step_size", step_size), check.integer("n_samples", n_samples, minimum=1)
 
 
+class Chain(NamedTuple):
+    """What a sampler returns (it unpacks as ``samples, acceptance = ...``)."""
+
+    samples: Tensor  # (n_samples, *x0.shape): the state after each step
+    acceptance: Tensor  # x0.shape[:-1]: the fraction of proposals each chain accepted
+
+
+def _logp(log_prob: LogProb, x: Tensor) -> Tensor:
+    """log_prob(x), one value per chain: a scalar would broadcast into every chain's accept test."""
+    lp = log_prob(x)
+    if not isinstance(lp, Tensor) or lp.shape != x.shape[:-1]:
+        got = tuple(lp.shape) if isinstance(lp, Tensor) else type(lp).__name__
+        raise ValueError(
+            f"log_prob must return shape {tuple(x.shape[:-1])} for x of shape "
+            f"{tuple(x.shape)}, got {got}"
+        )
+    return lp
+
+
 def _logp_and_grad(log_prob: LogProb, x: Tensor) -> tuple[Tensor, Tensor]:
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        lp = log_prob(x)
-        if lp.shape != x.shape[:-1]:
-            raise ValueError(
-                f"log_prob must return shape {tuple(x.shape[:-1])} for x of shape "
-                f"{tuple(x.shape)}, got {tuple(lp.shape)}"
-            )
+        lp = _logp(log_prob, x)
         (g,) = torch.autograd.grad(lp.sum(), x)
     return lp.detach(), g
 
@@ -421,7 +437,7 @@ def hmc(
     generator: torch.Generator | None = None,
     *,
     jitter: float = 0.0,
-) -> tuple[Tensor, Tensor]:
+) -> Chain:
     r"""Hamiltonian Monte Carlo (Duane et al., 1987; Neal, 2011) with unit mass.
 
     To sample :math:`\pi(x) \propto e^{\log\pi(x)}`, each iteration draws a momentum
@@ -464,7 +480,7 @@ def hmc(
         g = torch.where(accept[..., None], gn, g)
         accepted += accept
         samples[i] = x
-    return samples, accepted / n_samples
+    return Chain(samples, accepted / n_samples)
 
 
 def random_walk_metropolis(
@@ -473,7 +489,7 @@ def random_walk_metropolis(
     step_size: float,
     n_samples: int,
     generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
+) -> Chain:
     r"""Random-walk Metropolis: propose :math:`x' = x + \sigma z` with :math:`z \sim N(0, I)`.
 
     Same conventions as :func:`hmc`; one density evaluation (no gradient) per iteration.
@@ -481,19 +497,19 @@ def random_walk_metropolis(
     sigma, n_samples = _check_sampler_args(log_prob, x0, step_size, n_samples, generator)
     x = x0.detach().clone()
     with torch.no_grad():
-        lp = log_prob(x)
+        lp = _logp(log_prob, x)
         samples, accepted = x.new_empty((n_samples, *x.shape)), x.new_zeros(x.shape[:-1])
         for i in range(n_samples):
             z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
             xn = x + sigma * z
-            lpn = log_prob(xn)
+            lpn = _logp(log_prob, xn)
             u = torch.rand(x.shape[:-1], generator=generator, dtype=x.dtype, device=x.device)
             accept = torch.log(u) < lpn - lp
             x = torch.where(accept[..., None], xn, x)
             lp = torch.where(accept, lpn, lp)
             accepted += accept
             samples[i] = x
-    return samples, accepted / n_samples
+    return Chain(samples, accepted / n_samples)
 
 
 def effective_sample_size(x: Tensor) -> Tensor:

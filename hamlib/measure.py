@@ -117,7 +117,7 @@ def lanczos(
     alpha, beta = torch.zeros(m, dtype=torch.float64), torch.zeros(m, dtype=torch.float64)
     for j in range(m):
         Q[j] = q
-        w = _flat(hvp(loss_fn, params, _unflat(q, params))).double()
+        w = _flat(hvp(loss_fn, params, _unflat(q, params))).double().cpu()  # basis on the CPU
         alpha[j] = w @ q
         w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)  # full reorthogonalization (twice is enough)
         w = w - Q[: j + 1].T @ (Q[: j + 1] @ w)

@@ -128,7 +128,7 @@ def linear_gaussian_evidence(x: Tensor, W: Tensor, b: Tensor, sigma: float) -> T
     :math:`x \mid z \sim N(Wz + b, \sigma^2 I_d)`:
     :math:`x \sim N(b, WW^\top + \sigma^2 I)`. ``x`` is (..., d)."""
     sigma = _check_linear_args(x, W, b, sigma)
-    cov = W @ W.T + sigma**2 * torch.eye(W.shape[0], dtype=W.dtype)
+    cov = W @ W.T + sigma**2 * torch.eye(W.shape[0], dtype=W.dtype, device=W.device)
     return torch.distributions.MultivariateNormal(b, covariance_matrix=cov).log_prob(x)
 
 
@@ -139,7 +139,7 @@ def linear_gaussian_posterior(
     :math:`m = S W^\top (x - b)/\sigma^2`. Returns (m of shape (..., k), S of shape (k, k))."""
     sigma = _check_linear_args(x, W, b, sigma)
     k = W.shape[1]
-    S = torch.linalg.inv(torch.eye(k, dtype=W.dtype) + W.T @ W / sigma**2)
+    S = torch.linalg.inv(torch.eye(k, dtype=W.dtype, device=W.device) + W.T @ W / sigma**2)
     m = (x - b) @ W @ S / sigma**2  # S is symmetric
     return m, S
 
@@ -267,7 +267,7 @@ class VAE(nn.Module):
         """
         beta, free_bits, generator = self._check_elbo_args(beta, free_bits, generator)
         mu, logvar = self.encode(x)
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
         z = mu + (0.5 * logvar).exp() * eps
         loglik = bernoulli_log_likelihood(self.decode(z), x)
         kl_dims = gaussian_kl(mu, logvar, reduce=False)
@@ -285,7 +285,7 @@ class VAE(nn.Module):
         k, generator = check.integer("k", k, minimum=1), check.generator("generator", generator)
         mu, logvar = self.encode(x)
         std = (0.5 * logvar).exp()
-        eps = torch.randn((k, *mu.shape), generator=generator, dtype=mu.dtype)
+        eps = torch.randn((k, *mu.shape), generator=generator, dtype=mu.dtype, device=mu.device)
         z = mu + std * eps
         log_q = (-0.5 * eps * eps - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1)
         log_prior = (-0.5 * z * z - 0.5 * math.log(2 * math.pi)).sum(-1)
@@ -333,7 +333,7 @@ def train_vae(
             (-objective.mean()).backward()
             opt.step()
             with torch.no_grad():
-                sums += torch.stack([(loglik - kl).sum(), loglik.sum(), kl.sum()]).double()
+                sums += torch.stack([(loglik - kl).sum(), loglik.sum(), kl.sum()]).double().cpu()
         history["elbo"].append(sums[0].item() / n)
         history["loglik"].append(sums[1].item() / n)
         history["kl"].append(sums[2].item() / n)

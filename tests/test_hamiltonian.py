@@ -357,6 +357,20 @@ def test_samplers_reject_bad_input():
     assert x.shape == (3, 2) and acc.shape == ()
 
 
+def test_a_log_prob_that_is_not_one_value_per_chain_is_refused():
+    # A scalar would broadcast into every chain's accept test: the chains would move together.
+    x0 = torch.zeros(4, 2, dtype=torch.float64)
+    for sampler in (hm.random_walk_metropolis, lambda *a: hm.hmc(a[0], a[1], a[2], 2, a[3])):
+        with pytest.raises(ValueError, match=r"log_prob must return shape \(4,\)"):
+            sampler(lambda x: (x**2).sum(), x0, 0.1, 3)
+
+
+def test_samplers_return_named_chains():
+    chain = hm.random_walk_metropolis(_std_normal, torch.zeros(3, 2), 0.5, 4)
+    samples, acceptance = chain
+    assert chain.samples is samples and chain.acceptance.shape == (3,)
+
+
 def _std_normal(x):
     return -0.5 * (x * x).sum(-1)
 

@@ -288,3 +288,18 @@ def test_active_units_rejects_bad_arguments():
         vi.active_units(model, torch.zeros(8, 6), threshold=-0.1)
     with pytest.raises(TypeError, match="^model must be a hamlib.vi.VAE"):
         vi.active_units(torch.nn.Linear(6, 4), torch.zeros(8, 6))
+
+
+def test_sampling_happens_on_the_inputs_device():
+    """The meta device stands in for a GPU: noise drawn without device= lands on the CPU and
+    mixing it with the model's tensors fails, as it does on CUDA (it did, before the fix)."""
+    model = vi.VAE(4, 2, 8).to("meta")
+    x = torch.zeros(5, 4, device="meta")
+    assert all(t.device == x.device for t in model.elbo(x))
+    assert model.log_weights(x, 3).device == x.device
+    W = torch.zeros(4, 2, device="meta", dtype=torch.float64)
+    b, xs = (
+        torch.zeros(4, device="meta", dtype=W.dtype),
+        torch.zeros(3, 4, device="meta", dtype=W.dtype),
+    )
+    assert all(t.device == W.device for t in vi.linear_gaussian_posterior(xs, W, b, 1.0))
