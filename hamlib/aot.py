@@ -251,7 +251,9 @@ def _compile_one(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _main(out: str) -> None:
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    from hamlib.backend import triton_interpret_requested
+
+    if triton_interpret_requested():
         raise SystemExit("TRITON_INTERPRET is set: the interpreter's triton cannot compile")
     jobs = json.load(sys.stdin)
     results = [_compile_one(job) for job in jobs]

@@ -30,49 +30,81 @@ import torch
 
 from hamlib import _checks as check
 
-__all__ = ["BACKEND", "BACKENDS", "choose_backend"]
+__all__ = ["BACKEND", "BACKENDS", "choose_backend", "triton_interpret_requested"]
 
 BACKENDS = ("cuda", "interpreter", "torch")
 
 
+def triton_interpret_requested() -> bool:
+    """Whether ``TRITON_INTERPRET`` asks for the interpreter, read as Triton reads it (its C++
+    ``getenv_bool``: 1, true, on or yes in any case; measured on triton 3.9)."""
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on", "yes")
+
+
+def _triton_imported_interpreted() -> bool | None:
+    """None if triton is not imported yet, else whether its library functions are interpreted."""
+    if "triton" not in sys.modules or sys.modules["triton"] is None:
+        return None
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(tl.standard.sum, InterpretedFunction)
+
+
 def choose_backend(requested: str | None = None) -> str:
-    """The backend for ``requested`` (``"auto"``, ``"cuda"``, ``"interpreter"`` or ``"torch"``;
-    default: ``HAMLIB_KERNELS_BACKEND``, else ``"auto"``). Asking for a backend this machine cannot
-    give raises ``RuntimeError`` saying what is missing; ``"cuda"`` needs triton, not a GPU."""
+    """Resolve a backend request without switching anything: ``"auto"``, ``"cuda"``,
+    ``"interpreter"`` or ``"torch"`` (default: ``HAMLIB_KERNELS_BACKEND``, else ``"auto"``).
+    Asking for what this process cannot give raises ``RuntimeError`` saying why; ``"cuda"``
+    needs triton in compiled mode, not a GPU (kernels can be compiled ahead of time)."""
+    name = "requested"
     if requested is None:
-        requested = os.environ.get("HAMLIB_KERNELS_BACKEND", "") or "auto"
-    check.one_of("HAMLIB_KERNELS_BACKEND", requested, ("auto", *BACKENDS))
+        name, requested = "HAMLIB_KERNELS_BACKEND", os.environ.get("HAMLIB_KERNELS_BACKEND", "")
+        requested = requested or "auto"
+    requested = check.one_of(name, requested, ("auto", *BACKENDS))
     try:
         has_triton = importlib.util.find_spec("triton") is not None
     except (ImportError, ValueError):  # e.g. sys.modules["triton"] = None blocks it
         has_triton = False
-    gpu = torch.cuda.is_available()
+    interpreted = _triton_imported_interpreted()
+    interpret = triton_interpret_requested() if interpreted is None else interpreted
     if requested == "auto":
         if not has_triton:
             return "torch"
-        interpret = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-        return "cuda" if gpu and not interpret else "interpreter"
+        requested = "cuda" if torch.cuda.is_available() and not interpret else "interpreter"
     if requested != "torch" and not has_triton:
         raise RuntimeError(f"the {requested!r} backend needs triton, which is not installed")
-    return requested
-
-
-def _prepare_interpreter() -> None:
-    if "triton" not in sys.modules:
-        os.environ["TRITON_INTERPRET"] = "1"  # Triton's switch, read by `import triton` and jit
-        return
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
-
-    if not isinstance(tl.standard.sum, InterpretedFunction):
+    if requested == "cuda" and interpret:
+        raise RuntimeError(
+            "the 'cuda' backend needs compiled kernels, but Triton is in interpreter mode "
+            "(TRITON_INTERPRET): start Python without it"
+        )
+    if requested == "interpreter" and interpreted is False:
         raise RuntimeError(
             "triton was imported before hamlib's kernels without TRITON_INTERPRET=1, so its "
             "library functions (tl.sum, tl.max, ...) are compiled-mode and cannot run in the "
-            "interpreter: import hamlib.kernels before triton, or set TRITON_INTERPRET=1"
+            "interpreter: import hamlib.kernels before triton, or start Python with "
+            "TRITON_INTERPRET=1"
         )
-    os.environ["TRITON_INTERPRET"] = "1"
+    return requested
 
 
-BACKEND = choose_backend()
-if BACKEND == "interpreter":
-    _prepare_interpreter()
+def _switch(backend: str) -> str:
+    """Prepare triton for ``backend``; fall back to ``"torch"`` if triton cannot be imported."""
+    if backend == "torch":
+        return backend
+    if backend == "interpreter":
+        os.environ["TRITON_INTERPRET"] = "1"  # Triton's switch, read by `import triton` and jit
+    try:
+        import triton  # noqa: F401
+    except Exception as exc:  # pragma: no cover - a broken triton install
+        import warnings
+
+        warnings.warn(
+            f"triton is installed but cannot be imported ({exc}); using torch references",
+            stacklevel=2,
+        )
+        return "torch"
+    return backend
+
+
+BACKEND = _switch(choose_backend())

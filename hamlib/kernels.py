@@ -20,6 +20,7 @@ does not fail: it reads whatever memory the addresses point at.
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,9 +43,11 @@ from hamlib.kernel_configs import (
 
 __all__ = [
     "FLOAT_DTYPES",
+    "SOFTMAX_MAX_FUSED",
     "Launch",
     "add",
     "backend",
+    "device",
     "flash_attention",
     "launch_plan",
     "layer_norm",
@@ -56,18 +59,9 @@ __all__ = [
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 _BACKEND = backend_switch.BACKEND
-tk: Any = None  # hamlib.triton_kernels: the kernels, compiled or interpreted as the backend says
-if _BACKEND != "torch":
-    try:
-        from hamlib import triton_kernels as tk
-    except Exception as exc:  # pragma: no cover - a broken triton install
-        import warnings
-
-        warnings.warn(
-            f"triton is installed but could not be used ({exc}); using torch references",
-            stacklevel=1,
-        )
-        _BACKEND = "torch"
+# The kernels, compiled or interpreted as the backend says (the chapter imports the same module
+# by its name, hamlib.triton_kernels).
+_tk: Any = importlib.import_module("hamlib.triton_kernels") if _BACKEND != "torch" else None
 
 
 def backend() -> str:
@@ -147,7 +141,7 @@ class Launch:
             kernel = _autotuned(self.kernel, self.tune, self.key)
             kernel[lambda meta: grid_of({**fixed, **meta})](*self.args, **fixed)
         else:
-            getattr(tk, self.kernel)[self.grid](*self.args, **self.meta)
+            getattr(_tk, self.kernel)[self.grid](*self.args, **self.meta)
 
 
 _AUTOTUNED: dict[tuple[str, str], Any] = {}
@@ -174,7 +168,7 @@ def _autotuned(kernel: str, tune: tuple[dict[str, Any], ...], key: tuple[str, ..
         # once per shape and dtype, and the kernel tests meet many shapes.
         quick = partial(do_bench, warmup=5, rep=25)
         _AUTOTUNED[ident] = triton.autotune(configs=configs, key=list(key), do_bench=quick)(
-            getattr(tk, kernel)
+            getattr(_tk, kernel)
         )
     return _AUTOTUNED[ident]
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hamlib import cuda_c, kernel_bench, kernel_configs
 from hamlib import gpu_model as G
 from hamlib import kernels as K
-from hamlib.backend import choose_backend
+from hamlib.backend import choose_backend, triton_interpret_requested
 
 DEV = "cuda" if K.backend() == "cuda" else "cpu"
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -59,7 +59,7 @@ def test_the_backend_and_its_one_change_to_the_environment() -> None:
         "from hamlib import kernels as K\n"
         "keys = {*before, *os.environ}\n"
         "changed = sorted(k for k in keys if before.get(k) != os.environ.get(k))\n"
-        "print(K.backend(), type(K.tk.add_kernel).__name__ if K.tk else None, changed)"
+        "print(K.backend(), type(K._tk.add_kernel).__name__ if K._tk else None, changed)"
     )
     assert result.returncode == 0, result.stderr
     got = result.stdout.strip().split(maxsplit=2)
@@ -69,22 +69,49 @@ def test_the_backend_and_its_one_change_to_the_environment() -> None:
         "torch": ["torch", "None", "[]"],
     }
     assert got == expected[got[0]]
-    assert got[0] == K.backend()
+    if not os.environ.get("HAMLIB_KERNELS_BACKEND"):  # the child chose as this process did
+        assert got[0] == K.backend()
 
 
 @pytest.mark.skipif(K.backend() != "interpreter", reason="no GPU here: checks the interpreter")
 def test_triton_imported_first_in_compiled_mode_is_refused_with_the_fix() -> None:
     result = _fresh("import triton\nfrom hamlib import kernels")
     assert result.returncode != 0
-    assert "import hamlib.kernels before triton, or set TRITON_INTERPRET=1" in result.stderr
+    assert "import hamlib.kernels before triton, or start Python with TRITON_INTERPRET=1" in (
+        result.stderr
+    )
 
 
-def test_choose_backend_refuses_what_it_cannot_give() -> None:
-    with pytest.raises(ValueError, match="HAMLIB_KERNELS_BACKEND must be one of"):
+def test_choose_backend_refuses_what_it_cannot_give(monkeypatch) -> None:
+    with pytest.raises(ValueError, match="^requested must be one of"):
         choose_backend("gpu")
+    monkeypatch.setenv("HAMLIB_KERNELS_BACKEND", "gpu")
+    with pytest.raises(ValueError, match="^HAMLIB_KERNELS_BACKEND must be one of"):
+        choose_backend()
     assert choose_backend("torch") == "torch"
-    if importlib.util.find_spec("triton") is not None:
-        assert choose_backend("cuda") == "cuda"  # compile-only without a GPU (hamlib.aot)
+    if importlib.util.find_spec("triton") is not None and K.backend() == "interpreter":
+        # this process runs the interpreter: compiled kernels cannot be had here
+        with pytest.raises(RuntimeError, match="Triton is in interpreter mode"):
+            choose_backend("cuda")
+
+
+@pytest.mark.parametrize(
+    "value, on",
+    [
+        ("1", True),
+        ("true", True),
+        ("ON", True),
+        ("yes", True),
+        ("0", False),
+        ("off", False),
+        ("false", False),
+        ("", False),
+        ("2", False),
+    ],
+)
+def test_triton_interpret_is_read_as_triton_reads_it(monkeypatch, value: str, on: bool) -> None:
+    monkeypatch.setenv("TRITON_INTERPRET", value)
+    assert triton_interpret_requested() is on
 
 
 @pytest.mark.skipif(K.backend() != "interpreter", reason="no GPU here: checks the interpreter")
@@ -93,7 +120,7 @@ def test_importing_the_kernels_module_first_still_gives_interpreted_kernels() ->
         "from hamlib import triton_kernels as tk\n"
         "from hamlib import kernels as K\n"
         "import torch; x = torch.arange(5.0)\n"
-        "assert torch.equal(K.add(x, x), 2 * x) and K.tk is tk\n"
+        "assert torch.equal(K.add(x, x), 2 * x) and K._tk is tk\n"
         "print(type(tk.add_kernel).__name__)"
     )
     assert result.returncode == 0, result.stderr
