@@ -310,13 +310,19 @@ def softmax_unfused(x: Tensor) -> Tensor:
     return numerator / denominator
 
 
-def _warp_indices(name: str, values: Any, warp_size: int) -> np.ndarray:
+def _lane_values(
+    name: str, values: Any, warp_size: int, *, whole_warps: bool = False
+) -> np.ndarray:
+    """One non-negative integer per lane: a warp's worth, or whole warps if ``whole_warps``."""
     warp_size = check.integer("warp_size", warp_size, minimum=1)
     arr = np.asarray(values)
-    if arr.shape != (warp_size,) or not np.issubdtype(arr.dtype, np.integer) or np.any(arr < 0):
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers (one per lane), got dtype {arr.dtype}")
+    fits = arr.ndim == 1 and arr.size > 0 and arr.size % warp_size == 0
+    if not (fits if whole_warps else arr.shape == (warp_size,)) or np.any(arr < 0):
+        want = f"a multiple of warp_size={warp_size}" if whole_warps else str(warp_size)
         raise ValueError(
-            f"{name} must be {warp_size} non-negative integers (one per lane), got "
-            f"shape {arr.shape} and dtype {arr.dtype}"
+            f"{name} must be {want} non-negative integers (one per lane), got shape {arr.shape}"
         )
     return arr.astype(np.int64)
 
@@ -332,7 +338,7 @@ def coalescing(
     lanes asked for over the bytes of the sectors fetched (1.0: perfectly coalesced)."""
     element_bytes = check.integer("element_bytes", element_bytes, minimum=1)
     sector_bytes = check.integer("sector_bytes", sector_bytes, minimum=1)
-    idx = _warp_indices("element_index", element_index, warp_size)
+    idx = _lane_values("element_index", element_index, warp_size)
     first = idx * element_bytes // sector_bytes
     last = (idx * element_bytes + element_bytes - 1) // sector_bytes
     sectors = {int(s) for f, la in zip(first, last, strict=True) for s in range(f, la + 1)}
@@ -345,7 +351,7 @@ def bank_conflicts(word_index: np.ndarray | list[int], banks: int = 32, warp_siz
     ``word_index[i]``; word w lives in bank w mod ``banks``, each bank serves one word per pass,
     and lanes reading the same word share it (a broadcast). 1 means conflict-free."""
     banks = check.integer("banks", banks, minimum=1)
-    idx = _warp_indices("word_index", word_index, warp_size)
+    idx = _lane_values("word_index", word_index, warp_size)
     words_per_bank: dict[int, set[int]] = {}
     for w in idx.tolist():
         words_per_bank.setdefault(w % banks, set()).add(w)
@@ -358,13 +364,7 @@ def warp_efficiency(branch: np.ndarray | list[int], warp_size: int = 32) -> floa
     SIMT model: the threads of a warp share one instruction stream, so a warp whose lanes take
     b distinct branches runs all b one after another with the other lanes masked off (branches
     of equal cost assumed). Efficiency = threads / (warp_size x sum over warps of b)."""
-    warp_size = check.integer("warp_size", warp_size, minimum=1)
-    b = np.asarray(branch)
-    if b.ndim != 1 or b.size == 0 or b.size % warp_size:
-        raise ValueError(
-            f"branch must be a 1-D array whose length is a multiple of warp_size={warp_size}, "
-            f"got shape {b.shape}"
-        )
+    b = _lane_values("branch", branch, warp_size, whole_warps=True)
     passes = sum(len(np.unique(w)) for w in b.reshape(-1, warp_size))
     return b.size / (warp_size * passes)
 

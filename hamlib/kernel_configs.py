@@ -26,6 +26,16 @@ def next_power_of_2(n: int) -> int:
     return 1 << (check.integer("n", n, minimum=1) - 1).bit_length()
 
 
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _check_config_args(dtype: torch.dtype, backend: str = "cuda", **sizes: int) -> None:
+    for name, size in sizes.items():
+        check.integer(name, size, minimum=1)
+    check.one_of("dtype", dtype, _DTYPES)
+    check.one_of("backend", backend, ("cuda", "interpreter"))
+
+
 def matmul_config(
     m: int, n: int, k: int, dtype: torch.dtype, backend: str = "cuda", precision: str = "ieee"
 ) -> dict:
@@ -37,6 +47,8 @@ def matmul_config(
     exactly (``"ieee"``) runs on the FMA units, which hold the whole BLOCK_K slice of both tiles
     in registers: fp32 takes BLOCK_K = 16 (with 64, 128 x 128 tiles spill over 1,600 bytes per
     thread on an A100). The interpreter runs programs one after another: 32 x 32 x 32."""
+    _check_config_args(dtype, backend, m=m, n=n, k=k)
+    check.one_of("precision", precision, ("ieee", "tf32"))
     if backend == "interpreter":
         return {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4}
     big = m >= 128 and n >= 128
@@ -88,6 +100,8 @@ def matmul_candidates(
 ) -> list[dict[str, int]]:
     """The configurations ``K.matmul`` autotunes among on a GPU (none for small matrices, which
     take :func:`matmul_config` as it is)."""
+    _check_config_args(dtype, m=m, n=n, k=k)
+    check.one_of("precision", precision, ("ieee", "tf32"))
     if m < 128 or n < 128:
         return []
     kind = "half" if dtype != torch.float32 else precision
@@ -101,6 +115,7 @@ def attention_config(head_dim: int, dtype: torch.dtype, backend: str = "cuda") -
     a 128-query block on the tensor cores. fp32, computed exactly on the FMA units, keeps its
     operands in registers: a 128 x 128 fp32 query block spills thousands of bytes per thread, so
     fp32 takes 64 queries and 16 keys at a time."""
+    _check_config_args(dtype, backend, head_dim=head_dim)
     if backend == "interpreter":
         return {"BLOCK_M": 32, "BLOCK_N": 32}
     if dtype == torch.float32:
@@ -130,6 +145,7 @@ _ATTENTION_TUNE = {
 def attention_candidates(seq_q: int, head_dim: int, dtype: torch.dtype) -> list[dict[str, int]]:
     """The configurations ``K.flash_attention`` autotunes among on a GPU (fp16/bf16, at least
     128 queries; otherwise none, and :func:`attention_config` is used as it is)."""
+    _check_config_args(dtype, seq_q=seq_q, head_dim=head_dim)
     if dtype == torch.float32 or seq_q < 128:
         return []
     kind = "d>64" if head_dim > 64 else ("d<=64, d%16" if head_dim % 16 else "d<=64")

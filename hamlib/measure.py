@@ -165,8 +165,7 @@ def hessian_spectrum(loss_fn: LossFn, params: Sequence[Tensor], max_params: int 
 def _check_per_example_gradients_args(
     model: torch.nn.Module, loss: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor
 ) -> None:
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check.instance("model", model, torch.nn.Module)
     check.function("loss", loss)
     check.tensor("x", x)
     check.tensor("y", y)

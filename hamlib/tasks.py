@@ -191,8 +191,7 @@ def train_student(
 
     ``callback(step, student, loss)``, if given, runs at every step after the backward pass and
     before the update (gradients in ``.grad``): the place to log estimators."""
-    if not isinstance(teacher, Teacher):
-        raise TypeError(f"teacher must be a Teacher, got {type(teacher).__name__}")
+    check.instance("teacher", teacher, Teacher)
     width = check.integer("width", width, minimum=1)
     steps = check.integer("steps", steps, minimum=1)
     batch = check.integer("batch", batch, minimum=1)

@@ -22,8 +22,7 @@ class CharTokenizer:
     """Characters <-> integer ids, the vocabulary being the sorted set of characters of a text."""
 
     def __init__(self, text: str) -> None:
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        check.instance("text", text, str)
         if not text:
             raise ValueError("text must be non-empty")
         self.chars = sorted(set(text))

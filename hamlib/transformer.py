@@ -135,8 +135,8 @@ class MultiHeadAttention(nn.Module):
     ) -> None:
         check.tensor("x", x, floating=True, shape=(None, None, self.d_model))
         check.boolean("causal", causal)
-        if cache is not None and not isinstance(cache, KVCache):
-            raise TypeError(f"cache must be a KVCache or None, got {type(cache).__name__}")
+        if cache is not None:
+            check.instance("cache", cache, KVCache)
         check.integer("layer", layer, minimum=0)
         check.boolean("return_weights", return_weights)
 
@@ -300,8 +300,7 @@ class GPT(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        if not isinstance(config, GPTConfig):
-            raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
+        check.instance("config", config, GPTConfig)
         self.config = cfg = config
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_emb = (
@@ -335,8 +334,8 @@ class GPT(nn.Module):
         check.tensor("idx", idx, dtype=torch.long, ndim=2)
         if targets is not None:
             check.tensor("targets", targets, dtype=torch.long, shape=tuple(idx.shape))
-        if cache is not None and not isinstance(cache, KVCache):
-            raise TypeError(f"cache must be a KVCache or None, got {type(cache).__name__}")
+        if cache is not None:
+            check.instance("cache", cache, KVCache)
         past = 0 if cache is None else cache.length()
         s = idx.shape[1]
         if past + s > self.config.block_size and self.config.positions != "rope":

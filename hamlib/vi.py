@@ -293,8 +293,7 @@ class VAE(nn.Module):
 
 
 def _check_vae(name: str, model: object) -> None:
-    if not isinstance(model, VAE):
-        raise TypeError(f"{name} must be a hamlib.vi.VAE, got {type(model).__name__}")
+    check.instance(name, model, VAE)
 
 
 def train_vae(

@@ -286,7 +286,7 @@ def test_active_units_rejects_bad_arguments():
     model = vi.VAE(n_in=6, n_latent=2, hidden=4)
     with pytest.raises(ValueError, match="^threshold must"):
         vi.active_units(model, torch.zeros(8, 6), threshold=-0.1)
-    with pytest.raises(TypeError, match="^model must be a hamlib.vi.VAE"):
+    with pytest.raises(TypeError, match="^model must be a VAE"):
         vi.active_units(torch.nn.Linear(6, 4), torch.zeros(8, 6))
 
 
