@@ -63,21 +63,21 @@ def _check_train_modular_args(
     every: Any,
     stop_at: Any,
     progress: Any,
-) -> tuple[int, float, float, int, float, int, int, int, int, float | None]:
+) -> None:
+    """Raise on bad input; the values themselves work as given (a NumPy int is an int)."""
+    check.integer("p", p, minimum=2)
+    check.probability("train_frac", train_frac, open_low=True, open_high=True)
+    check.nonnegative("weight_decay", weight_decay)
+    check.integer("steps", steps, minimum=1)
+    check.positive("lr", lr)
+    check.integer("d", d, minimum=1)
+    check.integer("hidden", hidden, minimum=1)
+    check.seed("seed", seed)
+    check.integer("every", every, minimum=1)
+    if stop_at is not None:
+        check.probability("stop_at", stop_at)
     if progress is not None:
         check.function("progress", progress)
-    return (
-        check.integer("p", p, minimum=2),
-        check.probability("train_frac", train_frac, open_low=True, open_high=True),
-        check.nonnegative("weight_decay", weight_decay),
-        check.integer("steps", steps, minimum=1),
-        check.positive("lr", lr),
-        check.integer("d", d, minimum=1),
-        check.integer("hidden", hidden, minimum=1),
-        check.seed("seed", seed),
-        check.integer("every", every, minimum=1),
-        None if stop_at is None else check.probability("stop_at", stop_at),
-    )
 
 
 def train_modular(
@@ -97,10 +97,8 @@ def train_modular(
     :func:`modular_addition`. Logs every ``every`` steps: train_loss, train_acc, test_acc,
     weight_norm and the effective rank of the embedding table. ``stop_at``: stop once test
     accuracy reaches it (for sweeps)."""
-    p, train_frac, weight_decay, steps, lr, d, hidden, seed, every, stop_at = (
-        _check_train_modular_args(
-            p, train_frac, weight_decay, steps, lr, d, hidden, seed, every, stop_at, progress
-        )
+    _check_train_modular_args(
+        p, train_frac, weight_decay, steps, lr, d, hidden, seed, every, stop_at, progress
     )
     x, y = modular_addition(p)
     perm = torch.randperm(p * p, generator=torch.Generator().manual_seed(seed))

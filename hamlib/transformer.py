@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -216,9 +216,10 @@ class FeedForward(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
-@dataclass
+@dataclass(frozen=True)
 class GPTConfig:
-    """The shape of a :class:`GPT`; every field is checked when the config is made.
+    """The shape of a :class:`GPT`, immutable; every field, and every relation between fields
+    that a GPT needs, is checked when the config is made.
 
     - ``vocab_size``: number of token ids.
     - ``block_size``: the longest sequence, in tokens (the learned and sinusoidal tables' length).
@@ -248,16 +249,30 @@ class GPTConfig:
     tie_weights: bool = True
 
     def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:  # frozen: the checked, converted value
+            object.__setattr__(self, name, value)
+
         for name in ("vocab_size", "block_size", "d_model", "n_layers", "n_heads"):
-            setattr(self, name, check.integer(name, getattr(self, name), minimum=1))
+            put(name, check.integer(name, getattr(self, name), minimum=1))
         for name in ("n_kv_heads", "d_hidden"):
             if getattr(self, name) is not None:
-                setattr(self, name, check.integer(name, getattr(self, name), minimum=1))
-        self.ffn = check.one_of("ffn", self.ffn, get_args(FFNKind))
-        self.norm = check.one_of("norm", self.norm, get_args(NormPlacement))
-        self.norm_type = check.one_of("norm_type", self.norm_type, get_args(NormType))
-        self.positions = check.one_of("positions", self.positions, get_args(Positions))
-        self.tie_weights = check.boolean("tie_weights", self.tie_weights)
+                put(name, check.integer(name, getattr(self, name), minimum=1))
+        put("ffn", check.one_of("ffn", self.ffn, get_args(FFNKind)))
+        put("norm", check.one_of("norm", self.norm, get_args(NormPlacement)))
+        put("norm_type", check.one_of("norm_type", self.norm_type, get_args(NormType)))
+        put("positions", check.one_of("positions", self.positions, get_args(Positions)))
+        put("tie_weights", check.boolean("tie_weights", self.tie_weights))
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})"
+            )
+        kv = self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+        if self.n_heads % kv:
+            raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({kv})")
+        if self.positions == "rope" and (self.d_model // self.n_heads) % 2:
+            raise ValueError(f"RoPE needs an even head_dim, got {self.d_model // self.n_heads}")
+        if self.positions == "sinusoidal" and self.d_model % 2:
+            raise ValueError(f"sinusoidal positions need an even d_model, got {self.d_model}")
 
     @property
     def ffn_hidden(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -437,3 +438,19 @@ def test_mha_fused_path_equals_the_written_out_attention(n_kv: int) -> None:
         written, weights = mha(x, causal=causal, return_weights=True)
         torch.testing.assert_close(fused, written)
         assert weights.shape == (2, 4, 9, 9)
+
+
+def test_gpt_config_checks_its_relations_and_is_frozen() -> None:
+    bad = [
+        ({"d_model": 30, "n_heads": 4}, "d_model \\(30\\) must be a multiple of n_heads \\(4\\)"),
+        ({"n_heads": 4, "n_kv_heads": 3}, "n_heads \\(4\\) must be a multiple of n_kv_heads"),
+        ({"d_model": 12, "n_heads": 4, "positions": "rope"}, "RoPE needs an even head_dim, got 3"),
+        ({"d_model": 9, "n_heads": 1, "positions": "sinusoidal"}, "need an even d_model"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(ValueError, match=message):
+            T.GPTConfig(vocab_size=5, **kwargs)
+    cfg = T.GPTConfig(vocab_size=np.int64(5))
+    assert type(cfg.vocab_size) is int
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.d_model = 8  # type: ignore[misc]
