@@ -316,12 +316,12 @@ print(f"active latent units: {vi.active_units(vae, x_test)} of 8")
 # %%
 fig, ax = plt.subplots()
 epochs = np.arange(1, 151)
-ax.plot(epochs, history["elbo"], color=COLORS["measured"], label="ELBO (train)")
-ax.plot(epochs, history["test_elbo"], color=COLORS["reference"], label="ELBO (test)")
-ax.plot(epochs, history["loglik"], color=COLORS["muted"], ls="--", label="E log p(x|z) (train)")
+ax.plot(epochs, history.elbo, color=COLORS["measured"], label="ELBO (train)")
+ax.plot(epochs, history.test_elbo, color=COLORS["reference"], label="ELBO (test)")
+ax.plot(epochs, history.loglik, color=COLORS["muted"], ls="--", label="E log p(x|z) (train)")
 ax.plot(
     epochs,
-    [-v for v in history["kl"]],
+    [-v for v in history.kl],
     color=COLORS["highlight"],
     ls="--",
     label="-KL(q || prior) (train)",
@@ -336,7 +336,7 @@ ax.legend()
 plt.show()
 hamlib.check(
     "the test ELBO is within 2 nats of the training ELBO (no severe overfitting)",
-    abs(test_elbo - history["elbo"][-1]) < 2,
+    abs(test_elbo - history.elbo[-1]) < 2,
 )
 
 # %%

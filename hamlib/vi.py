@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from hamlib import _checks as check
 
 __all__ = [
     "VAE",
+    "VAEHistory",
     "active_units",
     "bernoulli_log_likelihood",
     "gaussian_kl",
@@ -296,6 +298,16 @@ def _check_vae(name: str, model: object) -> None:
     check.instance(name, model, VAE)
 
 
+@dataclass(frozen=True)
+class VAEHistory:
+    """Per-epoch averages from :func:`train_vae`, in nats per example."""
+
+    elbo: list[float] = field(default_factory=list)  # the training ELBO
+    loglik: list[float] = field(default_factory=list)  # its reconstruction term E log p(x | z)
+    kl: list[float] = field(default_factory=list)  # its KL term
+    test_elbo: list[float] = field(default_factory=list)  # on x_test (empty without one)
+
+
 def train_vae(
     model: VAE,
     x_train: Tensor,
@@ -306,7 +318,7 @@ def train_vae(
     free_bits: float = 0.0,
     generator: torch.Generator | None = None,
     x_test: Tensor | None = None,
-) -> dict[str, list[float]]:
+) -> VAEHistory:
     """Train with Adam on shuffled minibatches; returns per-epoch averages of the training ELBO, its
     two terms, and (if ``x_test`` is given) the test ELBO, all in nats per example."""
     _check_vae("model", model)
@@ -319,7 +331,7 @@ def train_vae(
     beta, free_bits = check.nonnegative("beta", beta), check.nonnegative("free_bits", free_bits)
     generator = check.generator("generator", generator)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    history: dict[str, list[float]] = {"elbo": [], "loglik": [], "kl": [], "test_elbo": []}
+    history = VAEHistory()
     n = x_train.shape[0]
     for _ in range(epochs):
         perm = torch.randperm(n, generator=generator)
@@ -333,14 +345,14 @@ def train_vae(
             opt.step()
             with torch.no_grad():
                 sums += torch.stack([(loglik - kl).sum(), loglik.sum(), kl.sum()]).double().cpu()
-        history["elbo"].append(sums[0].item() / n)
-        history["loglik"].append(sums[1].item() / n)
-        history["kl"].append(sums[2].item() / n)
+        history.elbo.append(sums[0].item() / n)
+        history.loglik.append(sums[1].item() / n)
+        history.kl.append(sums[2].item() / n)
         if x_test is not None:
             model.eval()
             with torch.no_grad():
                 _, ll, kl_t = model.elbo(x_test, generator=generator)
-            history["test_elbo"].append((ll - kl_t).mean().item())
+            history.test_elbo.append((ll - kl_t).mean().item())
     model.eval()
     return history
 

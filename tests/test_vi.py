@@ -237,8 +237,8 @@ def test_train_vae_improves_the_elbo_and_free_bits_prevent_collapse():
     torch.manual_seed(0)
     model = vi.VAE(n_in=16, n_latent=2, hidden=32)
     hist = vi.train_vae(model, x, 40, 64, generator=torch.Generator().manual_seed(1), x_test=x[:64])
-    assert hist["elbo"][-1] > hist["elbo"][0] + 2
-    assert len(hist["test_elbo"]) == 40
+    assert hist.elbo[-1] > hist.elbo[0] + 2
+    assert len(hist.test_elbo) == 40
     assert vi.active_units(model, x) >= 1
     torch.manual_seed(0)
     collapsed = vi.VAE(n_in=16, n_latent=2, hidden=32)
