@@ -49,6 +49,10 @@ def _real_number(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}: {value!r}")
 
 
+# The thread-count variables setup() sets for child processes (tests restore them).
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
 def setup(seed: int = DEFAULT_SEED, threads: int = DEFAULT_THREADS, precision: int = 4) -> None:
     """Make a chapter reproducible: call once, in its first code cell.
 
@@ -69,7 +73,7 @@ def setup(seed: int = DEFAULT_SEED, threads: int = DEFAULT_THREADS, precision: i
     threads = check.integer("threads", threads, minimum=1)
     precision = check.integer("precision", precision, minimum=1, maximum=16)
 
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for var in THREAD_VARS:
         os.environ[var] = str(threads)
     from threadpoolctl import threadpool_limits
 

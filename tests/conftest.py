@@ -1,12 +1,12 @@
 import os
-import random
+import sys
 
 import matplotlib as mpl
 import numpy as np
 import pytest
 import torch
 from hypothesis import settings
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 import hamlib.repro
 
@@ -15,7 +15,7 @@ import hamlib.repro
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
-_PINNED_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_PRINT_OPTIONS = ("precision", "threshold", "edgeitems", "linewidth", "sci_mode")
 
 
 @pytest.fixture(autouse=True)
@@ -23,11 +23,16 @@ def _restore_global_state():
     """Undo what a test changed in the process's global state, so that no test depends on the
     tests before it: hamlib.setup() (which several tests call, directly or through a tool) seeds
     every generator, pins thread pools, sets print options and the figure style, and clears the
-    claims; a test may also leave torch's default dtype changed."""
+    claims; a test may also leave torch's default dtype changed or figures open."""
+    import random
+
     rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-    threads, pools = torch.get_num_threads(), threadpool_info()
-    env = {k: os.environ.get(k) for k in _PINNED_VARS}
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    threads, pools = torch.get_num_threads(), ThreadpoolController()
+    pool_threads = [p.num_threads for p in pools.lib_controllers]
+    env = {k: os.environ.get(k) for k in hamlib.repro.THREAD_VARS}
     np_print, torch_dtype = np.get_printoptions(), torch.get_default_dtype()
+    torch_print = {k: getattr(torch._tensor_str.PRINT_OPTS, k) for k in _PRINT_OPTIONS}
     rc = dict(mpl.rcParams.copy())
     del rc["backend"]  # as matplotlib.rc_context does: never switch backends on the way out
     claims = hamlib.repro.claims()
@@ -35,19 +40,24 @@ def _restore_global_state():
     random.setstate(rng[0])
     np.random.set_state(rng[1])
     torch.set_rng_state(rng[2])
+    if cuda_rng is not None:
+        torch.cuda.set_rng_state_all(cuda_rng)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    if threadpool_info() != pools:
-        threadpool_limits(limits={p["prefix"]: p["num_threads"] for p in pools})
+    for lib, n in zip(pools.lib_controllers, pool_threads, strict=True):
+        if lib.num_threads != n:
+            lib.set_num_threads(n)  # each pool by itself, even two with one prefix
     for key, value in env.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
     np.set_printoptions(**np_print)
-    torch.set_printoptions(profile="default")
+    torch.set_printoptions(**torch_print)
     torch.set_default_dtype(torch_dtype)
-    mpl.rcParams._update_raw(rc)  # what rc_context does on exit
+    mpl.rcParams._update_raw(rc)  # what rc_context does on exit (no re-validation, no warnings)
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
     hamlib.repro._claims[:] = claims
 
 

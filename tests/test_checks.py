@@ -3,7 +3,8 @@
 - a wrong type raises TypeError, a wrong value ValueError, and the message names the argument;
 - NumPy integers and 0-d arrays are accepted where an int is meant, NumPy floats where a real is;
 - bool is refused where a number is meant; NaN is refused where a real is;
-- a list where a tensor is meant is a TypeError.
+- a list where a tensor is meant is a TypeError; a number where a truth value is meant too;
+- where one of a few options is meant, another is a ValueError and a wrong type a TypeError.
 
 Each row is a cheap valid call, the argument it varies, its kind and a value of the right type
 that is out of range. A row whose argument were not checked (or checked by hand, differently)
@@ -70,7 +71,18 @@ def _gpt() -> transformer.GPT:
     return transformer.GPT(cfg)
 
 
-X2 = torch.randn(2, 3, dtype=torch.float64)
+def _train_fresh_gpt(data: torch.Tensor, steps: int, batch_size: int) -> list[float]:
+    """train_gpt on a new model each call (rows run it many times)."""
+    return text.train_gpt(_gpt(), data, steps, batch_size)
+
+
+def _generate(max_new_tokens: int, temperature: float) -> torch.Tensor:
+    idx = torch.zeros(1, 1, dtype=torch.long)
+    return _gpt().generate(idx, max_new_tokens, temperature=temperature)
+
+
+X2 = torch.randn(2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+Q4 = torch.randn(1, 1, 8, 16, device=DEV, generator=torch.Generator().manual_seed(0))
 SIGNAL = np.r_[np.zeros(5), np.ones(5)]
 # (name, function, valid keyword arguments, the argument varied, kind, a right-typed bad value)
 ROWS: list[tuple[str, Callable[..., Any], dict[str, Any], str, str, Any]] = [
@@ -187,11 +199,100 @@ ROWS: list[tuple[str, Callable[..., Any], dict[str, Any], str, str, Any]] = [
     ("RMSNorm", transformer.RMSNorm, {"d": 4, "eps": 1e-6}, "eps", "real", 0.0),
     (
         "train_gpt",
-        text.train_gpt,
-        {"model": _gpt(), "data": torch.arange(5).repeat(4), "steps": 1, "batch_size": 2},
+        _train_fresh_gpt,
+        {"data": torch.arange(5).repeat(4), "steps": 1, "batch_size": 2},
         "batch_size",
         "int",
         0,
+    ),
+    ("generate", _generate, {"max_new_tokens": 2, "temperature": 1.0}, "max_new_tokens", "int", -1),
+    ("generate", _generate, {"max_new_tokens": 2, "temperature": 1.0}, "temperature", "real", -1.0),
+    (
+        "hmc",
+        hamiltonian.hmc,
+        {
+            "log_prob": _log_prob,
+            "x0": X2,
+            "step_size": 0.1,
+            "n_leapfrog": 2,
+            "n_samples": 2,
+            "jitter": 0.1,
+        },
+        "jitter",
+        "real",
+        1.0,
+    ),
+    (
+        "train_modular",
+        tasks.train_modular,
+        {"p": 5, "steps": 1, "every": 1, "train_frac": 0.5},
+        "train_frac",
+        "real",
+        1.0,
+    ),
+    (
+        "op_cost",
+        gpu_model.op_cost,
+        {"op": "add", "dtype_bytes": 2, "n": 8},
+        "dtype_bytes",
+        "choice",
+        3,
+    ),
+    (
+        "bank_conflicts",
+        gpu_model.bank_conflicts,
+        {"word_index": np.arange(32), "banks": 32},
+        "banks",
+        "int",
+        0,
+    ),
+    (
+        "warp_efficiency",
+        gpu_model.warp_efficiency,
+        {"branch": np.zeros(64, int), "warp_size": 32},
+        "warp_size",
+        "int",
+        0,
+    ),
+    (
+        "matmul_config",
+        kernel_configs.matmul_config,
+        {"m": 64, "n": 64, "k": 64, "dtype": torch.float16},
+        "m",
+        "int",
+        0,
+    ),
+    (
+        "matmul_config",
+        kernel_configs.matmul_config,
+        {"m": 64, "n": 64, "k": 64, "dtype": torch.float16, "precision": "ieee"},
+        "precision",
+        "choice",
+        "fp64",
+    ),
+    (
+        "matmul",
+        kernels.matmul,
+        {"a": torch.ones(4, 4, device=DEV), "b": torch.ones(4, 4, device=DEV), "precision": "ieee"},
+        "precision",
+        "choice",
+        "fp64",
+    ),
+    (
+        "flash_attention",
+        kernels.flash_attention,
+        {"q": Q4, "k": Q4, "v": Q4, "causal": False},
+        "causal",
+        "bool",
+        None,
+    ),
+    (
+        "flash_attention",
+        kernels.flash_attention,
+        {"q": Q4, "k": Q4, "v": Q4, "sm_scale": 0.25},
+        "sm_scale",
+        "real",
+        math.inf,
     ),
     ("Tracker", dynamics.Tracker, {"every": 2}, "every", "int", 0),
     (
@@ -282,7 +383,7 @@ IDS = [f"{name}-{arg}" for name, _, _, arg, _, _ in ROWS]
 
 
 def _raises(exc: type[Exception], arg: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-    with pytest.raises(exc, match=rf"\b{re.escape(arg)}\b"):
+    with pytest.raises(exc, match=rf"^{re.escape(arg)}\b"):  # the message opens with its name
         fn(**kwargs)
 
 
@@ -293,9 +394,19 @@ def test_the_rules(name, fn, good, arg, kind, bad) -> None:
     if kind == "tensor":
         _raises(TypeError, arg, fn, {**good, arg: value.tolist()})
         return
+    if kind == "bool":
+        _raises(TypeError, arg, fn, {**good, arg: int(value)})  # a number is not a truth value
+        fn(**{**good, arg: np.bool_(value)})
+        return
+    _raises(ValueError, arg, fn, {**good, arg: bad})
+    if kind == "choice":
+        _raises(TypeError, arg, fn, {**good, arg: [value]})
+        if isinstance(value, int):
+            _raises(TypeError, arg, fn, {**good, arg: True})
+            fn(**{**good, arg: np.int64(value)})
+        return
     _raises(TypeError, arg, fn, {**good, arg: True})  # bool is not a number
     _raises(TypeError, arg, fn, {**good, arg: str(value)})
-    _raises(ValueError, arg, fn, {**good, arg: bad})
     if kind == "int":
         _raises(TypeError, arg, fn, {**good, arg: float(value)})
         fn(**{**good, arg: np.int64(value)})  # NumPy integers are ints
@@ -303,6 +414,8 @@ def test_the_rules(name, fn, good, arg, kind, bad) -> None:
     else:
         _raises(ValueError, arg, fn, {**good, arg: math.nan})
         fn(**{**good, arg: np.float64(value)})  # NumPy floats are reals
+        if float(value).is_integer():
+            fn(**{**good, arg: int(value)})  # and so are ints
 
 
 def test_every_row_names_a_real_argument() -> None:
