@@ -60,7 +60,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 lint: setup workflows
 	$(BIN)/ruff check hamlib tests tools chapters conftest.py
-	$(BIN)/ruff format --check hamlib tests tools chapters
+	$(BIN)/ruff format --check hamlib tests tools chapters conftest.py
 	$(BIN)/mypy
 
 # GitHub Actions workflows against the schema vendored in check-jsonschema (offline), plus the
