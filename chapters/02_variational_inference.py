@@ -308,7 +308,7 @@ with torch.no_grad():
     _, ll_test, kl_test = vae.elbo(x_test, generator=torch.Generator().manual_seed(2))
 test_elbo = (ll_test - kl_test).mean().item()
 print(
-    f"after 150 epochs: train ELBO {history['elbo'][-1]:.2f} nats, test ELBO {test_elbo:.2f} nats "
+    f"after 150 epochs: train ELBO {history.elbo[-1]:.2f} nats, test ELBO {test_elbo:.2f} nats "
     f"(= {ll_test.mean().item():.2f} reconstruction - {kl_test.mean().item():.2f} KL)"
 )
 print(f"active latent units: {vi.active_units(vae, x_test)} of 8")

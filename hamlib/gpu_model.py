@@ -313,10 +313,11 @@ def softmax_unfused(x: Tensor) -> Tensor:
 def _lane_values(
     name: str, values: Any, warp_size: int, *, whole_warps: bool = False
 ) -> np.ndarray:
-    """One non-negative integer per lane: a warp's worth, or whole warps if ``whole_warps``."""
+    """One non-negative integer per lane: a warp's worth, or whole warps if ``whole_warps``
+    (then the values are branch labels, and True/False label two branches)."""
     warp_size = check.integer("warp_size", warp_size, minimum=1)
     arr = np.asarray(values)
-    if arr.dtype.kind not in "iu":
+    if arr.dtype.kind not in ("iub" if whole_warps else "iu"):
         raise TypeError(f"{name} must hold integers (one per lane), got dtype {arr.dtype}")
     fits = arr.ndim == 1 and arr.size > 0 and arr.size % warp_size == 0
     if not (fits if whole_warps else arr.shape == (warp_size,)) or np.any(arr < 0):

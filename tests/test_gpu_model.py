@@ -146,3 +146,11 @@ def test_bank_conflicts() -> None:
         G.bank_conflicts(-lanes)
     with pytest.raises(ValueError, match="banks must be >= 1"):
         G.bank_conflicts(lanes, banks=0)
+
+
+def test_warp_efficiency_takes_true_and_false_as_two_branches() -> None:
+    lanes = np.arange(64)
+    assert G.warp_efficiency(lanes % 2 == 0) == 0.5  # every warp runs both sides
+    assert G.warp_efficiency(lanes < 32) == 1.0  # whole warps agree
+    with pytest.raises(TypeError, match="^branch must hold integers"):
+        G.warp_efficiency(lanes * 0.5)
