@@ -28,6 +28,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 from hamlib import hamiltonian as hm
+from hamlib import mcmc as MC
 from hamlib.plotting import COLORS, CYCLE
 
 f64 = torch.float64
@@ -773,7 +774,7 @@ hamlib.check(
 # its bounded energy error is what keeps the acceptance rate high even for long trajectories.
 
 # %%
-hamlib.show_source(hm.hmc)
+hamlib.show_source(MC.hmc)
 
 # %% [markdown]
 # Three targets: a 2-D Gaussian with correlation 0.95, a banana-shaped density
@@ -815,14 +816,14 @@ targets = {  # log density, dimension, HMC settings, RWM step (tuned to acceptan
 def ess_per_evaluation(samples, evaluations_per_iteration):
     """Smallest ESS over coordinates (summed over chains), per density or gradient evaluation."""
     kept = samples[len(samples) // 10 :]  # drop 10% burn-in
-    ess = hm.effective_sample_size(kept).sum(0).min().item()
+    ess = MC.effective_sample_size(kept).sum(0).min().item()
     return ess / (kept.shape[0] * kept.shape[1] * evaluations_per_iteration)
 
 
 mcmc = {}
 for name, (log_prob, dim, hmc_args, rwm_step) in hamlib.progress(targets.items(), desc="sampling"):
     x0 = torch.zeros(4, dim, dtype=f64)
-    s, acc = hm.hmc(
+    s, acc = MC.hmc(
         log_prob,
         x0,
         n_samples=400,
@@ -831,7 +832,7 @@ for name, (log_prob, dim, hmc_args, rwm_step) in hamlib.progress(targets.items()
         **hmc_args,
     )
     mcmc[name, "HMC"] = (acc.mean().item(), ess_per_evaluation(s, hmc_args["n_leapfrog"] + 1), s)
-    s, acc = hm.random_walk_metropolis(
+    s, acc = MC.random_walk_metropolis(
         log_prob, x0, rwm_step, 4000, generator=torch.Generator().manual_seed(2)
     )
     mcmc[name, "RWM"] = (acc.mean().item(), ess_per_evaluation(s, 1), s)
@@ -1133,7 +1134,7 @@ log_p100 = targets["100-D Gaussian"][0]
 
 def acceptance(step):
     x0 = torch.zeros(4, 100, dtype=f64)
-    _, acc = hm.hmc(log_p100, x0, step, 20, 100, generator=torch.Generator().manual_seed(3))
+    _, acc = MC.hmc(log_p100, x0, step, 20, 100, generator=torch.Generator().manual_seed(3))
     return acc.mean().item()
 
 

@@ -55,6 +55,7 @@ _SUBJECTS = {
     "kernel_bench",
     "kernel_configs",
     "kernels",
+    "mcmc",
     "measure",
     "optim",
     "plotting",

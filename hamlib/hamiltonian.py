@@ -1,4 +1,5 @@
-r"""Hamiltonian dynamics: integrators, energy, Hamiltonian neural networks and HMC (Chapter 5).
+r"""Hamiltonian dynamics: integrators, energy, Hamiltonian neural networks and attention as a
+particle system (Chapter 5; the samplers are in :mod:`hamlib.mcmc`).
 
 A Hamiltonian system evolves a position q and a momentum p by
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -23,17 +23,13 @@ from hamlib import _checks as check
 
 __all__ = [
     "HNN",
-    "Chain",
     "MLPField",
     "attention_particles",
     "conformal_symplectic_euler",
-    "effective_sample_size",
     "energy_drift",
     "euler",
     "hamiltonian_attention",
-    "hmc",
     "leapfrog",
-    "random_walk_metropolis",
     "rk4",
     "symplectic_euler",
 ]
@@ -382,160 +378,3 @@ class MLPField(_PhaseSpaceMLP):
     def vector_field(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
         """(dq/dt, dp/dt), as :meth:`HNN.vector_field`."""
         return self(q, p)
-
-
-# ----------------------------------------------------------------------------- sampling
-LogProb = Callable[[Tensor], Tensor]
-
-
-def _check_sampler_args(
-    log_prob: LogProb,
-    x0: Tensor,
-    step_size: float,
-    n_samples: int,
-    generator: torch.Generator | None,
-) -> tuple[float, int]:
-    check.function("log_prob", log_prob)
-    check.tensor("x0", x0, dtype=_FLOATS, min_ndim=1, layout="(..., dim)")
-    check.generator("generator", generator)  # None stays None: torch's default for x0's device
-    return check.positive("step_size", step_size), check.integer("n_samples", n_samples, minimum=1)
-
-
-class Chain(NamedTuple):
-    """What a sampler returns (it unpacks as ``samples, acceptance = ...``)."""
-
-    samples: Tensor  # (n_samples, *x0.shape): the state after each step
-    acceptance: Tensor  # x0.shape[:-1]: the fraction of proposals each chain accepted
-
-
-def _logp(log_prob: LogProb, x: Tensor) -> Tensor:
-    """log_prob(x), one value per chain: a scalar would broadcast into every chain's accept test."""
-    lp = log_prob(x)
-    if not isinstance(lp, Tensor) or lp.shape != x.shape[:-1]:
-        got = tuple(lp.shape) if isinstance(lp, Tensor) else type(lp).__name__
-        raise ValueError(
-            f"log_prob must return shape {tuple(x.shape[:-1])} for x of shape "
-            f"{tuple(x.shape)}, got {got}"
-        )
-    return lp
-
-
-def _logp_and_grad(log_prob: LogProb, x: Tensor) -> tuple[Tensor, Tensor]:
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        lp = _logp(log_prob, x)
-        (g,) = torch.autograd.grad(lp.sum(), x)
-    return lp.detach(), g
-
-
-def hmc(
-    log_prob: LogProb,
-    x0: Tensor,
-    step_size: float,
-    n_leapfrog: int,
-    n_samples: int,
-    generator: torch.Generator | None = None,
-    *,
-    jitter: float = 0.0,
-) -> Chain:
-    r"""Hamiltonian Monte Carlo (Duane et al., 1987; Neal, 2011) with unit mass.
-
-    To sample :math:`\pi(x) \propto e^{\log\pi(x)}`, each iteration draws a momentum
-    :math:`p \sim N(0, I)`, runs ``n_leapfrog`` leapfrog steps of size ``step_size`` on
-    :math:`H(x, p) = -\log\pi(x) + |p|^2/2`, and accepts the end point with probability
-    :math:`\min(1, e^{-\Delta H})`. Leapfrog's volume preservation and reversibility make this
-    Metropolis correction exact.
-
-    ``x0`` has shape ``(..., dim)``: leading dimensions are independent chains, and ``log_prob``
-    must map ``(..., dim)`` to ``(...)``. Returns ``(samples, acceptance_rate)`` with samples of
-    shape ``(n_samples, *x0.shape)`` and the acceptance rate per chain. Each iteration costs
-    ``n_leapfrog + 1`` gradient evaluations.
-
-    ``jitter`` draws each iteration's step size uniformly from ``step_size * (1 +- jitter)``.
-    A fixed trajectory length can be a whole period of some direction of the target, which then
-    barely moves; randomizing the step breaks that resonance (Neal, 2011, section 5.4.2.2).
-    """
-    step_size, n_samples = _check_sampler_args(log_prob, x0, step_size, n_samples, generator)
-    n_leapfrog = check.integer("n_leapfrog", n_leapfrog, minimum=1)
-    jitter = check.real("jitter", jitter, low=0.0, high=1.0, open_high=True)
-    x = x0.detach().clone()
-    lp, g = _logp_and_grad(log_prob, x)
-    samples, accepted = x.new_empty((n_samples, *x.shape)), x.new_zeros(x.shape[:-1])
-    for i in range(n_samples):
-        p0 = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        eps: float | Tensor = step_size
-        if jitter:  # a 0-d tensor on x's device: no round trip to the host
-            u_eps = torch.rand((), generator=generator, dtype=torch.float64, device=x.device)
-            eps = step_size * (1.0 + jitter * (2.0 * u_eps - 1.0))
-        xn, pn, gn = x, p0 + 0.5 * eps * g, g
-        for j in range(n_leapfrog):
-            xn = xn + eps * pn
-            lpn, gn = _logp_and_grad(log_prob, xn)
-            pn = pn + (eps if j < n_leapfrog - 1 else 0.5 * eps) * gn
-        dH = (-lpn + 0.5 * (pn * pn).sum(-1)) - (-lp + 0.5 * (p0 * p0).sum(-1))
-        u = torch.rand(x.shape[:-1], generator=generator, dtype=x.dtype, device=x.device)
-        accept = torch.log(u) < -torch.nan_to_num(dH, nan=math.inf)
-        x = torch.where(accept[..., None], xn, x)
-        lp = torch.where(accept, lpn, lp)
-        g = torch.where(accept[..., None], gn, g)
-        accepted += accept
-        samples[i] = x
-    return Chain(samples, accepted / n_samples)
-
-
-def random_walk_metropolis(
-    log_prob: LogProb,
-    x0: Tensor,
-    step_size: float,
-    n_samples: int,
-    generator: torch.Generator | None = None,
-) -> Chain:
-    r"""Random-walk Metropolis: propose :math:`x' = x + \sigma z` with :math:`z \sim N(0, I)`.
-
-    Same conventions as :func:`hmc`; one density evaluation (no gradient) per iteration.
-    """
-    sigma, n_samples = _check_sampler_args(log_prob, x0, step_size, n_samples, generator)
-    x = x0.detach().clone()
-    with torch.no_grad():
-        lp = _logp(log_prob, x)
-        samples, accepted = x.new_empty((n_samples, *x.shape)), x.new_zeros(x.shape[:-1])
-        for i in range(n_samples):
-            z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-            xn = x + sigma * z
-            lpn = _logp(log_prob, xn)
-            u = torch.rand(x.shape[:-1], generator=generator, dtype=x.dtype, device=x.device)
-            accept = torch.log(u) < lpn - lp
-            x = torch.where(accept[..., None], xn, x)
-            lp = torch.where(accept, lpn, lp)
-            accepted += accept
-            samples[i] = x
-    return Chain(samples, accepted / n_samples)
-
-
-def effective_sample_size(x: Tensor) -> Tensor:
-    r"""Effective sample size of each coordinate of a chain, ``x`` of shape ``(n, ..., dim)``.
-
-    :math:`\mathrm{ESS} = n / (1 + 2\sum_{t \ge 1} \rho_t)`, with the autocorrelations
-    :math:`\rho_t` (computed by FFT) summed over Geyer's initial positive sequence: pairs
-    :math:`\rho_{2k} + \rho_{2k+1}` are added while they are positive (Geyer, 1992). Returns a
-    tensor of shape ``x.shape[1:]``. For an AR(1) chain with coefficient :math:`\phi` the ESS
-    tends to :math:`n(1-\phi)/(1+\phi)`.
-    """
-    check.tensor("x", x)
-    if x.ndim < 1 or x.shape[0] < 4:
-        raise ValueError(f"x must have shape (n, ...) with n >= 4 draws, got {tuple(x.shape)}")
-    x = x.to(torch.float64)
-    n = x.shape[0]
-    xc = x - x.mean(0)
-    size = 1 << (2 * n - 1).bit_length()
-    f = torch.fft.rfft(xc, n=size, dim=0)
-    acov = torch.fft.irfft(f * f.conj(), n=size, dim=0)[:n] / n
-    var = acov[0]
-    if torch.any(var == 0):
-        raise ValueError("x has a constant coordinate: its effective sample size is undefined")
-    rho = acov / var
-    m = (n - 1) // 2
-    gamma = rho[0 : 2 * m : 2] + rho[1 : 2 * m : 2]  # Gamma_k = rho_2k + rho_2k+1, k = 0..m-1
-    positive = torch.cumprod((gamma > 0).to(torch.float64), dim=0)  # the initial positive run
-    tau = -1.0 + 2.0 * (gamma * positive).sum(0)
-    return n / torch.clamp(tau, min=1.0 / n)

@@ -32,6 +32,7 @@ from hamlib import (
     hamiltonian,
     kernel_configs,
     kernels,
+    mcmc,
     measure,
     optim,
     tasks,
@@ -155,7 +156,7 @@ ROWS: list[tuple[str, Callable[..., Any], dict[str, Any], str, str, Any]] = [
     ),
     (
         "hmc",
-        hamiltonian.hmc,
+        mcmc.hmc,
         {"log_prob": _log_prob, "x0": X2, "step_size": 0.1, "n_leapfrog": 2, "n_samples": 2},
         "n_leapfrog",
         "int",
@@ -163,7 +164,7 @@ ROWS: list[tuple[str, Callable[..., Any], dict[str, Any], str, str, Any]] = [
     ),
     (
         "rwm",
-        hamiltonian.random_walk_metropolis,
+        mcmc.random_walk_metropolis,
         {"log_prob": _log_prob, "x0": X2, "step_size": 0.1, "n_samples": 2},
         "step_size",
         "real",
@@ -209,7 +210,7 @@ ROWS: list[tuple[str, Callable[..., Any], dict[str, Any], str, str, Any]] = [
     ("generate", _generate, {"max_new_tokens": 2, "temperature": 1.0}, "temperature", "real", -1.0),
     (
         "hmc",
-        hamiltonian.hmc,
+        mcmc.hmc,
         {
             "log_prob": _log_prob,
             "x0": X2,

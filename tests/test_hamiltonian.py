@@ -9,6 +9,7 @@ from scipy.integrate import solve_ivp
 from scipy.signal import lfilter
 
 from hamlib import hamiltonian as hm
+from hamlib import mcmc
 
 INTEGRATORS = [hm.euler, hm.symplectic_euler, hm.leapfrog, hm.rk4]
 ORDERS = {hm.euler: 1, hm.symplectic_euler: 1, hm.leapfrog: 2, hm.rk4: 4}
@@ -266,7 +267,7 @@ def _gauss(cov):
 
 def test_hmc_samples_a_correlated_gaussian():
     cov = f64(1.0, 0.9, 0.9, 1.0).reshape(2, 2)
-    x, acc = hm.hmc(
+    x, acc = mcmc.hmc(
         _gauss(cov),
         torch.zeros(8, 2, dtype=torch.float64),
         0.2,
@@ -283,7 +284,7 @@ def test_hmc_samples_a_correlated_gaussian():
 
 def test_hmc_with_exact_integration_would_accept_everything_small_steps_nearly_do():
     lp = _gauss(torch.eye(3, dtype=torch.float64))
-    _, acc = hm.hmc(
+    _, acc = mcmc.hmc(
         lp,
         torch.zeros(2, 3, dtype=torch.float64),
         0.01,
@@ -292,7 +293,7 @@ def test_hmc_with_exact_integration_would_accept_everything_small_steps_nearly_d
         generator=torch.Generator().manual_seed(0),
     )
     assert torch.all(acc > 0.99)
-    _, acc = hm.hmc(
+    _, acc = mcmc.hmc(
         lp,
         torch.zeros(2, 3, dtype=torch.float64),
         2.5,
@@ -305,7 +306,7 @@ def test_hmc_with_exact_integration_would_accept_everything_small_steps_nearly_d
 
 def test_random_walk_metropolis_samples_a_gaussian():
     lp = _gauss(torch.eye(2, dtype=torch.float64))
-    x, acc = hm.random_walk_metropolis(
+    x, acc = mcmc.random_walk_metropolis(
         lp,
         torch.zeros(8, 2, dtype=torch.float64),
         1.0,
@@ -319,10 +320,10 @@ def test_random_walk_metropolis_samples_a_gaussian():
 
 def test_samplers_are_reproducible_with_a_generator():
     lp = _gauss(torch.eye(2, dtype=torch.float64))
-    a = hm.hmc(
+    a = mcmc.hmc(
         lp, torch.zeros(2, 2, dtype=torch.float64), 0.3, 3, 20, torch.Generator().manual_seed(3)
     )
-    b = hm.hmc(
+    b = mcmc.hmc(
         lp, torch.zeros(2, 2, dtype=torch.float64), 0.3, 3, 20, torch.Generator().manual_seed(3)
     )
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
@@ -332,41 +333,41 @@ def test_samplers_reject_bad_input():
     lp = _gauss(torch.eye(2, dtype=torch.float64))
     x0 = torch.zeros(2, dtype=torch.float64)
     with pytest.raises(ValueError, match="n_leapfrog"):
-        hm.hmc(lp, x0, 0.1, 0, 10)
+        mcmc.hmc(lp, x0, 0.1, 0, 10)
     with pytest.raises(TypeError, match="n_leapfrog"):
-        hm.hmc(lp, x0, 0.1, 3.0, 10)
+        mcmc.hmc(lp, x0, 0.1, 3.0, 10)
     with pytest.raises(ValueError, match="step_size"):
-        hm.hmc(lp, x0, -0.1, 3, 10)
+        mcmc.hmc(lp, x0, -0.1, 3, 10)
     with pytest.raises(TypeError, match="step_size"):
-        hm.random_walk_metropolis(lp, x0, "0.1", 10)
+        mcmc.random_walk_metropolis(lp, x0, "0.1", 10)
     with pytest.raises(ValueError, match="n_samples"):
-        hm.random_walk_metropolis(lp, x0, 0.1, 0)
+        mcmc.random_walk_metropolis(lp, x0, 0.1, 0)
     with pytest.raises(TypeError, match="n_samples"):
-        hm.hmc(lp, x0, 0.1, 3, True)
+        mcmc.hmc(lp, x0, 0.1, 3, True)
     with pytest.raises(TypeError, match="generator"):
-        hm.hmc(lp, x0, 0.1, 3, 10, generator=np.random.default_rng(0))
+        mcmc.hmc(lp, x0, 0.1, 3, 10, generator=np.random.default_rng(0))
     with pytest.raises(TypeError, match="log_prob must be callable"):
-        hm.random_walk_metropolis(None, x0, 0.1, 10)
+        mcmc.random_walk_metropolis(None, x0, 0.1, 10)
     with pytest.raises(TypeError, match="x0 must have dtype"):
-        hm.hmc(lp, torch.zeros(2, dtype=torch.int64), 0.1, 3, 10)
+        mcmc.hmc(lp, torch.zeros(2, dtype=torch.int64), 0.1, 3, 10)
     with pytest.raises(ValueError, match=r"x0 must have shape \(\.\.\., dim\)"):
-        hm.hmc(lp, torch.tensor(0.0, dtype=torch.float64), 0.1, 3, 10)
+        mcmc.hmc(lp, torch.tensor(0.0, dtype=torch.float64), 0.1, 3, 10)
     with pytest.raises(ValueError, match="log_prob must return shape"):
-        hm.hmc(lambda x: x.sum(), torch.zeros(3, 2, dtype=torch.float64), 0.1, 3, 10)
-    x, acc = hm.hmc(lp, x0, np.float64(0.1), np.int64(2), np.int64(3))
+        mcmc.hmc(lambda x: x.sum(), torch.zeros(3, 2, dtype=torch.float64), 0.1, 3, 10)
+    x, acc = mcmc.hmc(lp, x0, np.float64(0.1), np.int64(2), np.int64(3))
     assert x.shape == (3, 2) and acc.shape == ()
 
 
 def test_a_log_prob_that_is_not_one_value_per_chain_is_refused():
     # A scalar would broadcast into every chain's accept test: the chains would move together.
     x0 = torch.zeros(4, 2, dtype=torch.float64)
-    for sampler in (hm.random_walk_metropolis, lambda *a: hm.hmc(a[0], a[1], a[2], 2, a[3])):
+    for sampler in (mcmc.random_walk_metropolis, lambda *a: mcmc.hmc(a[0], a[1], a[2], 2, a[3])):
         with pytest.raises(ValueError, match=r"log_prob must return shape \(4,\)"):
             sampler(lambda x: (x**2).sum(), x0, 0.1, 3)
 
 
 def test_samplers_return_named_chains():
-    chain = hm.random_walk_metropolis(_std_normal, torch.zeros(3, 2), 0.5, 4)
+    chain = mcmc.random_walk_metropolis(_std_normal, torch.zeros(3, 2), 0.5, 4)
     samples, acceptance = chain
     assert chain.samples is samples and chain.acceptance.shape == (3,)
 
@@ -376,9 +377,9 @@ def _std_normal(x):
 
 
 ON_INPUT_DEVICE = {
-    "hmc": lambda x: hm.hmc(_std_normal, x, 0.1, 3, 5),
-    "hmc jittered": lambda x: hm.hmc(_std_normal, x, 0.1, 3, 5, jitter=0.2),
-    "random_walk_metropolis": lambda x: hm.random_walk_metropolis(_std_normal, x, 0.5, 5),
+    "hmc": lambda x: mcmc.hmc(_std_normal, x, 0.1, 3, 5),
+    "hmc jittered": lambda x: mcmc.hmc(_std_normal, x, 0.1, 3, 5, jitter=0.2),
+    "random_walk_metropolis": lambda x: mcmc.random_walk_metropolis(_std_normal, x, 0.5, 5),
     "attention_particles": lambda x: (hm.attention_particles(x, 1.0, 0.1, 3),),
     "leapfrog": lambda x: hm.leapfrog(osc_q, osc_p, x, x, 0.1, 3),
     "conformal_symplectic_euler": lambda x: hm.conformal_symplectic_euler(
@@ -398,7 +399,7 @@ def test_samplers_and_integrators_create_their_tensors_on_the_inputs_device(name
 
 def test_ess_of_independent_draws_is_about_n():
     x = torch.randn(20000, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    ess = hm.effective_sample_size(x)
+    ess = mcmc.effective_sample_size(x)
     assert ess.shape == (3,)
     assert torch.all((ess > 18000) & (ess < 22000))
 
@@ -408,17 +409,17 @@ def test_ess_of_an_ar1_chain(phi):
     rng = np.random.default_rng(0)
     n = 200_000
     x = lfilter([1.0], [1.0, -phi], rng.standard_normal(n))
-    ess = hm.effective_sample_size(torch.tensor(x)).item()
+    ess = mcmc.effective_sample_size(torch.tensor(x)).item()
     assert ess == pytest.approx(n * (1 - phi) / (1 + phi), rel=0.1)
 
 
 def test_ess_rejects_constant_and_short_chains():
     with pytest.raises(ValueError, match="constant"):
-        hm.effective_sample_size(torch.ones(10, 2))
+        mcmc.effective_sample_size(torch.ones(10, 2))
     with pytest.raises(ValueError, match="n >= 4"):
-        hm.effective_sample_size(torch.ones(3))
+        mcmc.effective_sample_size(torch.ones(3))
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
-        hm.effective_sample_size(np.ones(10))
+        mcmc.effective_sample_size(np.ones(10))
 
 
 # ------------------------------------------------------------ optimizers and attention
@@ -514,15 +515,15 @@ def test_hmc_jitter_is_validated_and_changes_the_steps():
     lp = _gauss(torch.eye(2, dtype=torch.float64))
     x0 = torch.zeros(2, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="jitter"):
-        hm.hmc(lp, x0, 0.1, 3, 10, jitter=1.0)
+        mcmc.hmc(lp, x0, 0.1, 3, 10, jitter=1.0)
     with pytest.raises(ValueError, match="jitter"):
-        hm.hmc(lp, x0, 0.1, 3, 10, jitter=-0.1)
+        mcmc.hmc(lp, x0, 0.1, 3, 10, jitter=-0.1)
     with pytest.raises(TypeError, match="jitter"):
-        hm.hmc(lp, x0, 0.1, 3, 10, jitter=True)
-    a = hm.hmc(lp, x0, 0.3, 5, 50, torch.Generator().manual_seed(0))[0]
-    b = hm.hmc(lp, x0, 0.3, 5, 50, torch.Generator().manual_seed(0), jitter=0.2)[0]
+        mcmc.hmc(lp, x0, 0.1, 3, 10, jitter=True)
+    a = mcmc.hmc(lp, x0, 0.3, 5, 50, torch.Generator().manual_seed(0))[0]
+    b = mcmc.hmc(lp, x0, 0.3, 5, 50, torch.Generator().manual_seed(0), jitter=0.2)[0]
     assert not torch.equal(a, b)
-    x, acc = hm.hmc(
+    x, acc = mcmc.hmc(
         lp,
         torch.zeros(8, 2, dtype=torch.float64),
         0.3,
