@@ -90,3 +90,37 @@ def test_chapter_line_says_when_the_time_is_for_an_older_source(tmp_path):
 def test_chapter_without_a_measured_time_fails_the_build(tmp_path):
     with pytest.raises(ExtensionError, match="10_y: no measured run time.*make bench"):
         book_ext.chapter_line(_srcdir(tmp_path), "10_y", "x.ipynb")
+
+
+class _App:
+    def __init__(self, srcdir):
+        self.srcdir = str(srcdir)
+
+
+def _context(body):
+    return {"body": body, "pathto": lambda target, _: "../" + target, "script_files": []}
+
+
+def test_the_line_goes_under_the_title_and_a_page_without_one_fails(tmp_path):
+    app = _App(_srcdir(tmp_path))
+    context = _context("<section><h1>9. X</h1><p>text</p></section>")
+    book_ext._add_line(app, "book/09_x", "page.html", context, None)
+    title, rest = context["body"].split("</h1>", 1)
+    assert rest.startswith('<p class="chapter-meta">') and rest.endswith("<p>text</p></section>")
+    with pytest.raises(ExtensionError, match="book/09_x: no <h1> title"):
+        book_ext._add_line(app, "book/09_x", "page.html", _context("<p>no title</p>"), None)
+    untouched = _context("<p>the index</p>")
+    book_ext._add_line(app, "index", "page.html", untouched, None)
+    assert untouched["body"] == "<p>the index</p>"
+
+
+def test_repeated_scripts_are_dropped_and_the_first_kept():
+    class Script:
+        def __init__(self, filename, attributes=""):
+            self.filename, self.attributes = filename, attributes
+
+    a, inline1, inline2 = Script("a.js"), Script(None, "x"), Script("", "x")
+    context = {"script_files": [a, Script("a.js"), inline1, inline2, Script(None, "y")]}
+    book_ext._one_of_each_script(None, "p", "t", context, None)
+    kept = context["script_files"]
+    assert kept[0] is a and kept[1] is inline1 and len(kept) == 3

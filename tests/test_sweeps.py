@@ -5,6 +5,8 @@ fixture of tests/conftest.py restores that global state after the test."""
 
 import json
 
+import pytest
+
 from tools import sweeps
 
 
@@ -25,3 +27,12 @@ def test_quick_sweep_writes_a_complete_report(tmp_path):
     assert sweeps.main(["--quick", "--out", str(out), "--part", "seeds"]) == 0
     again = json.loads(out.read_text())
     assert again["phase"] == before and len(again["seeds"]) == 2
+
+
+def test_one_part_is_refused_on_top_of_another_configuration(tmp_path):
+    """Re-running one part keeps the other from the file: only if both share a configuration."""
+    out = tmp_path / "phase.json"
+    out.write_text(json.dumps({"config": {"p": 97, "other": True}, "phase": [], "seeds": []}))
+    with pytest.raises(SystemExit, match="made with another configuration: use --part all"):
+        sweeps.main(["--quick", "--out", str(out), "--part", "seeds"])
+    assert json.loads(out.read_text())["config"] == {"p": 97, "other": True}  # left alone
