@@ -3,6 +3,7 @@
     import hamlib
     hamlib.setup()                      # seeds, threads, print precision, figure style
     hamlib.check("a claim", condition)  # prints ✓ claim, or raises ClaimFailed
+    hamlib.check("stable", measured=lr * lam, below=2)  # ✓ stable: measured 0.6, held to < 2
     hamlib.approx(loss, ".3f")          # "≈2.986": digits that depend on the processor
     hamlib.show_source(hamlib.geometry.ball_volume)
 

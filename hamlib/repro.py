@@ -9,6 +9,7 @@ instead of a second copy that drifts.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import random
 import textwrap
@@ -100,30 +101,110 @@ def elapsed() -> float:
     return time.perf_counter() - _state.started
 
 
-def check(claim: str, ok: Any) -> None:
-    """Verify a claim of the text: print ``✓ claim`` if ``ok`` is true, else raise ClaimFailed.
+# The ✓ line's format, which tools/claims.py reads back from the stored notebooks.
+CLAIM_MARK = "✓ "
+MARGIN = ": measured "  # between a quantitative claim and its margin
+SUMMARY = "This chapter verified {} claims:"
 
-    ``ok`` must be a boolean (Python, NumPy, or a one-element torch tensor); anything else is a
-    TypeError, so that an array whose truth value is ambiguous cannot pass by accident.
+
+def check(
+    claim: str,
+    ok: Any = None,
+    *,
+    measured: float | None = None,
+    below: float | None = None,
+    above: float | None = None,
+    target: float | None = None,
+    tol: float | None = None,
+    spec: str = ".3g",
+    machine_dependent: bool = False,
+) -> None:
+    """Verify a claim of the text: print ``✓ claim`` if it holds, else raise ClaimFailed.
+
+    Two forms:
+
+    - **logical**, ``check(claim, ok)``: ``ok`` must be a boolean (Python, NumPy, or a
+      one-element torch tensor); anything else is a TypeError, so that an array whose truth
+      value is ambiguous cannot pass by accident.
+    - **quantitative**, ``check(claim, measured=x, below=b)`` (or ``above=b``, or
+      ``target=t, tol=e`` for ``|x - t| <= e``): the line shows the margin,
+      ``✓ claim: measured 0.6, held to < 667``, and the claims page lists it, so a reader sees
+      how tight the claim is. ``spec`` formats both numbers. With ``machine_dependent=True`` the
+      measured value is printed with ``≈`` (see :func:`approx`): the regression suite then
+      compares the bound and not the digits that differ from one processor to the next.
     """
     if not isinstance(claim, str):
         raise TypeError(f"claim must be a non-empty string, got {type(claim).__name__}: {claim!r}")
     if not claim.strip():
         raise ValueError(f"claim must be a non-empty string, got {claim!r}")
+    if measured is None:
+        value = _truth(ok, below, above, target, tol)
+    else:
+        value, margin = _margin(ok, measured, below, above, target, tol, spec, machine_dependent)
+        claim = f"{claim}{MARGIN}{margin}"
+    if not value:
+        raise ClaimFailed(f"claim does not hold: {claim}")
+    _claims.append(claim)
+    print(f"{CLAIM_MARK}{claim}")
+
+
+def _truth(ok: Any, *margin: Any) -> bool:
+    if any(m is not None for m in margin):
+        raise TypeError("below, above, target and tol go with measured=, not with ok")
     if isinstance(ok, bool | np.bool_):
-        value = bool(ok)
-    elif type(ok).__module__.startswith("torch") and getattr(ok, "dtype", None) is not None:
+        return bool(ok)
+    if type(ok).__module__.startswith("torch") and getattr(ok, "dtype", None) is not None:
         if ok.numel() != 1 or str(ok.dtype) != "torch.bool":
             raise TypeError(
                 f"ok must be a single boolean, got a tensor {tuple(ok.shape)} {ok.dtype}"
             )
-        value = bool(ok.item())
-    else:
-        raise TypeError(f"ok must be a boolean, got {type(ok).__name__}: {ok!r}")
-    if not value:
-        raise ClaimFailed(f"claim does not hold: {claim}")
-    _claims.append(claim)
-    print(f"✓ {claim}")
+        return bool(ok.item())
+    raise TypeError(f"ok must be a boolean, got {type(ok).__name__}: {ok!r}")
+
+
+def _margin(
+    ok: Any,
+    measured: Any,
+    below: Any,
+    above: Any,
+    target: Any,
+    tol: Any,
+    spec: str,
+    machine_dependent: bool,
+) -> tuple[bool, str]:
+    """Whether ``measured`` meets its bound, and the text ``0.6, held to < 667``."""
+    if ok is not None:
+        raise TypeError("a quantitative claim takes measured= and a bound, not ok")
+    forms = [below is not None, above is not None, target is not None or tol is not None]
+    if sum(forms) != 1 or (forms[2] and (target is None or tol is None)):
+        raise TypeError("give measured= one bound: below=, above=, or target= with tol=")
+    x = _number("measured", measured)
+    for name, bound in (("below", below), ("above", above), ("target", target), ("tol", tol)):
+        if bound is not None and not math.isfinite(_number(name, bound)):
+            raise ValueError(
+                f"{name} must be finite, got {bound!r}: a claim held to it could not fail"
+            )
+    number = (lambda v: approx(v, spec)) if machine_dependent else (lambda v: format(v, spec))
+    if below is not None:
+        b = _number("below", below)
+        return x < b, f"{number(x)}, held to < {b:{spec}}"
+    if above is not None:
+        b = _number("above", above)
+        return x > b, f"{number(x)}, held to > {b:{spec}}"
+    t, e = _number("target", target), _number("tol", tol)
+    if not e >= 0:
+        raise ValueError(f"tol must be >= 0, got {e!r}")
+    return abs(x - t) <= e, f"{number(x)}, held to {t:{spec}} ± {e:{spec}}"
+
+
+def _number(name: str, value: Any) -> float:
+    """A real number from a Python, NumPy or one-element torch value (NaN passes: it fails)."""
+    if type(value).__module__.startswith("torch") and getattr(value, "numel", None) is not None:
+        if value.numel() != 1 or value.is_complex() or str(value.dtype) == "torch.bool":
+            raise TypeError(f"{name} must be one real number, got a tensor {tuple(value.shape)}")
+        value = value.item()
+    _real_number(name, value)
+    return float(value)
 
 
 APPROX = "\u2248"  # ≈: the sign that marks a printed number whose last digits depend on the machine
@@ -193,7 +274,7 @@ def reset_claims() -> None:
 
 def summary() -> None:
     """Print the numbered list of claims this chapter verified."""
-    print(f"This chapter verified {len(_claims)} claims:")
+    print(SUMMARY.format(len(_claims)))
     for i, c in enumerate(_claims, 1):
         print(f"{i:3d}. {c}")
 

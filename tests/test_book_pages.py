@@ -44,6 +44,21 @@ def test_claims_are_grouped_by_section_and_exercise_checks_counted_apart(tmp_pat
     assert claims._md("|x| * 2 < $3") == r"\|x\| \* 2 \< \$3"
 
 
+def test_a_quantitative_claim_is_listed_with_its_margin(tmp_path):
+    (tmp_path / "book").mkdir()
+    _notebook(
+        tmp_path / "book" / "09_x.ipynb",
+        [
+            ("9.1 First", "✓ stable: measured 0.6, held to < 667\n✓ a logical claim\n"),
+            ("Summary", "This chapter verified 2 claims:\n"),
+        ],
+    )
+    page = claims.render(tmp_path)
+    assert "1 of them are quantitative" in page
+    assert "1. stable — *measured 0.6, held to \\< 667*" in page
+    assert "2. a logical claim\n" in page
+
+
 def test_claims_refuse_a_summary_that_disagrees_with_the_outputs(tmp_path):
     path = _notebook(
         tmp_path / "09_x.ipynb", [("A", "✓ one\n"), ("B", "This chapter verified 2 claims:\n")]

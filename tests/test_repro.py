@@ -1,4 +1,6 @@
+import math
 import random
+import re
 
 import numpy as np
 import pytest
@@ -89,6 +91,64 @@ def test_check_raises_naming_the_claim():
 def test_check_refuses_what_is_not_one_boolean(ok):
     with pytest.raises(TypeError, match="ok must be"):
         hamlib.check("ambiguous", ok)
+
+
+def test_a_quantitative_claim_prints_its_margin(capsys):
+    hamlib.setup()
+    hamlib.check("the step is stable", measured=0.6, below=2 / 0.003)
+    hamlib.check("the loss clears 2", measured=torch.tensor(2.5), above=2)
+    hamlib.check("the 2-D value", measured=0.14658, target=0.1465, tol=0.005, spec=".4f")
+    assert capsys.readouterr().out.splitlines() == [
+        "✓ the step is stable: measured 0.6, held to < 667",
+        "✓ the loss clears 2: measured 2.5, held to > 2",
+        "✓ the 2-D value: measured 0.1466, held to 0.1465 ± 0.0050",
+    ]
+    assert hamlib.claims()[0] == "the step is stable: measured 0.6, held to < 667"
+
+
+@pytest.mark.parametrize(
+    "kwargs, shown",
+    [
+        ({"measured": 3.0, "below": 2.0}, "measured 3, held to < 2"),
+        ({"measured": 1.0, "above": 1.0}, "measured 1, held to > 1"),  # the bound is strict
+        ({"measured": 0.2, "target": 0.0, "tol": 0.1}, "measured 0.2, held to 0 ± 0.1"),
+        ({"measured": math.nan, "below": 1.0}, "measured nan"),  # NaN meets no bound
+        ({"measured": math.inf, "below": 1e300}, "measured inf"),
+    ],
+)
+def test_a_quantitative_claim_that_misses_fails_showing_by_how_much(kwargs, shown):
+    with pytest.raises(ClaimFailed, match=re.escape(shown)):
+        hamlib.check("x", **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, message",
+    [
+        ({"measured": 1.0}, TypeError, "one bound"),
+        ({"measured": 1.0, "below": 2, "above": 0}, TypeError, "one bound"),
+        ({"measured": 1.0, "target": 1.0}, TypeError, "one bound"),
+        ({"ok": True, "measured": 1.0, "below": 2}, TypeError, "not ok"),
+        ({"ok": True, "below": 2}, TypeError, "go with measured"),
+        ({"measured": True, "below": 2}, TypeError, "measured must be a real number"),
+        ({"measured": torch.ones(2), "below": 2}, TypeError, "measured must be one real number"),
+        ({"measured": 1.0, "target": 1.0, "tol": -1}, ValueError, "tol must be >= 0"),
+        # the review's case: x < inf passes whatever x is (NaN aside), so it is refused
+        ({"measured": 1.0, "below": math.inf}, ValueError, "below must be finite"),
+        ({"measured": 1.0, "target": 0.0, "tol": math.inf}, ValueError, "tol must be finite"),
+    ],
+)
+def test_a_quantitative_claim_refuses_a_bound_that_cannot_fail(kwargs, exc, message):
+    with pytest.raises(exc, match=message):
+        hamlib.check("x", **kwargs)
+
+
+def test_a_machine_dependent_measurement_is_masked_and_its_bound_compared(capsys):
+    hamlib.check("loss below 2.2", measured=2.0631, below=2.2, machine_dependent=True)
+    line = capsys.readouterr().out.strip()
+    assert line == "✓ loss below 2.2: measured ≈2.06, held to < 2.2"
+    assert (
+        _sanitize(line) == "✓ loss below 2.2: measured≈NUMBER, held to < 2.2"
+    )  # the mask eats the space
 
 
 def test_check_refuses_an_empty_claim():

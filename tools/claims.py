@@ -21,12 +21,13 @@ from pathlib import Path
 
 import nbformat
 
+from hamlib.repro import CLAIM_MARK, MARGIN, SUMMARY
 from tools.notebooks import read_stored
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = Path("book") / "claims.md"
-_MARK = "✓ "
-_SUMMARY = re.compile(r"^This chapter verified (\d+) claims:")
+_MARK = CLAIM_MARK
+_SUMMARY = re.compile("^" + re.escape(SUMMARY).replace(r"\{\}", r"(\d+)"))
 _ESCAPE = re.compile(r"([\\`*_\[\]<>$|#])")
 
 
@@ -88,12 +89,21 @@ def read_chapter(path: Path) -> Chapter:
 def render(root: Path = ROOT) -> str:
     chapters = [read_chapter(p) for p in sorted((root / "book").glob("[0-9]*.ipynb"))]
     total = sum(c.count for c in chapters)
+    quantitative = sum(
+        MARGIN in claim for c in chapters for _, claims in c.sections for claim in claims
+    )
     lines = [
         "# Every claim the book verifies",
         "",
         f"{total} claims in {len(chapters)} chapters. Each line below was printed by",
         "`hamlib.check` in a chapter's stored outputs: `check` prints a claim only when the code",
-        "beside it confirms it, and raises otherwise, so a chapter with a false claim stops. The",
+        "beside it confirms it, and raises otherwise, so a chapter with a false claim stops.",
+        (
+            f"{quantitative} of them are quantitative: their line ends with the value measured"
+            if quantitative
+            else "A quantitative claim's line ends with the value measured"
+        ),
+        "and the bound or tolerance it was held to, so you can see how tight it is. The",
         "regression tests re-execute every chapter and compare these lines; the page itself is",
         "generated from the executed notebooks by `tools/claims.py`, never edited by hand.",
         "Claims that the book tested and found *not* to hold are in each chapter's",
@@ -109,7 +119,9 @@ def render(root: Path = ROOT) -> str:
             lines += [f"**{heading or 'Opening'}**", ""]  # chapter Markdown, math included
             for claim in claims:
                 number += 1
-                lines.append(f"{number}. {_md(claim)}")
+                text, _, margin = claim.partition(MARGIN)
+                held = f" — *measured {_md(margin)}*" if margin else ""
+                lines.append(f"{number}. {_md(text)}{held}")
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
