@@ -183,7 +183,8 @@ def compile_targets(
     the same time; the results keyed by (label, arch)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    if not check.instance("launches", launches, dict):
+    check.instance("launches", launches, dict)
+    if not launches:
         raise ValueError("launches must not be empty")
     labels, plans = list(launches), list(launches.values())
     with ThreadPoolExecutor(len(archs)) as pool:
