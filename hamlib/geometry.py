@@ -14,19 +14,27 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.optimize import brentq, linprog
 from scipy.spatial import KDTree
-from scipy.special import betainc
+from scipy.special import betainc, betaincinv
+from scipy.stats import chi2
 
 from hamlib import _checks as check
 
 __all__ = [
     "CosineStats",
     "ball_volume",
+    "cosine_max_quantile",
+    "cover_separable_fraction",
     "cosine_similarity_stats",
     "cosine_tail_probability",
     "gaussian_norm_moments",
     "jl_distortion",
+    "jl_epsilon",
+    "jl_max_distortion_quantile",
     "jl_min_dimension",
+    "jl_pair_tail",
+    "linearly_separable",
     "log_ball_volume",
     "mle_dimension",
     "relative_contrast",
@@ -98,6 +106,27 @@ def cosine_tail_probability(d: int, t: float) -> float:
     if t == 0.0:
         return 1.0
     return float(betainc(0.5 * (d - 1), 0.5, 1.0 - t * t))
+
+
+def _tail_for_max(n_pairs: int, q: float) -> float:
+    """The per-pair tail p with (1 - p)^n_pairs = q, computed without cancellation."""
+    return -math.expm1(math.log(q) / n_pairs)
+
+
+def cosine_max_quantile(d: int, n_pairs: int, q: float = 0.5) -> float:
+    r"""The q-quantile of :math:`\max |\cos\theta|` over ``n_pairs`` independent pairs in R^d.
+
+    Solves :math:`(1 - P(|\cos\theta| \ge t))^{N} = q` for t with the exact Beta tail of
+    :func:`cosine_tail_probability`, inverted in closed form:
+    :math:`t = \sqrt{1 - I^{-1}_{p}(\tfrac{d-1}{2}, \tfrac12)}` with :math:`p = 1 - q^{1/N}`.
+    For the pairs of a set of vectors (which share vectors, so are not quite independent) it is the
+    prediction that treats them as independent. ``q = 0.5`` gives the median of the maximum.
+    """
+    d = check.integer("d", d, minimum=2)
+    n_pairs = check.integer("n_pairs", n_pairs, minimum=1)
+    q = check.probability("q", q, open_low=True, open_high=True)
+    p = _tail_for_max(n_pairs, q)
+    return float(math.sqrt(max(1.0 - betaincinv(0.5 * (d - 1), 0.5, p), 0.0)))
 
 
 @dataclass(frozen=True)
@@ -172,6 +201,61 @@ def jl_min_dimension(n_points: int, eps: float) -> int:
     return int(math.ceil(4.0 * math.log(n_points) / (eps**2 / 2.0 - eps**3 / 3.0)))
 
 
+def jl_epsilon(n_points: int, k: int) -> float:
+    r"""The distortion :math:`\epsilon` that :func:`jl_min_dimension` promises at dimension ``k``.
+
+    Inverts :math:`k = 4 \ln n / (\epsilon^2/2 - \epsilon^3/3)` for :math:`\epsilon \in (0, 1)`.
+    The left side's denominator is at most 1/6 (at :math:`\epsilon = 1`), so the bound promises
+    some :math:`\epsilon < 1` only for :math:`k > 24 \ln n`; a smaller ``k`` is a ValueError.
+    As for :func:`jl_min_dimension`, the promise holds with probability at least 1/n per draw.
+    """
+    n_points = check.integer("n_points", n_points, minimum=2)
+    k = check.integer("k", k, minimum=1)
+    c = 4.0 * math.log(n_points) / k
+    if c >= 1.0 / 6.0:
+        raise ValueError(
+            f"k must be > 24 ln(n_points) = {24 * math.log(n_points):.1f} for n_points = "
+            f"{n_points}, got {k}: below it the bound promises no eps < 1"
+        )
+    return float(brentq(lambda e: e * e / 2.0 - e**3 / 3.0 - c, 0.0, 1.0, xtol=1e-15, rtol=1e-15))
+
+
+def jl_pair_tail(k: int, eps: float) -> float:
+    r"""Exact probability that a Gaussian projection distorts one squared distance by more than eps.
+
+    With :math:`P = G/\sqrt k`, :math:`G_{ij} \sim N(0, 1)`, the ratio
+    :math:`\|Pv\|^2/\|v\|^2` is :math:`\chi^2_k/k` for every fixed :math:`v \ne 0`, so
+
+    .. math:: P(|\chi^2_k/k - 1| > \epsilon) = F_{\chi^2_k}(k(1-\epsilon)) + 1 -
+              F_{\chi^2_k}(k(1+\epsilon)).
+
+    Dasgupta & Gupta bound it by :math:`2e^{-k(\epsilon^2/2-\epsilon^3/3)/2}`.
+    """
+    k = check.integer("k", k, minimum=1)
+    eps = check.real("eps", eps, low=0.0, open_low=True)
+    lower = float(chi2.cdf(k * (1.0 - eps), k)) if eps < 1.0 else 0.0
+    return lower + float(chi2.sf(k * (1.0 + eps), k))
+
+
+def jl_max_distortion_quantile(k: int, n_pairs: int, q: float = 0.5) -> float:
+    r"""The q-quantile of the worst of ``n_pairs`` independent distortions :math:`|\chi^2_k/k - 1|`.
+
+    Solves :math:`(1 - \texttt{jl\_pair\_tail}(k, \epsilon))^{N} = q` for :math:`\epsilon`.
+    The pairs of a point set share points, so their distortions are not independent; this is the
+    prediction that treats them as if they were. To leading order (a Gaussian tail of variance
+    2/k, :math:`N \approx n^2/2`) the median is :math:`\sqrt{8\ln n/k}`, the same
+    :math:`k = 8 \ln n/\epsilon^2` as the Johnson–Lindenstrauss bound.
+    """
+    k = check.integer("k", k, minimum=1)
+    n_pairs = check.integer("n_pairs", n_pairs, minimum=1)
+    q = check.probability("q", q, open_low=True, open_high=True)
+    p = _tail_for_max(n_pairs, q)
+    hi = 1.0
+    while jl_pair_tail(k, hi) > p:
+        hi *= 2.0
+    return float(brentq(lambda e: jl_pair_tail(k, e) - p, 1e-12, hi, xtol=1e-12, rtol=1e-12))
+
+
 def jl_distortion(X: Any, k: int, generator: torch.Generator | None = None) -> float:
     r"""Worst relative distortion of squared pairwise distances under a Gaussian projection.
 
@@ -197,10 +281,64 @@ def _squared_distances(A: np.ndarray) -> np.ndarray:
     return np.maximum(D, 0.0)
 
 
+# ----------------------------------------------------------------------------- separability
+def cover_separable_fraction(n_points: int, d: int) -> float:
+    r"""Share of the :math:`2^N` labellings of N points that a hyperplane through 0 separates.
+
+    Cover's function-counting theorem (Cover, IEEE Trans. Electron. Comput. 14, 1965): for N
+    points in general position in :math:`\mathbb R^d`, exactly
+
+    .. math:: C(N, d) = 2 \sum_{k=0}^{d-1} \binom{N-1}{k}
+
+    of the :math:`2^N` dichotomies are linearly separable by a hyperplane through the origin. The
+    share is 1 for :math:`N \le d`, exactly 1/2 at :math:`N = 2d`, and falls from 1 to 0 ever
+    more sharply around :math:`N = 2d` as d grows. (With a bias term, use d + 1.)
+    """
+    n_points = check.integer("n_points", n_points, minimum=1)
+    d = check.integer("d", d, minimum=1)
+    count = 2 * sum(math.comb(n_points - 1, k) for k in range(min(d, n_points)))
+    return count / 2**n_points
+
+
+def linearly_separable(X: Any, y: Any) -> bool:
+    r"""Whether a hyperplane through the origin separates the labels: is there a w with
+    :math:`y_i\, w \cdot x_i > 0` for every i?
+
+    Decided exactly by linear programming (scipy's HiGHS): by rescaling w, strict separation is
+    the feasibility of :math:`y_i\, w \cdot x_i \ge 1`. Labels are +1 and -1. Append a column of
+    ones to X for an affine hyperplane.
+    """
+    pts = check.array("X", X, ndim=2, min_rows=1)
+    labels = check.array("y", y, ndim=1)
+    if labels.shape != (pts.shape[0],):
+        raise ValueError(f"y must have shape ({pts.shape[0]},) to match X, got {labels.shape}")
+    if not np.all(np.abs(labels) == 1.0):
+        raise ValueError("y must contain only the labels +1 and -1")
+    res = linprog(
+        np.zeros(pts.shape[1]),
+        A_ub=-labels[:, None] * pts,
+        b_ub=-np.ones(pts.shape[0]),
+        bounds=(None, None),
+        method="highs",
+    )
+    if res.status not in (0, 2):  # 0: a separating w found; 2: provably none exists
+        raise RuntimeError(f"the linear program did not finish: {res.message}")
+    return bool(res.status == 0)
+
+
 # ----------------------------------------------------------------------------- intrinsic dimension
-def _neighbour_distances(pts: np.ndarray, k: int) -> np.ndarray:
-    """Distances from every point to its k nearest other points, shape (n, k), exact (k-d tree)."""
-    dist, _ = KDTree(pts).query(pts, k=k + 1, workers=1)
+def _neighbour_distances(pts: np.ndarray, k: int, boxsize: float | None = None) -> np.ndarray:
+    """Distances from every point to its k nearest other points, shape (n, k), exact (k-d tree).
+
+    With ``boxsize`` the points live on the flat torus [0, boxsize)^D: distances wrap around."""
+    if boxsize is not None:
+        boxsize = check.positive("boxsize", boxsize)
+        if pts.min() < 0.0 or pts.max() >= boxsize:
+            raise ValueError(
+                f"X must lie in [0, boxsize) = [0, {boxsize:g}) when boxsize is given, "
+                f"got values in [{pts.min():g}, {pts.max():g}]"
+            )
+    dist, _ = KDTree(pts, boxsize=boxsize).query(pts, k=k + 1, workers=1)
     dist = dist[:, 1:]
     if np.any(dist[:, 0] == 0.0):
         raise ValueError(
@@ -210,7 +348,9 @@ def _neighbour_distances(pts: np.ndarray, k: int) -> np.ndarray:
     return dist
 
 
-def twonn_dimension(X: Any, discard_fraction: float = 0.1) -> float:
+def twonn_dimension(
+    X: Any, discard_fraction: float = 0.1, *, boxsize: float | None = None
+) -> float:
     r"""Intrinsic dimension by TwoNN (Facco, d'Errico, Rodriguez & Laio, Sci. Rep. 7, 12140, 2017).
 
     For each point, :math:`\mu = r_2/r_1` is the ratio of its second to first nearest-neighbour
@@ -218,11 +358,12 @@ def twonn_dimension(X: Any, discard_fraction: float = 0.1) -> float:
     distributed, :math:`F(\mu) = 1 - \mu^{-d}`, so :math:`-\log(1 - F(\mu)) = d \log \mu`. As in the
     paper, d is the slope of a least-squares line through the origin fitted to the points
     :math:`(\log\mu_i, -\log(1 - F_{\rm emp}(\mu_i)))`, after discarding the largest
-    ``discard_fraction`` of the :math:`\mu_i` (the noisy tail).
+    ``discard_fraction`` of the :math:`\mu_i` (the noisy tail). With ``boxsize`` the rows of X
+    are points of the flat torus :math:`[0, \text{boxsize})^D` (uniform data with no boundary).
     """
     pts = check.array("X", X, ndim=2, min_rows=3)
     discard_fraction = check.real("discard_fraction", discard_fraction, low=0.0, high=0.9)
-    dist = _neighbour_distances(pts, 2)
+    dist = _neighbour_distances(pts, 2, boxsize)
     mu = np.sort(dist[:, 1] / dist[:, 0])
     n = mu.size
     F = np.arange(1, n + 1) / n
@@ -235,23 +376,32 @@ def twonn_dimension(X: Any, discard_fraction: float = 0.1) -> float:
     return float(np.dot(x, y) / np.dot(x, x))
 
 
-def mle_dimension(X: Any, k: int = 10) -> float:
+def mle_dimension(
+    X: Any, k: int = 10, *, average: str = "estimates", boxsize: float | None = None
+) -> float:
     r"""Intrinsic dimension by maximum likelihood (Levina & Bickel, NeurIPS 2004).
 
     With :math:`T_j(x)` the distance from x to its j-th nearest neighbour, the local estimate is
 
-    .. math:: \hat m_k(x) = \Big[\frac{1}{k-1}\sum_{j=1}^{k-1} \log\frac{T_k(x)}{T_j(x)}\Big]^{-1}
+    .. math:: \hat m_k(x) = \Big[\frac{1}{k-1}\sum_{j=1}^{k-1} \log\frac{T_k(x)}{T_j(x)}\Big]^{-1}.
 
-    and the global estimate is its average over the data, as in the paper. (MacKay & Ghahramani's
-    comment, 2005, proposes averaging the inverses instead; see the chapter's exercises.)
+    ``average="estimates"`` returns the mean of :math:`\hat m_k(x)` over the data, as in the paper.
+    If the density is uniform around x, :math:`m \sum_j \log(T_k/T_j)` is a Gamma(k-1, 1)
+    variable, so :math:`E\,\hat m_k = m\,(k-1)/(k-2)`: this average is biased up by that factor
+    (9/8 at k = 10) even on ideal data. ``average="inverses"`` (MacKay & Ghahramani's comment,
+    2005) averages :math:`1/\hat m_k(x)`, which is unbiased for 1/m, and inverts the mean.
+    ``boxsize``: as in :func:`twonn_dimension`.
     """
     pts = check.array("X", X, ndim=2, min_rows=3)
     k = check.integer("k", k, minimum=2)
+    average = check.one_of("average", average, ("estimates", "inverses"))
     if k >= pts.shape[0]:
         raise ValueError(f"k must be smaller than the number of points ({pts.shape[0]}), got {k}")
-    T = _neighbour_distances(pts, k)
+    T = _neighbour_distances(pts, k, boxsize)
     logs = np.log(T[:, -1:] / T[:, :-1])  # log(T_k / T_j), j = 1..k-1
     inv = logs.sum(axis=1) / (k - 1)
     if np.any(inv == 0.0):
         raise ValueError("X has points whose k nearest neighbours are equidistant; increase k")
+    if average == "inverses":
+        return float(1.0 / np.mean(inv))
     return float(np.mean(1.0 / inv))

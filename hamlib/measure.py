@@ -19,6 +19,7 @@ from hamlib import _checks as check
 
 __all__ = [
     "gradient_noise_scale",
+    "hessian",
     "hessian_spectrum",
     "hvp",
     "lanczos",
@@ -144,9 +145,11 @@ def top_hessian_eigenvalue(
     return float(lanczos(loss_fn, params, iters, generator)[-1])
 
 
-def hessian_spectrum(loss_fn: LossFn, params: Sequence[Tensor], max_params: int = 5000) -> Tensor:
-    """All eigenvalues of the Hessian, ascending, from the exact Hessian (one backward pass per
-    parameter). Refuses models with more than ``max_params`` parameters: use :func:`lanczos`."""
+def hessian(loss_fn: LossFn, params: Sequence[Tensor], max_params: int = 5000) -> Tensor:
+    """The exact Hessian, a symmetric (n, n) float64 matrix over the flattened ``params`` (in
+    their order): all n rows by one batched backward pass through the gradient (``vmap`` over
+    the unit vectors). Refuses models with more than ``max_params`` parameters: use
+    :func:`lanczos`."""
     params = _check(loss_fn, params)
     max_params = check.integer("max_params", max_params, minimum=1)
     n = sum(p.numel() for p in params)
@@ -157,9 +160,15 @@ def hessian_spectrum(loss_fn: LossFn, params: Sequence[Tensor], max_params: int 
             "use lanczos() or top_hessian_eigenvalue() instead"
         )
     g = _flat(_grads(loss_fn, params))
-    rows = [_flat(torch.autograd.grad(g[i], params, retain_graph=True)) for i in range(n)]
-    H = torch.stack(rows).double()
-    return torch.linalg.eigvalsh(0.5 * (H + H.T))
+    eye = torch.eye(n, dtype=g.dtype, device=g.device)
+    rows = torch.autograd.grad(g, params, grad_outputs=eye, is_grads_batched=True)
+    H = torch.cat([r.reshape(n, -1) for r in rows], dim=1).double()
+    return 0.5 * (H + H.T)
+
+
+def hessian_spectrum(loss_fn: LossFn, params: Sequence[Tensor], max_params: int = 5000) -> Tensor:
+    """All eigenvalues of the Hessian, ascending, from the exact Hessian (:func:`hessian`)."""
+    return torch.linalg.eigvalsh(hessian(loss_fn, params, max_params))
 
 
 def _check_per_example_gradients_args(
@@ -196,20 +205,30 @@ def per_example_gradients(
     return torch.cat([g.reshape(len(x), -1) for g in grads], dim=1)
 
 
-def gradient_noise_scale(per_example_grads: Tensor) -> float:
+def gradient_noise_scale(per_example_grads: Tensor, population: bool = False) -> float:
     r"""The simple gradient noise scale :math:`B_{\rm simple} = \mathrm{tr}(\Sigma) / |G|^2`
     (McCandlish, Kaplan, Amodei et al., "An empirical model of large-batch training", 2018), from
-    a matrix of per-example gradients of shape (n, p): G is their mean and :math:`\Sigma` their
-    covariance. Batches much smaller than :math:`B_{\rm simple}` are dominated by noise; much
-    larger ones waste computation. Uses unbiased estimates of both :math:`\mathrm{tr}\,\Sigma` and
-    :math:`|G|^2` (the naive :math:`|\bar g|^2` is inflated by :math:`\mathrm{tr}\,\Sigma / n`).
+    a matrix of per-example gradients of shape (n, p). Batches much smaller than
+    :math:`B_{\rm simple}` are dominated by noise; much larger ones waste computation.
+
+    - ``population=False``: the rows are a *sample* of the data distribution (fresh data).
+      Unbiased estimates of both :math:`\mathrm{tr}\,\Sigma` and :math:`|G|^2`: the naive
+      :math:`|\bar g|^2` is inflated by :math:`\mathrm{tr}\,\Sigma / n`, which is subtracted;
+      where the corrected :math:`|G|^2` is not positive, the mean gradient is not distinguishable
+      from noise and the result is ``inf``.
+    - ``population=True``: the rows are the *whole* training set, so G is their mean exactly and
+      :math:`\Sigma` their population covariance (divided by n); nothing is estimated.
     """
     check.tensor("per_example_grads", per_example_grads, ndim=2)
+    population = check.boolean("population", population)
     n = per_example_grads.shape[0]
     if n < 2:
         raise ValueError(f"per_example_grads must hold at least 2 gradients (rows), got {n}")
     g = per_example_grads.double()
     mean = g.mean(0)
+    if population:
+        g2 = mean @ mean
+        return math.inf if g2 == 0 else float(g.var(0, correction=0).sum() / g2)
     trace_sigma = g.var(0, correction=1).sum()
     g2 = mean @ mean - trace_sigma / n
     if g2 <= 0:

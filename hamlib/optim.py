@@ -21,7 +21,7 @@ from torch import Tensor
 
 from hamlib import _checks as check
 
-__all__ = ["SGD", "Adam", "AdamW", "Momentum"]
+__all__ = ["SGD", "Adam", "AdamW", "Momentum", "minimize"]
 
 
 def _decay_rate(name: str, value: Any) -> float:
@@ -159,3 +159,66 @@ class AdamW(Adam):
         weight_decay: float = 1e-2,
     ) -> None:
         super().__init__(params, lr, betas, eps, weight_decay)
+
+
+def minimize(
+    loss_fn: Callable[[], Tensor],
+    params: Iterable[Tensor],
+    grad_tol: float = 1e-10,
+    max_iter: int = 10_000,
+    newton_from: float = 1e-6,
+) -> float:
+    r"""Drive ``params`` (in place) to a critical point of ``loss_fn`` where the gradient norm is
+    below ``grad_tol``, and return that norm. Gradient descent only creeps toward a minimum, so
+    this uses what converges: L-BFGS with a strong-Wolfe line search (``torch.optim.LBFGS``, at
+    most ``max_iter`` iterations) down to a gradient norm of ``newton_from``, then Newton steps
+    :math:`\theta \leftarrow \theta - H^{-1} g` with the exact Hessian
+    (:func:`hamlib.measure.hessian`), which converge quadratically. A Newton step is taken only
+    where H is positive definite: Newton's method is attracted to saddles as much as to minima
+    (Chapter 3). Raises RuntimeError where the tolerance is not reached."""
+    from hamlib import measure
+
+    params = measure._check(loss_fn, params)
+    grad_tol = check.positive("grad_tol", grad_tol)
+    max_iter = check.integer("max_iter", max_iter, minimum=1)
+    newton_from = check.positive("newton_from", newton_from)
+
+    def grad_norm() -> float:
+        return measure._flat(torch.autograd.grad(loss_fn(), params)).norm().item()
+
+    lbfgs = torch.optim.LBFGS(
+        params,
+        lr=1,
+        max_iter=max_iter,
+        tolerance_grad=newton_from / math.sqrt(sum(p.numel() for p in params)),
+        tolerance_change=0,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> Tensor:
+        lbfgs.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss
+
+    lbfgs.step(closure)
+    for _ in range(20):
+        norm = grad_norm()
+        if norm < grad_tol:
+            return norm
+        H = measure.hessian(loss_fn, params)
+        if torch.linalg.eigvalsh(H)[0] <= 0:
+            raise RuntimeError(
+                f"the Hessian is not positive definite at gradient norm {norm:.3g}: a Newton "
+                "step would head for a saddle"
+            )
+        g = measure._flat(torch.autograd.grad(loss_fn(), params)).double()
+        step = torch.linalg.solve(H, g)
+        with torch.no_grad():
+            for p, s in zip(params, measure._unflat(step, params), strict=True):
+                p -= s
+    norm = grad_norm()
+    if norm >= grad_tol:
+        raise RuntimeError(f"gradient norm {norm:.3g} after 20 Newton steps, not below {grad_tol}")
+    return norm

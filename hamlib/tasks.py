@@ -6,6 +6,8 @@ r"""Small training tasks to measure the estimators of :mod:`hamlib.dynamics` on 
 - :class:`Teacher`, :func:`train_student`: a fixed random network labels Gaussian inputs by
   sampling from its softmax, and students learn from fresh samples. The task is data-rich (no
   overfitting) and the lowest loss any student can reach is known exactly.
+- :func:`digits`, :func:`digits_mlp`: scikit-learn's 8x8 digits split into 1,000 training and
+  797 test images, and the 1,210-parameter tanh network whose Hessian Chapter 3 computes exactly.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from torch import Tensor
 from hamlib import _checks as check
 from hamlib.dynamics import Tracker, effective_rank
 
-__all__ = ["ModularMLP", "Teacher", "modular_addition", "train_modular", "train_student"]
+__all__ = [
+    "ModularMLP",
+    "Teacher",
+    "digits",
+    "digits_mlp",
+    "modular_addition",
+    "train_modular",
+    "train_student",
+]
 
 
 def modular_addition(p: int = 97) -> tuple[Tensor, Tensor]:
@@ -214,3 +224,28 @@ def train_student(
             callback(step, student, loss.detach())
         opt.step()
     return student
+
+
+def digits(n_train: int = 1000, seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """scikit-learn's 1,797 8x8 digits (shipped with it, no download), pixels scaled to [0, 1] in
+    float64, shuffled by ``seed`` and split: ``X_train, y_train, X_test, y_test``."""
+    from sklearn.datasets import load_digits
+
+    n_train = check.integer("n_train", n_train, minimum=1, maximum=1796)
+    seed = check.seed("seed", seed)
+    data = load_digits()
+    X = torch.tensor(data.data / 16.0, dtype=torch.float64)
+    y = torch.tensor(data.target)
+    perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed))
+    return X[perm[:n_train]], y[perm[:n_train]], X[perm[n_train:]], y[perm[n_train:]]
+
+
+def digits_mlp(seed: int = 0, hidden: int = 16) -> torch.nn.Sequential:
+    """64 -> ``hidden`` -> 10 with tanh, in float64, initialized by ``torch.manual_seed(seed)``
+    (torch's default initialization; with hidden = 16, 1,210 parameters)."""
+    seed = check.seed("seed", seed)
+    hidden = check.integer("hidden", hidden, minimum=1)
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(64, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 10)
+    ).double()

@@ -25,8 +25,10 @@ __all__ = [
     "VAEHistory",
     "active_units",
     "bernoulli_log_likelihood",
+    "elbo_surgery",
     "gaussian_kl",
     "iwae_bound",
+    "kl_per_unit",
     "linear_gaussian_elbo",
     "linear_gaussian_evidence",
     "linear_gaussian_posterior",
@@ -365,3 +367,57 @@ def active_units(model: VAE, x: Tensor, threshold: float = 0.01) -> int:
     threshold = check.nonnegative("threshold", threshold)
     mu, _ = model.encode(x)
     return int((mu.var(0) > threshold).sum().item())
+
+
+@torch.no_grad()
+def kl_per_unit(model: VAE, x: Tensor) -> Tensor:
+    r"""The KL term split by latent dimension and averaged over the data: shape (n_latent,),
+
+    .. math:: \mathrm{KL}_u = \frac1N \sum_n \mathrm{KL}\big(q(z_u \mid x_n) \,\|\, N(0, 1)\big),
+
+    in nats; the entries sum to the average KL term. Each bounds the information that unit u
+    carries about x, :math:`I_q(X; Z_u) \le \mathrm{KL}_u`, which makes it a collapse
+    diagnostic with units, unlike the variance threshold of :func:`active_units`.
+    """
+    _check_vae("model", model)
+    mu, logvar = model.encode(x)
+    return gaussian_kl(
+        mu.reshape(-1, model.n_latent), logvar.reshape(-1, model.n_latent), reduce=False
+    ).mean(0)
+
+
+def elbo_surgery(
+    mu: Tensor, logvar: Tensor, n_z: int = 20, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    r"""Monte Carlo terms of the split (Hoffman & Johnson, 2016) of the average KL term
+
+    .. math:: \frac1N \sum_n \mathrm{KL}(q(z \mid x_n) \,\|\, p(z))
+              = I_q(X; Z) + \mathrm{KL}(q(z) \,\|\, p(z)),
+              \qquad q(z) = \frac1N \sum_m q(z \mid x_m),
+
+    with X uniform on the N rows of ``mu`` and ``logvar`` (shape (N, k), the encoder's output) and
+    p(z) = N(0, I). Draws ``n_z`` samples :math:`z \sim q(z \mid x_n)` for every n and returns two
+    tensors of shape (n_z, N): :math:`\log q(z \mid x_n) - \log q(z)`, whose mean estimates
+    :math:`I_q(X; Z)`, and :math:`\log q(z) - \log p(z)`, whose mean estimates
+    :math:`\mathrm{KL}(q(z) \,\|\, p(z))`. Each entry of the first is at most :math:`\log N`
+    by construction (the mixture contains the component of x_n itself).
+    """
+    check.tensor("mu", mu, floating=True, ndim=2)
+    check.tensor("logvar", logvar, floating=True)
+    check.like("logvar", logvar, "mu", mu)
+    n_z, generator = check.integer("n_z", n_z, minimum=1), check.generator("generator", generator)
+    n = mu.shape[0]
+    std = (0.5 * logvar).exp()
+    const = 0.5 * math.log(2 * math.pi)
+    info, marginal = [], []
+    for _ in range(n_z):  # one sample per x_n at a time: the (N, N, k) array stays small
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        z = mu + std * eps
+        log_q_own = (-0.5 * eps * eps - 0.5 * logvar - const).sum(-1)
+        diff = (z.unsqueeze(1) - mu.unsqueeze(0)) / std.unsqueeze(0)  # (N, N, k)
+        log_q_all = (-0.5 * diff * diff - 0.5 * logvar.unsqueeze(0) - const).sum(-1)
+        log_q_agg = torch.logsumexp(log_q_all, dim=1) - math.log(n)
+        log_p = (-0.5 * z * z - const).sum(-1)
+        info.append(log_q_own - log_q_agg)
+        marginal.append(log_q_agg - log_p)
+    return torch.stack(info), torch.stack(marginal)

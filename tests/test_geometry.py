@@ -349,3 +349,184 @@ def test_numpy_integers_and_zero_d_arrays_are_accepted_as_sizes():
 def test_scalar_arguments_follow_the_rules(call, exc, name):
     with pytest.raises(exc, match=rf"^{name} must"):
         call()
+
+
+# ----------------------------------------------------------------------------- extreme values
+
+
+def test_cosine_max_quantile_inverts_the_exact_law():
+    d, n, q = 512, 499_500, 0.9
+    t = g.cosine_max_quantile(d, n, q)
+    assert (1 - g.cosine_tail_probability(d, t)) ** n == pytest.approx(q, rel=1e-9)
+    # one pair in R^3: |cos| is uniform on [0, 1], so its q-quantile is q
+    assert g.cosine_max_quantile(3, 1, 0.3) == pytest.approx(0.3, abs=1e-12)
+    assert g.cosine_max_quantile(50, 100, 0.2) < g.cosine_max_quantile(50, 100, 0.8)
+
+
+def test_cosine_max_quantile_against_sampled_maxima():
+    # 400 independent maxima of 50 independent |cos| in d = 30: the median and 90% quantile
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 400, 50, 30, generator=gen, dtype=torch.float64)
+    m = torch.nn.functional.cosine_similarity(x, y, dim=2).abs().amax(dim=1).numpy()
+    for q in (0.5, 0.9):
+        t = g.cosine_max_quantile(30, 50, q)
+        # the share of maxima below t is binomial(400, q): 4 standard errors
+        assert np.mean(m <= t) == pytest.approx(q, abs=4 * math.sqrt(q * (1 - q) / 400))
+
+
+@pytest.mark.parametrize(
+    "call, exc, name",
+    [
+        (lambda: g.cosine_max_quantile(1, 10), ValueError, "d"),
+        (lambda: g.cosine_max_quantile(10, 0), ValueError, "n_pairs"),
+        (lambda: g.cosine_max_quantile(10, 10, 1.0), ValueError, "q"),
+        (lambda: g.cosine_max_quantile(10, 10, 0.0), ValueError, "q"),
+        (lambda: g.jl_max_distortion_quantile(0, 10), ValueError, "k"),
+        (lambda: g.jl_max_distortion_quantile(10, 10, 1.5), ValueError, "q"),
+        (lambda: g.jl_max_distortion_quantile(10, 2.0), TypeError, "n_pairs"),
+        (lambda: g.jl_pair_tail(10, 0.0), ValueError, "eps"),
+        (lambda: g.jl_pair_tail(10, math.inf), ValueError, "eps"),
+        (lambda: g.jl_epsilon(1, 500), ValueError, "n_points"),
+        (lambda: g.jl_epsilon(100, 110), ValueError, "k"),
+        (lambda: g.jl_epsilon(100, 500.0), TypeError, "k"),
+    ],
+)
+def test_extreme_value_functions_reject_bad_input(call, exc, name):
+    with pytest.raises(exc, match=rf"^{name} must"):
+        call()
+
+
+# ----------------------------------------------------------------------------- JL, exact laws
+
+
+@pytest.mark.parametrize("n, k", [(100, 111), (100, 222), (100, 1063), (10**4, 5000)])
+def test_jl_epsilon_inverts_jl_min_dimension(n, k):
+    eps = g.jl_epsilon(n, k)
+    assert 0 < eps < 1
+    assert 4 * math.log(n) / (eps**2 / 2 - eps**3 / 3) == pytest.approx(k, rel=1e-10)
+    assert g.jl_min_dimension(n, eps * (1 + 1e-9)) <= k
+
+
+@pytest.mark.parametrize("k, eps", [(1, 0.5), (10, 0.3), (200, 0.2), (50, 1.5)])
+def test_jl_pair_tail_against_monte_carlo_and_the_dasgupta_gupta_bound(k, eps):
+    gen = torch.Generator().manual_seed(k)
+    ratio = (torch.randn(200_000, k, generator=gen, dtype=torch.float64) ** 2).mean(dim=1)
+    sampled = float(((ratio - 1).abs() > eps).double().mean())
+    exact = g.jl_pair_tail(k, eps)
+    assert sampled == pytest.approx(exact, abs=5 * math.sqrt(exact * (1 - exact) / 200_000) + 1e-5)
+    if eps < 1:
+        assert exact <= 2 * math.exp(-k * (eps**2 / 2 - eps**3 / 3) / 2)
+
+
+def test_jl_max_distortion_quantile_inverts_the_law_and_matches_leading_order():
+    k, n_pairs = 500, 4950
+    eps = g.jl_max_distortion_quantile(k, n_pairs, 0.5)
+    assert (1 - g.jl_pair_tail(k, eps)) ** n_pairs == pytest.approx(0.5, rel=1e-8)
+    # leading order: sqrt(8 ln n / k) for n = 100 points; a few percent apart at this size
+    assert eps == pytest.approx(math.sqrt(8 * math.log(100) / k), rel=0.15)
+    # and one pair: the median of |chi2_k/k - 1|
+    one = g.jl_max_distortion_quantile(k, 1, 0.5)
+    assert g.jl_pair_tail(k, one) == pytest.approx(0.5, rel=1e-8)
+    # distortions beyond 1 (tiny k) are found too
+    assert g.jl_max_distortion_quantile(2, 1000, 0.5) > 1
+
+
+def test_jl_max_distortion_quantile_against_sampled_independent_maxima():
+    k, n_pairs, reps = 20, 100, 2000
+    gen = torch.Generator().manual_seed(1)
+    ratio = (torch.randn(reps, n_pairs, k, generator=gen, dtype=torch.float64) ** 2).mean(dim=2)
+    worst = (ratio - 1).abs().amax(dim=1).numpy()
+    med = g.jl_max_distortion_quantile(k, n_pairs, 0.5)
+    assert np.mean(worst <= med) == pytest.approx(0.5, abs=4 * math.sqrt(0.25 / reps))
+
+
+# ----------------------------------------------------------------------------- MLE averaging, torus
+
+
+def test_mle_averages_on_the_flat_torus_show_the_gamma_factor():
+    # uniform points on a flat torus: the estimators' assumptions hold, no boundary
+    X = np.random.default_rng(0).uniform(size=(4000, 4))
+    k = 10
+    lb = g.mle_dimension(X, k=k, boxsize=1.0)
+    mg = g.mle_dimension(X, k=k, average="inverses", boxsize=1.0)
+    assert mg == pytest.approx(4, rel=0.04)
+    assert lb == pytest.approx(4 * (k - 1) / (k - 2), rel=0.04)
+    assert lb > mg  # Jensen: the average of 1/x is at least 1/(average of x)
+    assert g.twonn_dimension(X, boxsize=1.0) == pytest.approx(4, rel=0.1)
+    # without wrap-around the boundary lowers the estimate
+    assert g.mle_dimension(X, k=k, average="inverses") < mg
+
+
+def test_mle_inverses_against_an_independent_computation():
+    from scipy.spatial.distance import cdist
+
+    X = _cube_in_higher_space(500, 3, 6, seed=4)
+    D = np.sort(cdist(X, X), axis=1)[:, 1:11]  # 10 nearest other points
+    inv = np.log(D[:, -1:] / D[:, :-1]).sum(axis=1) / 9
+    assert g.mle_dimension(X, k=10, average="inverses") == pytest.approx(1 / inv.mean(), rel=1e-10)
+    assert g.mle_dimension(X, k=10) == pytest.approx(np.mean(1 / inv), rel=1e-10)
+
+
+def test_boxsize_and_average_are_checked():
+    X = np.random.default_rng(0).uniform(size=(50, 2))
+    with pytest.raises(ValueError, match="^average must"):
+        g.mle_dimension(X, average="median")
+    with pytest.raises(ValueError, match="^boxsize must"):
+        g.mle_dimension(X, boxsize=0.0)
+    with pytest.raises(ValueError, match=r"^X must lie in \[0, boxsize\)"):
+        g.twonn_dimension(X, boxsize=0.5)
+    with pytest.raises(ValueError, match=r"^X must lie in \[0, boxsize\)"):
+        g.mle_dimension(X - 0.5, boxsize=1.0)
+
+
+# ----------------------------------------------------------------------------- Cover's theorem
+
+
+@pytest.mark.parametrize("d", [1, 2, 5, 10, 40])
+def test_cover_fraction_closed_form_values(d):
+    assert g.cover_separable_fraction(d, d) == 1.0  # N <= d: every labelling
+    assert g.cover_separable_fraction(2 * d, d) == pytest.approx(0.5, abs=1e-15)  # N = 2d: half
+    assert g.cover_separable_fraction(3, 1) == pytest.approx(2 / 8)  # d = 1: only all +1 or all -1
+    # the count is a binomial tail: C(N, d) / 2^N = P(Binomial(N - 1, 1/2) <= d - 1)
+    for n in range(1, 4 * d + 1):
+        assert g.cover_separable_fraction(n, d) == pytest.approx(
+            stats.binom.cdf(d - 1, n - 1, 0.5), rel=1e-12, abs=1e-300
+        )
+
+
+def test_cover_fraction_against_brute_force_enumeration():
+    # every labelling of N = 7 Gaussian points in d = 3, decided by linear programming
+    import itertools
+
+    X = np.random.default_rng(0).standard_normal((7, 3))
+    count = sum(
+        g.linearly_separable(X, np.array(y)) for y in itertools.product([-1.0, 1.0], repeat=7)
+    )
+    assert count / 2**7 == g.cover_separable_fraction(7, 3)
+
+
+def test_linearly_separable_small_cases():
+    assert g.linearly_separable(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([1.0, -1.0]))
+    # x and -x with the same label: no hyperplane through 0 separates them
+    assert not g.linearly_separable(np.array([[1.0, 2.0], [-1.0, -2.0]]), np.array([1.0, 1.0]))
+    # XOR with a bias column is still not separable
+    xor = np.array([[0.0, 0.0, 1.0], [1.0, 1.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    assert not g.linearly_separable(xor, np.array([1.0, 1.0, -1.0, -1.0]))
+    # but the labelling by the first coordinate is
+    assert g.linearly_separable(xor - [0.5, 0.0, 0.0], np.array([-1.0, 1.0, 1.0, -1.0]))
+
+
+@pytest.mark.parametrize(
+    "call, exc, name",
+    [
+        (lambda: g.cover_separable_fraction(0, 3), ValueError, "n_points"),
+        (lambda: g.cover_separable_fraction(5, 0), ValueError, "d"),
+        (lambda: g.cover_separable_fraction(5, 2.0), TypeError, "d"),
+        (lambda: g.linearly_separable(np.eye(3), np.ones(2)), ValueError, "y"),
+        (lambda: g.linearly_separable(np.eye(3), np.array([1.0, 0.0, 1.0])), ValueError, "y"),
+        (lambda: g.linearly_separable(np.ones(3), np.ones(3)), ValueError, "X"),
+    ],
+)
+def test_separability_functions_reject_bad_input(call, exc, name):
+    with pytest.raises(exc, match=rf"^{name} must"):
+        call()

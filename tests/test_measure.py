@@ -191,3 +191,37 @@ def test_per_example_gradients_match_one_backward_pass_per_example(classifier):
         measure.per_example_gradients(net, "cross_entropy", x, y)
     with pytest.raises(TypeError, match="^y must be a torch.Tensor"):
         measure.per_example_gradients(net, torch.nn.functional.cross_entropy, x, y.tolist())
+
+
+def test_hessian_is_the_matrix_of_a_quadratic_and_of_autograd(classifier):
+    A = _spd(9, seed=2)
+    loss_fn, params = _quadratic(A)
+    assert torch.allclose(measure.hessian(loss_fn, params), A, atol=1e-12)
+    loss_fn, params, net, x, y = _mlp(classifier)
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+
+    names = [n for n, _ in net.named_parameters()]
+    shapes = [p.shape for p in params]
+
+    def f_flat(theta):
+        parts, i = {}, 0
+        for name, shape in zip(names, shapes, strict=True):
+            n = math.prod(shape)
+            parts[name] = theta[i : i + n].reshape(shape)
+            i += n
+        return torch.nn.functional.cross_entropy(torch.func.functional_call(net, parts, (x,)), y)
+
+    expected = torch.autograd.functional.hessian(f_flat, flat)
+    assert torch.allclose(measure.hessian(loss_fn, params), expected, atol=1e-10)
+
+
+def test_gradient_noise_scale_of_a_whole_population_is_exact():
+    # two examples with gradients G +- d: tr Sigma = |d|^2 (population), |G|^2 exact
+    G, d = torch.tensor([1.0, 2.0], dtype=torch.float64), torch.tensor([3.0, 0.0])
+    rows = torch.stack([G + d, G - d])
+    assert measure.gradient_noise_scale(rows, population=True) == pytest.approx(9 / 5, rel=1e-12)
+    # treated as a sample of 2, |G|^2 is estimated as |mean|^2 - tr(Sigma_unbiased)/2 = 5 - 9 < 0
+    assert measure.gradient_noise_scale(rows) == math.inf
+    assert measure.gradient_noise_scale(torch.stack([d, -d]), population=True) == math.inf
+    with pytest.raises(TypeError, match="^population must be True or False"):
+        measure.gradient_noise_scale(rows, population=1)

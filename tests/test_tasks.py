@@ -153,3 +153,22 @@ def test_train_student_callback_sees_every_step_with_gradients() -> None:
 
     tasks.train_student(teacher, 4, steps=5, batch=8, callback=callback)
     assert [s for s, _, _ in seen] == [0, 1, 2, 3, 4] and all(g for _, _, g in seen)
+
+
+def test_digits_split_and_network():
+    X_train, y_train, X_test, y_test = tasks.digits(n_train=1000)
+    assert X_train.shape == (1000, 64) and X_test.shape == (797, 64)
+    assert X_train.dtype == torch.float64 and 0 <= X_train.min() and X_train.max() <= 1
+    assert sorted(set(y_train.tolist())) == list(range(10))
+    again = tasks.digits(n_train=1000)
+    assert torch.equal(again[0], X_train)  # the seed fixes the split
+    assert not torch.equal(tasks.digits(n_train=1000, seed=1)[0], X_train)
+    net = tasks.digits_mlp(0)
+    assert sum(p.numel() for p in net.parameters()) == 1210
+    assert net(X_train).shape == (1000, 10)
+    first = next(tasks.digits_mlp(0).parameters())
+    assert torch.equal(first, next(net.parameters()))
+    with pytest.raises(ValueError, match="^n_train must"):
+        tasks.digits(n_train=0)
+    with pytest.raises(ValueError, match="^hidden must"):
+        tasks.digits_mlp(hidden=0)

@@ -303,3 +303,47 @@ def test_sampling_happens_on_the_inputs_device():
         torch.zeros(3, 4, device="meta", dtype=W.dtype),
     )
     assert all(t.device == W.device for t in vi.linear_gaussian_posterior(xs, W, b, 1.0))
+
+
+def test_kl_per_unit_sums_to_the_average_kl_term_and_vanishes_at_collapse():
+    torch.manual_seed(0)
+    model = vi.VAE(n_in=6, n_latent=3, hidden=8)
+    x = (torch.rand(20, 6, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    per_unit = vi.kl_per_unit(model, x)
+    mu, logvar = model.encode(x)
+    assert per_unit.shape == (3,) and torch.all(per_unit >= 0)
+    assert per_unit.sum().item() == pytest.approx(vi.gaussian_kl(mu, logvar).mean().item())
+    with torch.no_grad():  # an encoder that returns the prior for every x: no unit carries KL
+        model.encoder[2].weight.zero_()
+        model.encoder[2].bias.zero_()
+    assert torch.all(vi.kl_per_unit(model, x) == 0)
+    with pytest.raises(TypeError, match="^model must be a VAE"):
+        vi.kl_per_unit(torch.nn.Linear(6, 6), x)
+
+
+def test_elbo_surgery_limits_and_identity():
+    g = torch.Generator().manual_seed(0)
+    n, k = 50, 2
+    # every q(z | x_n) the same: the code says nothing about x, I = 0 exactly
+    mu, logvar = f64(1, k).expand(n, k), f64(1, k, seed=1).expand(n, k)
+    info, marginal = vi.elbo_surgery(mu, logvar, n_z=5, generator=g)
+    assert info.shape == marginal.shape == (5, n)
+    assert info.abs().max().item() < 1e-12
+    # far-apart, narrow components: the code identifies x, I = log N
+    mu_far = 100.0 * torch.arange(n, dtype=torch.float64).unsqueeze(1).expand(n, k)
+    info, _ = vi.elbo_surgery(mu_far, torch.full((n, k), -4.0, dtype=torch.float64), 5, g)
+    assert info.mean().item() == pytest.approx(math.log(n), abs=1e-9)
+    assert info.max().item() <= math.log(n) + 1e-9
+    # I + KL(q(z) || p(z)) estimates the average KL term: compare with the closed form
+    mu, logvar = f64(n, k, seed=2), f64(n, k, seed=3) - 1.0
+    info, marginal = vi.elbo_surgery(mu, logvar, n_z=400, generator=g)
+    total = info + marginal
+    se = total.std().item() / math.sqrt(total.numel())
+    assert abs(total.mean().item() - vi.gaussian_kl(mu, logvar).mean().item()) < 4 * se
+    assert 0 < info.mean().item() < math.log(n) and marginal.mean().item() > 0
+    with pytest.raises(ValueError, match="^mu must be 2-D"):
+        vi.elbo_surgery(mu[0], logvar[0])
+    with pytest.raises(ValueError, match="^logvar and mu must have the same shape"):
+        vi.elbo_surgery(mu, logvar[:, :1])
+    with pytest.raises(ValueError, match="^n_z must"):
+        vi.elbo_surgery(mu, logvar, n_z=0)
