@@ -36,3 +36,29 @@ def test_one_part_is_refused_on_top_of_another_configuration(tmp_path):
     with pytest.raises(SystemExit, match="made with another configuration: use --part all"):
         sweeps.main(["--quick", "--out", str(out), "--part", "seeds"])
     assert json.loads(out.read_text())["config"] == {"p": 97, "other": True}  # left alone
+
+
+@pytest.mark.slow
+def test_quick_minima_sweep_writes_a_minimum_the_chapter_can_reload(tmp_path):
+    """Chapter 3 reloads the stored parameters and checks the gradient and the spectrum live."""
+    import torch
+
+    from hamlib import measure, tasks
+    from tools import sweep_minima
+
+    out = tmp_path / "minima.json"
+    assert sweep_minima.main(["--quick", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    row = report["minima"][0]
+    assert report["provenance"]["commit"] and row["negative_eigenvalues"] == 0
+    cfg = report["config"]
+    X, y, _, _ = tasks.digits(cfg["n_train"])
+    net = tasks.digits_mlp(row["seed"])
+    torch.nn.utils.vector_to_parameters(
+        torch.tensor(row["params"], dtype=torch.float64), net.parameters()
+    )
+    loss = sweep_minima.regularized_loss(net, X, y, cfg["weight_decay"])
+    grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss(), list(net.parameters()))])
+    assert grad.norm().item() < cfg["grad_tol"]
+    assert loss().item() == pytest.approx(row["loss"], rel=1e-12)
+    assert measure.hessian_spectrum(loss, list(net.parameters()))[0].item() > 0
