@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg.update(seeds=[0], n_train=100, grad_tol=1e-8)
     t0 = time.perf_counter()
     report = {"config": cfg, "minima": minima(cfg)}
-    report["provenance"] = provenance() | {"seconds": round(time.perf_counter() - t0, 1)}
+    report["provenance"] = provenance() | {
+        "made_by": "python -m tools.sweep_minima (make sweeps)",
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")
