@@ -2,11 +2,12 @@
 # # 2. Variational inference and the ELBO
 #
 # A latent-variable model explains data $x$ through unobserved causes $z$. Learning it needs the
-# *evidence* $p(x)$, an integral over all causes that no computer can do exactly, and inference
-# needs the posterior $p(z \mid x)$, which is that integral again. Variational inference replaces
-# the integral by an optimization. This chapter derives the bound it optimizes, verifies the
-# derivation to machine precision where everything is known in closed form, and then trains a
-# variational autoencoder and measures what its bound, its tighter cousins and its knobs do.
+# *evidence* $p(x)$, an integral over all causes that has no closed form for most models worth
+# fitting, and inference needs the posterior $p(z \mid x)$, which is that integral again.
+# Variational inference replaces the integral by an optimization. This chapter derives the bound
+# it optimizes, verifies the derivation to machine precision where everything is known in closed
+# form, and then trains a variational autoencoder and measures what its bound, its tighter
+# cousins and its knobs do.
 #
 # **You will be able to** derive the ELBO two ways and check it exactly; compute and sanity-check
 # KL divergences, and predict which way a fitted Gaussian leans; compare gradient estimators by
@@ -62,23 +63,90 @@ x_obs = (
 )
 log_px = vi.linear_gaussian_evidence(x_obs, W, b, sigma).item()
 print(f"exact log p(x) = {log_px:.3f}")
-naive = {}
+naive, ess = {}, {}
 for n in [10, 1_000, 100_000]:
-    naive[n] = []
+    naive[n], ess[n] = [], []
     for _ in range(5):
         z = torch.randn(n, k, generator=g, dtype=f64)
         log_lik = D.Normal(z @ W.T + b, sigma).log_prob(x_obs).sum(-1)
         naive[n].append((torch.logsumexp(log_lik, 0) - math.log(n)).item())
+        # effective sample size (sum w)^2 / sum w^2 of the weights w = p(x | z_n)
+        ess[n].append((2 * torch.logsumexp(log_lik, 0) - torch.logsumexp(2 * log_lik, 0)).exp())
     print(
         f"naive Monte Carlo, {n:>7,} prior samples, 5 repeats: log p(x) ~ "
         + ", ".join(f"{v:.1f}" for v in naive[n])
     )
+print(
+    "effective sample size (sum w)^2 / sum w^2 of the 100,000-sample estimates: "
+    + ", ".join(f"{v:.2f}" for v in ess[100_000])
+)
 hamlib.check(
     "with 100,000 prior samples even the best of five estimates falls short of log p(x) "
-    "by over 0.5 nats",
+    "by over 0.5 nats, that is, underestimates p(x) by a factor over e^0.5 = 1.65",
     measured=log_px - max(naive[100_000]),
     above=0.5,
 )
+
+# %% [markdown]
+# The effective sample size says why: the 100,000 weights $w_n = p(x \mid z_n)$ count as between
+# one and about three equal ones, because one or two of them dwarf the rest. How many samples
+# are needed has a sharp answer: importance sampling with proposal $q$ (here the prior) becomes
+# accurate only with a sample size of about $e^{\mathrm{KL}(p(z \mid x) \,\|\, q)}$ (Chatterjee &
+# Diaconis, 2018). The usual claim is that the integral gets hard "exponentially in the
+# dimension". That holds when each latent coordinate adds its share of
+# $\mathrm{KL}(p(z \mid x) \,\|\, p(z))$, so that $e^{\mathrm{KL}}$ grows exponentially in
+# $k$. We test it by repeating the construction for $k = 2, 5, 10, 20$ (same $d$, $\sigma$ and
+# spread of column norms), each time with 100,000 prior samples and five repeats:
+
+# %%
+g_dim = torch.Generator().manual_seed(20)
+kl_dim, short_dim = {}, {}
+print(f"{'k':>3s}{'KL(post || prior)':>19s}{'e^KL':>10s}{'ESS (median)':>14s}{'shortfall':>26s}")
+for k_ in [2, 5, 10, 20]:
+    basis_, _ = torch.linalg.qr(torch.randn(d, k_, generator=g_dim, dtype=f64))
+    W_ = basis_ * torch.linspace(3.0, 1.0, k_, dtype=f64)
+    b_ = torch.randn(d, generator=g_dim, dtype=f64)
+    x_ = torch.randn(k_, generator=g_dim, dtype=f64) @ W_.T + b_
+    x_ = x_ + sigma * torch.randn(d, generator=g_dim, dtype=f64)
+    m_, S_ = vi.linear_gaussian_posterior(x_, W_, b_, sigma)
+    kl_dim[k_] = D.kl_divergence(
+        D.MultivariateNormal(m_, covariance_matrix=S_),
+        D.MultivariateNormal(torch.zeros(k_, dtype=f64), torch.eye(k_, dtype=f64)),
+    ).item()
+    exact_ = vi.linear_gaussian_evidence(x_, W_, b_, sigma).item()
+    shorts, esss = [], []
+    for _ in range(5):
+        z = torch.randn(100_000, k_, generator=g_dim, dtype=f64)
+        log_lik = D.Normal(z @ W_.T + b_, sigma).log_prob(x_).sum(-1)
+        shorts.append(exact_ - (torch.logsumexp(log_lik, 0) - math.log(100_000)).item())
+        esss.append((2 * torch.logsumexp(log_lik, 0) - torch.logsumexp(2 * log_lik, 0)).exp())
+    short_dim[k_] = shorts
+    print(
+        f"{k_:3d}{kl_dim[k_]:19.1f}{math.exp(kl_dim[k_]):10.1e}{float(np.median(esss)):14.1f}"
+        f"{min(shorts):13.2f} to {max(shorts):.2f}"
+    )
+hamlib.check(
+    "at k = 2, where e^KL is far below 100,000, every repeat is within 0.1 nats of log p(x) "
+    "(largest |shortfall|)",
+    measured=max(abs(v) for v in short_dim[2]),
+    below=0.1,
+)
+hamlib.check(
+    "at k = 10 and 20, where e^KL is far above 100,000, every repeat falls short by over "
+    "10 nats (smallest shortfall)",
+    measured=min(short_dim[10] + short_dim[20]),
+    above=10,
+)
+
+# %% [markdown]
+# From $k = 5$ on, each latent coordinate adds about 2 nats of
+# $\mathrm{KL}(p(z \mid x) \,\|\, p(z))$, so
+# the sample size the estimate needs, $e^{\mathrm{KL}}$, is multiplied by about $e^2 \approx 7$
+# per dimension. With 100,000 samples the estimate is accurate at $k = 2$ ($e^{\mathrm{KL}}$ about
+# 14), erratic at $k = 5$ (about $2 \times 10^4$, and an effective sample size of a few), and
+# hopeless from $k = 10$ on. The difficulty is exponential in the KL, and the KL here is linear in
+# $k$; a model whose posterior is no narrower than its prior in most directions would not have
+# that problem, whatever its dimension.
 
 # %% [markdown]
 # ## 2.2 The evidence lower bound, derived two ways
@@ -185,7 +253,10 @@ hamlib.check(
 # Gaussian $q$ to a mixture of two well-separated Gaussians $p$, once by minimizing
 # $\mathrm{KL}(q \,\|\, p)$ (the direction variational inference uses) and once by
 # $\mathrm{KL}(p \,\|\, q)$ (the direction of maximum likelihood). We integrate on a fine grid, so
-# both objectives are exact up to quadrature:
+# both objectives are exact up to quadrature. What to expect in the second direction is known:
+# over Gaussians $q$, $\mathrm{KL}(p \,\|\, q) = -E_p[\log q] + \text{const}$ is minimized by
+# matching $q$'s mean and variance to $p$'s (moment matching, true of any exponential family), so
+# the forward fit must land on the mixture's mean 0 and variance $0.6^2 + 2^2 = 4.36$:
 
 # %%
 grid = np.linspace(-10, 10, 20_001)
@@ -258,7 +329,7 @@ hamlib.check(
     measured=math.exp(2 * forward[1]),
     target=var_p,
     tol=1e-3,
-    spec=".4g",
+    spec=".5f",
 )
 hamlib.check("forward KL's mean is the mixture's mean, 0, to 1e-3", abs(forward[0]) < 1e-3)
 
@@ -266,7 +337,7 @@ hamlib.check("forward KL's mean is the mixture's mean, 0, to 1e-3", abs(forward[
 # ## 2.4 Two gradient estimators
 #
 # Training maximizes $E_{q_\phi}[f(z)]$ over the parameters $\phi$ of $q$, so it needs the gradient
-# of an expectation. The *score-function* (REINFORCE) estimator uses
+# of an expectation. The *score-function* (REINFORCE; Williams, 1992) estimator uses
 # $\nabla_\phi E_q[f] = E_q[f(z)\,\nabla_\phi \log q_\phi(z)]$ and needs only values of $f$. The
 # *reparameterization* estimator writes $z = \mu + \sigma\epsilon$ with
 # $\epsilon \sim \mathcal N(0, 1)$
@@ -410,13 +481,19 @@ ax.plot(
     epochs, history.elbo, color=COLORS["measured"], label="ELBO (train, running mean over epoch)"
 )
 ax.plot(epochs, history.test_elbo, color=COLORS["reference"], label="ELBO (test)")
-ax.plot(epochs, history.loglik, color=COLORS["muted"], ls="--", label="E log p(x|z) (train)")
+ax.plot(
+    epochs,
+    history.loglik,
+    color=COLORS["muted"],
+    ls="--",
+    label="E log p(x|z) (train, running mean)",
+)
 ax.plot(
     epochs,
     [-v for v in history.kl],
     color=COLORS["highlight"],
     ls="--",
-    label="-KL(q || prior) (train)",
+    label="-KL(q || prior) (train, running mean)",
 )
 ax.set(
     xlabel="epoch",
@@ -427,8 +504,8 @@ ax.set(
 ax.legend()
 plt.show()
 hamlib.check(
-    "no severe overfitting: the final model's train ELBO exceeds its test ELBO by under 2 nats "
-    "(a tenth of the ELBO)",
+    "no severe overfitting: the final model's train ELBO exceeds its test ELBO by under 2 nats, "
+    "a tenth of the test ELBO's size",
     measured=train_elbo - test_elbo,
     below=2,
     machine_dependent=True,
@@ -456,9 +533,16 @@ for r, (label, imgs) in enumerate(rows):
     for c in range(8):
         axes[r, c].imshow(imgs[c].reshape(8, 8), cmap="gray_r", vmin=0, vmax=1)
         axes[r, c].set(xticks=[], yticks=[], frame_on=False)
-    axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=11)
 fig.suptitle("Test digits, and decoder means for encoded, prior and swept z")
 plt.show()
+
+# %% [markdown]
+# The reconstructions are close to their digits, but several of the decoder means for $z$ drawn
+# from the prior (third row) are blurred blends that are not recognizable digits: the prior puts
+# mass where the encoder sends few or no training digits, a mismatch between the prior and the
+# aggregate posterior that section 2.8 measures. Looking at eight samples is no measurement of
+# sample quality, and this chapter makes none.
 
 # %% [markdown]
 # ## 2.6 Tighter bounds: importance weighting
@@ -466,7 +550,7 @@ plt.show()
 # Averaging $K$ importance weights before taking the log gives the IWAE bound (Burda et al., 2016),
 #
 # $$
-# \mathcal L_K = E\Big[\log \frac1K \sum_{k=1}^K \frac{p(x, z_k)}{q(z_k \mid x)}\Big], \qquad
+# \mathcal L_K = E\Big[\log \frac1K \sum_{j=1}^K \frac{p(x, z_j)}{q(z_j \mid x)}\Big], \qquad
 # \mathcal L_1 = \mathrm{ELBO} \le \mathcal L_K \le \mathcal L_{K+1} \le \log p(x),
 # $$
 #
@@ -522,8 +606,9 @@ print(f"gap between the ELBO and the K = 500 bound: {A(iwae_gap, '.2f')} nats")
 # reparameterized gradient ascent on its own ELBO, starting from the encoder's output (100 Adam
 # steps, 8 samples per step). The best diagonal $q$ is at least that good, so
 # $\mathrm{ELBO}_{\text{per-digit}} - \mathrm{ELBO}_{\text{encoder}}$ is a lower bound on the
-# amortization gap; and the IWAE bound of the per-digit $q$ gives a lower bound on the
-# approximation gap that remains:
+# amortization gap. The per-digit $q$'s own gap, $\log p(x) - \mathrm{ELBO}_{\text{per-digit}}$,
+# is at least the IWAE bound of that $q$ ($K = 500$) minus its ELBO; it contains the approximation
+# gap *and* whatever the 100 steps left unfinished, so it bounds neither part alone:
 
 
 # %%
@@ -539,12 +624,15 @@ with torch.no_grad():
 mu_loc, logvar_loc = mu_enc.clone().requires_grad_(), logvar_enc.clone().requires_grad_()
 opt = torch.optim.Adam([mu_loc, logvar_loc], lr=0.05)
 for step in range(100):
+    if step == 50:  # keep the halfway point, to see how far the optimization has converged
+        mu_half, logvar_half = mu_loc.detach().clone(), logvar_loc.detach().clone()
     opt.zero_grad()
     (-elbo_many(mu_loc, logvar_loc, 8, seed=100 + step).sum()).backward()
     opt.step()
 vae.requires_grad_(True)
 with torch.no_grad():
     elbo_enc = elbo_many(mu_enc, logvar_enc, 100, seed=6)
+    elbo_half = elbo_many(mu_half, logvar_half, 100, seed=6)
     elbo_loc = elbo_many(mu_loc, logvar_loc, 100, seed=6)
     eps = torch.randn((500, *mu_loc.shape), generator=torch.Generator().manual_seed(7))
     z = mu_loc + (0.5 * logvar_loc).exp() * eps
@@ -553,16 +641,19 @@ with torch.no_grad():
         + D.Normal(0.0, 1.0).log_prob(z).sum(-1)
         - D.Normal(mu_loc, (0.5 * logvar_loc).exp()).log_prob(z).sum(-1)
     )
-    best_lower = torch.maximum(vi.iwae_bound(log_w), iwae[500])  # the best bound on log p(x)
+    iwae_loc = vi.iwae_bound(log_w)  # one valid lower bound on log p(x), per digit
 amortization = elbo_loc - elbo_enc
-approximation = best_lower - elbo_loc
+gap_loc = iwae_loc - elbo_loc
+last_50 = elbo_loc - elbo_half
 print(
-    f"ELBO with the encoder's q {A(elbo_enc.mean().item(), '.2f')}, "
-    f"with per-digit q {A(elbo_loc.mean().item(), '.2f')} nats"
+    f"ELBO with the encoder's q {A(elbo_enc.mean().item(), '.2f')}, with per-digit q "
+    f"{A(elbo_half.mean().item(), '.2f')} after 50 steps and "
+    f"{A(elbo_loc.mean().item(), '.2f')} after 100 nats"
 )
 print(
-    f"amortization gap >= {A(amortization.mean().item(), '.2f')} nats, "
-    f"approximation gap >= {A(approximation.mean().item(), '.2f')} nats"
+    f"amortization gap >= {A(amortization.mean().item(), '.2f')} nats; gap of the per-digit "
+    f"optimized q >= {A(gap_loc.mean().item(), '.2f')} nats (IWAE bound of that q "
+    f"{A(iwae_loc.mean().item(), '.2f')})"
 )
 hamlib.check(
     "the amortization gap is positive (per-digit q beats the encoder; in standard errors)",
@@ -571,18 +662,28 @@ hamlib.check(
     machine_dependent=True,
 )
 hamlib.check(
-    "and so is the approximation gap that remains (in standard errors)",
-    measured=approximation.mean().item() / (approximation.std().item() / math.sqrt(len(x_test))),
+    "and so is the gap of the per-digit optimized q (in standard errors)",
+    measured=gap_loc.mean().item() / (gap_loc.std().item() / math.sqrt(len(x_test))),
     above=4,
+    machine_dependent=True,
+)
+hamlib.check(
+    "the per-digit optimization had levelled off: its last 50 steps gained under a tenth "
+    "of what the first 50 did (ratio of the gains)",
+    measured=last_50.mean().item() / (elbo_half - elbo_enc).mean().item(),
+    below=0.1,
     machine_dependent=True,
 )
 
 # %% [markdown]
-# Both parts are real and of similar size here, about half a nat each of the gap of at least
-# 0.9 nats: a better encoder network could recover the first, and only a richer family of $q$
-# (full covariance, normalizing flows) the second. The split is itself a pair of bounds, and
-# longer per-digit optimization could only move nats from the approximation part to the
-# amortization part.
+# Both numbers are real, about half a nat each of the gap of at least 0.9 nats, but only the
+# first is the bound it is named after. The per-digit $q$'s own gap, at least 0.45 nats, is the
+# approximation gap (which only a richer family of $q$, full covariance or normalizing flows,
+# could close) plus whatever 100 noisy Adam steps left of the way to the best diagonal $q$. How
+# the gap splits between the two is therefore only as good as that optimization's convergence:
+# its ELBO stopped rising after 50 steps (about -18.01 nats at step 50 and at step 100), which
+# says the optimizer levelled off at this step size and sample count, not that it reached the
+# optimum. A better encoder network could recover the amortization part.
 
 # %% [markdown]
 # ## 2.7 Rate and distortion
@@ -690,21 +791,24 @@ hamlib.check(
     machine_dependent=True,
 )
 hamlib.check(
-    "at beta = 4 no latent unit carries a tenth of a nat (largest KL per unit)",
+    "at beta = 4 no latent unit carries a tenth of a nat, a seventh of a bit, about the digit "
+    "(largest KL per unit)",
     measured=rd[4.0][2].max().item(),
     below=0.1,
     machine_dependent=True,
 )
 hamlib.check(
-    "at beta = 8 the posterior collapses: total rate below 0.01 nats",
+    "at beta = 8 the posterior collapses: the whole code carries under 0.01 nats (a seventieth "
+    "of a bit)",
     measured=rd[8.0][0],
     below=0.01,
     machine_dependent=True,
 )
 hamlib.check(
-    "free bits prevent the collapse at beta = 8: every unit carries over 0.1 nats (smallest)",
+    "free bits prevent the collapse at beta = 8: every unit carries over half of the floor "
+    "tau = 0.5 nats that the objective grants it free (smallest KL per unit)",
     measured=rescue[2].min().item(),
-    above=0.1,
+    above=0.5 / 2,
     machine_dependent=True,
 )
 
@@ -741,8 +845,12 @@ hamlib.check(
 # posterior variance is near 1. The KL per unit says directly how much each unit is used, in the
 # same nats as the rate. The same posterior collapse also appears at $\beta = 1$ with decoders
 # powerful enough to model $x$ without $z$ (Bowman et al., 2016). Free bits (Kingma et al., 2016)
-# stop paying for KL below a floor of $\lambda$ nats per dimension, so using a dimension a little
+# stop paying for KL below a floor of $\tau$ nats per dimension, so using a dimension a little
 # is free; KL annealing, which ramps $\beta$ up from 0 during training, is the other common fix.
+# With $\tau = 0.5$ the objective has no reason to push a unit's KL below the floor, and at
+# $\beta = 8$ a strong reason not to raise it above, so the units settle at about $\tau$ on
+# training minibatches; on the test digits they carry a little less, 0.36 to 0.48 nats, which is
+# why the check asks for half the floor rather than the floor itself.
 # The iso-ELBO lines show what $\beta \ne 1$ costs: each model sits on the line of its own
 # $R + D$, and $\beta = 1$, which trains on the ELBO itself, reaches the lowest.
 #
@@ -754,78 +862,84 @@ hamlib.check(
 #
 # $$
 # E_{p_d}\,\mathrm{KL}\big(q(z \mid x) \,\|\, p(z)\big)
-# = I_q(X; Z) + \mathrm{KL}\big(q(z) \,\|\, p(z)\big)
-# \;\ge\; I_q(X; Z).
+# = I(X; Z) + \mathrm{KL}\big(q(z) \,\|\, p(z)\big)
+# \;\ge\; I(X; Z),
 # $$
 #
-# The average KL is an *upper bound* on the mutual information between data and code under the
-# encoder, equal to it only when the aggregate posterior matches the prior. On the trained VAE we
-# estimate both terms with $N$ test digits as the data distribution, so that the aggregate
-# posterior is an exact mixture of $N$ Gaussians:
+# with $I(X; Z)$ the mutual information between data and code under the joint
+# $p_d(x)\,q(z \mid x)$. The average KL is an *upper bound* on it, equal to it only when the
+# aggregate posterior matches the prior. The identity holds for any distribution of $X$; on the
+# trained VAE we apply it with $X$ uniform on $N$ test digits, so that the aggregate posterior is
+# an exact mixture of $N$ Gaussians:
 
 # %%
 hamlib.show_source(vi.elbo_surgery)
 
 # %% [markdown]
-# Two facts hold by construction and need no check. Every term of the $I_q$ estimate is at most
-# $\log N$, because the mixture in its denominator contains the digit's own component, so
-# $\hat I_q \le \log N$ whatever the encoder does: with 360 digits the code can identify at most
-# which of 360 digits it came from. And then, with $\overline{\mathrm{KL}}$ the average KL term,
-# $\mathrm{KL}(q(z) \,\|\, p(z)) = \overline{\mathrm{KL}} - I_q
+# Two quantities must be kept apart. The split is about $I_N$, the mutual information between
+# data and code with $X$ uniform on the $N$ test digits. Every term of its estimate is at most
+# $\log N$, because the mixture in the denominator contains the digit's own component: with
+# $N$ digits the code can at most say which of the $N$ it came from. The claim is about
+# $I(X; Z)$ under the data distribution, the information the code carries about a fresh digit.
+# For it the same sample average is only a lower bound in expectation, the InfoNCE bound with
+# $\log q(z \mid x)$ as its critic (van den Oord et al., 2018; Poole et al., 2019), and leaving
+# the digit's own component out of the mixture gives an upper bound (the leave-one-out bound of
+# Poole et al., 2019):
+
+# %%
+hamlib.show_source(vi.leave_one_out_info)
+
+# %% [markdown]
+# Two facts hold by construction and need no check. The split telescopes: the two Monte Carlo
+# terms add up, sample by sample, to $\log q(z \mid x) - \log p(z)$, so their sum is a Monte Carlo
+# estimate of the average KL term whatever the encoder does, and comparing it with the closed
+# form would only test the sampling. And with $\overline{\mathrm{KL}}$ the average KL term,
+# $\mathrm{KL}(q(z) \,\|\, p(z)) = \overline{\mathrm{KL}} - I_N
 # \ge \overline{\mathrm{KL}} - \log N$: for a small test set the cap alone forces part of the
-# split. What can fail is the identity itself (the two Monte Carlo estimates must add up to the
-# closed-form average KL) and the claim that the split is a property of the model alone, which
-# we test by repeating it on the first $N = 45, 90, 180$ and all 360 test digits:
+# split. We repeat the split on the first $N = 45, 90, 180$ and all 360 test digits:
 
 # %%
 with torch.no_grad():
     mu_all, logvar_all = vae.encode(x_test)
 surgery = {}
-print(f"{'N':>4s}{'avg KL':>9s}{'I_q':>9s}{'KL(q(z)||p(z))':>16s}{'log N':>8s}{'forced >=':>11s}")
+print(
+    f"{'N':>4s}{'avg KL':>9s}{'I_N':>9s}{'KL(q(z)||p(z))':>16s}{'log N':>8s}{'forced >=':>11s}"
+    f"{'leave-one-out':>15s}"
+)
 for n_ in [45, 90, 180, 360]:
     mu_n, logvar_n = mu_all[:n_], logvar_all[:n_]
     info, marginal = vi.elbo_surgery(mu_n, logvar_n, 20, torch.Generator().manual_seed(5))
-    kl_n = vi.gaussian_kl(mu_n, logvar_n).mean().item()
-    surgery[n_] = (kl_n, info, marginal)
+    loo = vi.leave_one_out_info(mu_n, logvar_n, 20, torch.Generator().manual_seed(5))
+    kl_n = vi.gaussian_kl(mu_n, logvar_n)
+    surgery[n_] = (kl_n, info, marginal, loo)
     print(
-        f"{n_:4d}{A(kl_n, '9.2f')}{A(info.mean().item(), '9.2f')}"
-        f"{A(marginal.mean().item(), '16.2f')}{math.log(n_):8.2f}{A(kl_n - math.log(n_), '11.2f')}"
+        f"{n_:4d}{A(kl_n.mean().item(), '9.2f')}{A(info.mean().item(), '9.2f')}"
+        f"{A(marginal.mean().item(), '16.2f')}{math.log(n_):8.2f}"
+        f"{A(kl_n.mean().item() - math.log(n_), '11.2f')}{A(loo.mean().item(), '15.2f')}"
     )
 
 # %%
-kl_360, info_360, marginal_360 = surgery[360]
-total = info_360 + marginal_360
-hamlib.check(
-    "I_q + KL(q(z) || p(z)), both by Monte Carlo, equals the closed-form average KL term "
-    "within 4 standard errors (N = 360)",
-    measured=total.mean().item(),
-    target=kl_360,
-    tol=4 * total.std().item() / math.sqrt(total.numel()),
-    machine_dependent=True,
-)
-info_45 = surgery[45][1]
-se_diff = math.sqrt(
-    info_360.var().item() / info_360.numel() + info_45.var().item() / info_45.numel()
-)
-hamlib.check(
-    "the I_q estimate depends on N: it rises from N = 45 to N = 360 (in standard errors)",
-    measured=(info_360.mean().item() - info_45.mean().item()) / se_diff,
-    above=4,
-    machine_dependent=True,
+kl_360, info_360, marginal_360, loo_360 = surgery[360]
+excess = kl_360 - loo_360.mean(0)  # per digit: average KL term minus leave-one-out upper bound
+print(
+    f"N = 360: {A(info_360.mean().item(), '.2f')} <= I(X; Z) <= "
+    f"{A(loo_360.mean().item(), '.2f')} (leave-one-out), average KL term "
+    f"{A(kl_360.mean().item(), '.2f')}; KL minus upper bound "
+    f"{A(excess.mean().item(), '.2f')} nats, "
+    f"{A(excess.mean().item() / (excess.std().item() / math.sqrt(360)), '.1f')} standard errors"
 )
 
 # %% [markdown]
-# **Verdict:** the KL term upper-bounds the information the code carries; it is not that
-# information. How much of it goes to $\mathrm{KL}(q(z) \,\|\, p(z))$ instead is not a fixed
-# property of the model, though: measured on $N$ digits, $I_q$ is capped at $\log N$, and the
-# table shows the estimate climbing with $N$ (from about 3.6 to 5.0 nats) while the average KL
-# stays near 6.6. So the share that goes to $\mathrm{KL}(q(z) \,\|\, p(z))$ falls from about
-# 3.1 to 1.6 nats, and at $N = 360$ the cap alone forces 0.7 of those 1.6 nats. The estimate
-# approaches the information about $x$ under the data distribution only as $N$ grows well
-# beyond $e^{I_q}$. With $\log q(z \mid x)$ as its critic, this estimator is the InfoNCE bound,
-# a *lower* bound on that information in expectation (van den Oord et al., 2018; Poole et al.,
-# 2019), while the average KL is an upper bound: with 360 test digits the code carries between
-# about 5.0 and 6.6 nats per digit.
+# **Verdict:** the KL term upper-bounds the information the code carries; it is not, in general,
+# that information. For this model the numbers cannot say by how much it exceeds it. The split on
+# $N$ digits moves with $N$ because of the cap: $I_N$ climbs from 3.64 nats ($\log 45 = 3.81$) to
+# 4.97 ($\log 360 = 5.89$) while the average KL stays between 6.59 and 6.70, and at $N = 360$ the
+# cap alone still forces 0.70 of the 1.60 nats that go to $\mathrm{KL}(q(z) \,\|\, p(z))$. For
+# a fresh digit the two bounds bracket the information: at least 4.97 nats (InfoNCE) and at most
+# the smaller of the average KL, 6.59, and the leave-one-out bound, 6.75 (which falls from 10.33
+# at $N = 45$ as the mixture fills in). The leave-one-out bound does not come below the KL term,
+# so nothing here shows the KL term overstating the information of this model. The $\beta = 0$
+# model below is a case where it does, by a margin no estimator is needed for.
 #
 # **"Without the KL term the model memorizes coordinates and cannot generate."** We train the
 # same VAE with $\beta = 0$ (60 epochs, as in section 2.7) and compare it with the $\beta = 1$
@@ -841,35 +955,48 @@ for b_ in [0.0, 1.0]:
         _, ll, kl = models[b_].elbo(x_test, generator=torch.Generator().manual_seed(2))
         mu_b, logvar_b = models[b_].encode(x_test)
     info, marginal = vi.elbo_surgery(mu_b, logvar_b, 20, torch.Generator().manual_seed(5))
-    no_kl[b_] = (info.mean().item(), marginal.mean().item())
+    no_kl[b_] = (info.mean().item(), marginal.mean().item(), kl.mean().item())
     print(
         f"beta = {b_:g}: distortion {A(-ll.mean().item(), '.1f')}, "
-        f"rate {A(kl.mean().item(), '.1f')}, I_q {A(no_kl[b_][0], '.2f')} "
+        f"rate {A(kl.mean().item(), '.1f')}, I_N {A(no_kl[b_][0], '.2f')} "
         f"(cap log 360 = {math.log(360):.2f}), KL(q(z) || p(z)) {A(no_kl[b_][1], '.1f')} nats; "
         f"encoder std {A((0.5 * logvar_b).exp().mean().item(), '.3f')}, "
         f"spread of the codes {A(mu_b.std(0).mean().item(), '.1f')}"
     )
 hamlib.check(
-    "at beta = 0 the code identifies every test digit: I_q is within 0.05 nats (1%) of log N",
+    "at beta = 0 the code tells the test digits apart: I_N is within 0.05 nats of log N, as if "
+    "it singled out one of 360 / e^0.05 = 342 equally likely digits",
     measured=math.log(360) - no_kl[0.0][0],
     below=0.05,
     machine_dependent=True,
 )
 hamlib.check(
-    "and the aggregate posterior leaves the prior: KL(q(z) || p(z)) over 10x that of beta = 1",
+    "and the aggregate posterior leaves the prior: KL(q(z) || p(z)) over ten times (an order of "
+    "magnitude above) that of beta = 1",
     measured=no_kl[0.0][1] / no_kl[1.0][1],
     above=10,
     machine_dependent=True,
 )
+hamlib.check(
+    "at beta = 0 the KL term is not the information: the rate exceeds 64 ln 2 = 44.4 nats, the "
+    "entropy of a uniform 64-pixel binary image and so the most I(X; Z) can be",
+    measured=no_kl[0.0][2],
+    above=64 * math.log(2),
+    machine_dependent=True,
+)
 
 # %% [markdown]
-# **Verdict:** the first half holds as measured. Without the KL term the encoder shrinks its
-# noise to about a hundredth and spreads the codes (their standard deviation per unit) well
-# beyond the prior's 1, so the code pins
-# down each digit (the information reaches its cap) and reconstruction improves; but the
-# aggregate posterior then sits far from $\mathcal N(0, I)$, so a $z$ drawn from the prior lands
-# where the decoder was never trained. That is why such a model is a poor generator; the quality
-# of its samples is not measured here.
+# Whatever the data distribution over binary 8×8 images, $I(X; Z) \le H(X) \le 64 \ln 2$, so a
+# rate of about 171 nats overstates the information by well over 100 nats.
+#
+# **Verdict:** half measured, and the first half misnamed. Without the KL term the encoder
+# shrinks its noise to about a hundredth and spreads the codes (their standard deviation per
+# unit) well beyond the prior's 1, so the code tells apart all 360 *test* digits, which it never
+# saw in training ($I_N$ reaches its cap), and reconstruction improves. That is a near
+# one-to-one encoder that generalizes, not memorization of training coordinates. The aggregate
+# posterior then sits far from $\mathcal N(0, I)$, which is the usual reason to expect poor
+# samples from the prior; neither where prior samples land relative to the codes nor the quality
+# of the samples is measured here, so "cannot generate" stays a claim.
 #
 # **"Diffusion models are hierarchical VAEs."** True with a qualification. A diffusion model is a
 # latent-variable model with a chain of latents $x_1, \dots, x_T$ whose "encoder"
@@ -887,7 +1014,8 @@ hamlib.check(
 # $\mathrm{KL}(q \,\|\, p(z \mid x))$ (section 2.2). Over the model's parameters $\theta$, not in
 # general: $\mathrm{ELBO} = \log p_\theta(x) - \mathrm{KL}(q \,\|\, p_\theta(z \mid x))$, so the
 # optimizer can also buy ELBO by moving $\theta$ to where the posterior is easy for $q$ to fit.
-# We test it on a small linear-Gaussian model ($d = 10$, $k = 3$, $\sigma = 0.5$ fixed, 200 data
+# The test below is built where the claim must hold, to show the mechanism, not to survey it:
+# a small linear-Gaussian model ($d = 10$, $k = 3$, $\sigma = 0.5$ fixed, 200 data
 # points from a $W$ with correlated columns) with the best *mean-field* $q$ for every point, whose
 # ELBO is in closed form (the optimal $q$ has the posterior mean and variances
 # $1/(S^{-1})_{jj}$, exercise 1). We maximize it over $W$ with L-BFGS and compare with the maximum
@@ -954,12 +1082,11 @@ for name, W_ in [
     print(
         f"{name:32s}{log_lik(W_):10.4f}{mean_field_elbo(W_).item():10.4f}{off_diagonal(W_):24.3f}"
     )
+shortfall = log_lik(W_mle) - log_lik(W_fit)
 hamlib.check(
-    "the ELBO maximum reaches the maximum likelihood: shortfall of its log p(x) per point, nats",
-    measured=log_lik(W_mle) - log_lik(W_fit),
-    below=1e-6,
-    spec=".0e",
-    machine_dependent=True,
+    "the ELBO maximum reaches the maximum likelihood: shortfall of its log p(x) per point "
+    f"{hamlib.below(shortfall, 1e-6)} nats",
+    abs(shortfall) < 1e-6,
 )
 hamlib.check(
     "and the ELBO has rotated W to orthogonal columns, where mean field is exact",
@@ -970,7 +1097,10 @@ hamlib.check(
 )
 
 # %% [markdown]
-# **Verdict:** here the claim holds, for a reason worth knowing. The ELBO did push the model
+# **Verdict:** in this model the claim holds, and it had to: an isotropic linear-Gaussian model
+# has a rotation symmetry that lets some likelihood maximizer have factorized posteriors, so
+# this is a demonstration of the mechanism, not evidence that the claim holds in general. The
+# ELBO did push the model
 # toward posteriors that mean field fits: it rotated $W$ until $W^\top W$ is diagonal and the
 # posterior factorizes, as the last column shows. The likelihood is blind to that rotation (the
 # two PPCA rows have the same $\log p(x)$ and different ELBOs), so the push cost nothing. In
@@ -1048,14 +1178,15 @@ W_rot = W @ rot * torch.linspace(0.7, 1.5, k, dtype=f64)
 m_r, S_r = vi.linear_gaussian_posterior(x_obs, W_rot, b, sigma)
 best_logvar = -torch.log(torch.linalg.inv(S_r).diagonal())
 best = vi.linear_gaussian_elbo(x_obs, W_rot, b, sigma, m_r, best_logvar).item()
+g_near = torch.Generator().manual_seed(9)
 nearby = [
     vi.linear_gaussian_elbo(
         x_obs,
         W_rot,
         b,
         sigma,
-        m_r + 0.01 * torch.randn(k, dtype=f64),
-        best_logvar + 0.01 * torch.randn(k, dtype=f64),
+        m_r + 0.01 * torch.randn(k, generator=g_near, dtype=f64),
+        best_logvar + 0.01 * torch.randn(k, generator=g_near, dtype=f64),
     ).item()
     for _ in range(20)
 ]

@@ -40,6 +40,7 @@ __all__ = [
     "relative_contrast",
     "shell_fraction",
     "twonn_dimension",
+    "twonn_points",
 ]
 
 
@@ -361,6 +362,16 @@ def twonn_dimension(
     ``discard_fraction`` of the :math:`\mu_i` (the noisy tail). With ``boxsize`` the rows of X
     are points of the flat torus :math:`[0, \text{boxsize})^D` (uniform data with no boundary).
     """
+    x, y = twonn_points(X, discard_fraction, boxsize=boxsize)
+    return float(np.dot(x, y) / np.dot(x, x))
+
+
+def twonn_points(
+    X: Any, discard_fraction: float = 0.1, *, boxsize: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""The points :math:`(\log\mu_i, -\log(1 - F_{\rm emp}(\mu_i)))` that
+    :func:`twonn_dimension` fits a line through the origin to, sorted by :math:`\mu`, with the
+    largest ``discard_fraction`` removed. Arguments as in :func:`twonn_dimension`."""
     pts = check.array("X", X, ndim=2, min_rows=3)
     discard_fraction = check.real("discard_fraction", discard_fraction, low=0.0, high=0.9)
     dist = _neighbour_distances(pts, 2, boxsize)
@@ -371,9 +382,7 @@ def twonn_dimension(
     keep = min(keep, n - 1)  # F = 1 at the last point: log(0) is excluded
     if keep < 2:
         raise ValueError(f"X has too few points ({n}) for discard_fraction={discard_fraction}")
-    x = np.log(mu[:keep])
-    y = -np.log1p(-F[:keep])
-    return float(np.dot(x, y) / np.dot(x, x))
+    return np.log(mu[:keep]), -np.log1p(-F[:keep])
 
 
 def mle_dimension(

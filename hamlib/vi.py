@@ -29,6 +29,7 @@ __all__ = [
     "gaussian_kl",
     "iwae_bound",
     "kl_per_unit",
+    "leave_one_out_info",
     "linear_gaussian_elbo",
     "linear_gaussian_evidence",
     "linear_gaussian_posterior",
@@ -386,6 +387,32 @@ def kl_per_unit(model: VAE, x: Tensor) -> Tensor:
     ).mean(0)
 
 
+def _check_codes(
+    mu: Tensor, logvar: Tensor, n_z: int, generator: torch.Generator | None
+) -> tuple[int, torch.Generator | None]:
+    check.tensor("mu", mu, floating=True, ndim=2)
+    check.tensor("logvar", logvar, floating=True)
+    check.like("logvar", logvar, "mu", mu)
+    return check.integer("n_z", n_z, minimum=1), check.generator("generator", generator)
+
+
+def _code_log_densities(
+    mu: Tensor, logvar: Tensor, n_z: int, generator: torch.Generator | None
+) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """For n_z draws of one z_n ~ q(z | x_n) per row: (z, log q(z_n | x_n), log q(z_n | x_m))."""
+    std = (0.5 * logvar).exp()
+    const = 0.5 * math.log(2 * math.pi)
+    out = []
+    for _ in range(n_z):  # one sample per x_n at a time: the (N, N, k) array stays small
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        z = mu + std * eps
+        log_q_own = (-0.5 * eps * eps - 0.5 * logvar - const).sum(-1)
+        diff = (z.unsqueeze(1) - mu.unsqueeze(0)) / std.unsqueeze(0)  # (N, N, k)
+        log_q_all = (-0.5 * diff * diff - 0.5 * logvar.unsqueeze(0) - const).sum(-1)
+        out.append((z, log_q_own, log_q_all))
+    return out
+
+
 def elbo_surgery(
     mu: Tensor, logvar: Tensor, n_z: int = 20, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -400,24 +427,43 @@ def elbo_surgery(
     tensors of shape (n_z, N): :math:`\log q(z \mid x_n) - \log q(z)`, whose mean estimates
     :math:`I_q(X; Z)`, and :math:`\log q(z) - \log p(z)`, whose mean estimates
     :math:`\mathrm{KL}(q(z) \,\|\, p(z))`. Each entry of the first is at most :math:`\log N`
-    by construction (the mixture contains the component of x_n itself).
+    by construction (the mixture contains the component of x_n itself). The two entries add up,
+    sample by sample, to :math:`\log q(z \mid x_n) - \log p(z)`: the split telescopes, so their
+    sum estimates the average KL term whatever the encoder. As an estimate of the information
+    about x under the distribution the N rows are drawn from, the first is the InfoNCE lower
+    bound (van den Oord et al., 2018); :func:`leave_one_out_info` gives an upper bound.
     """
-    check.tensor("mu", mu, floating=True, ndim=2)
-    check.tensor("logvar", logvar, floating=True)
-    check.like("logvar", logvar, "mu", mu)
-    n_z, generator = check.integer("n_z", n_z, minimum=1), check.generator("generator", generator)
+    n_z, generator = _check_codes(mu, logvar, n_z, generator)
     n = mu.shape[0]
-    std = (0.5 * logvar).exp()
     const = 0.5 * math.log(2 * math.pi)
     info, marginal = [], []
-    for _ in range(n_z):  # one sample per x_n at a time: the (N, N, k) array stays small
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
-        z = mu + std * eps
-        log_q_own = (-0.5 * eps * eps - 0.5 * logvar - const).sum(-1)
-        diff = (z.unsqueeze(1) - mu.unsqueeze(0)) / std.unsqueeze(0)  # (N, N, k)
-        log_q_all = (-0.5 * diff * diff - 0.5 * logvar.unsqueeze(0) - const).sum(-1)
+    for z, log_q_own, log_q_all in _code_log_densities(mu, logvar, n_z, generator):
         log_q_agg = torch.logsumexp(log_q_all, dim=1) - math.log(n)
         log_p = (-0.5 * z * z - const).sum(-1)
         info.append(log_q_own - log_q_agg)
         marginal.append(log_q_agg - log_p)
     return torch.stack(info), torch.stack(marginal)
+
+
+def leave_one_out_info(
+    mu: Tensor, logvar: Tensor, n_z: int = 20, generator: torch.Generator | None = None
+) -> Tensor:
+    r"""Terms of the leave-one-out upper bound on the information the code carries about x
+    (Poole et al., 2019): shape (n_z, N), entries
+
+    .. math:: \log q(z \mid x_n) - \log \frac1{N-1} \sum_{m \ne n} q(z \mid x_m),
+              \qquad z \sim q(z \mid x_n),
+
+    whose mean bounds :math:`I(X; Z)` from above in expectation over N rows drawn independently
+    from the data distribution. Unlike the InfoNCE terms of :func:`elbo_surgery` it is not capped
+    at log N. With the same ``generator`` state it uses the same draws of z as
+    :func:`elbo_surgery`, so the two bounds are paired. Needs N >= 2.
+    """
+    n_z, generator = _check_codes(mu, logvar, n_z, generator)
+    n = check.integer("the number of rows of mu", mu.shape[0], minimum=2)
+    own = torch.eye(n, dtype=torch.bool, device=mu.device)
+    terms = []
+    for _, log_q_own, log_q_all in _code_log_densities(mu, logvar, n_z, generator):
+        log_q_others = torch.logsumexp(log_q_all.masked_fill(own, -math.inf), dim=1)
+        terms.append(log_q_own - (log_q_others - math.log(n - 1)))
+    return torch.stack(terms)

@@ -347,3 +347,33 @@ def test_elbo_surgery_limits_and_identity():
         vi.elbo_surgery(mu, logvar[:, :1])
     with pytest.raises(ValueError, match="^n_z must"):
         vi.elbo_surgery(mu, logvar, n_z=0)
+
+
+def test_leave_one_out_info_limits_and_pairing():
+    n, k = 50, 2
+    # every q(z | x_n) the same: the bound is 0 exactly
+    mu, logvar = f64(1, k).expand(n, k), f64(1, k, seed=1).expand(n, k)
+    loo = vi.leave_one_out_info(mu, logvar, n_z=5, generator=torch.Generator().manual_seed(0))
+    assert loo.shape == (5, n)
+    assert loo.abs().max().item() < 1e-12
+    # far-apart, narrow components: unlike the InfoNCE terms it is not capped at log N
+    mu_far = 100.0 * torch.arange(n, dtype=torch.float64).unsqueeze(1).expand(n, k)
+    narrow = torch.full((n, k), -4.0, dtype=torch.float64)
+    loo = vi.leave_one_out_info(mu_far, narrow, 5, torch.Generator().manual_seed(0))
+    assert loo.min().item() > math.log(n) + 100
+    # same generator state, same draws: where q(z | x_n) beats every other component the
+    # leave-one-out term exceeds the InfoNCE term
+    mu, logvar = f64(n, k, seed=2), f64(n, k, seed=3) - 1.0
+    loo = vi.leave_one_out_info(mu, logvar, 20, torch.Generator().manual_seed(4))
+    info, _ = vi.elbo_surgery(mu, logvar, 20, torch.Generator().manual_seed(4))
+    assert loo.mean().item() > info.mean().item()
+    # with L the leave-one-out mixture, loo = log(q_own / L) and the full mixture is
+    # (q_own + (N - 1) L) / N, so loo - info = log(e^loo / N + (N - 1) / N)
+    expected = torch.log(loo.exp() / n + (n - 1) / n)
+    assert torch.allclose(loo - info, expected, atol=1e-9)
+    with pytest.raises(ValueError, match="must be >= 2"):
+        vi.leave_one_out_info(mu[:1], logvar[:1])
+    with pytest.raises(ValueError, match="^mu must be 2-D"):
+        vi.leave_one_out_info(mu[0], logvar[0])
+    with pytest.raises(ValueError, match="^n_z must"):
+        vi.leave_one_out_info(mu, logvar, n_z=0)
