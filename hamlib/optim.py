@@ -13,7 +13,7 @@ takes exactly the steps of its ``torch.optim`` counterpart, which the tests chec
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -163,7 +163,7 @@ class AdamW(Adam):
 
 def minimize(
     loss_fn: Callable[[], Tensor],
-    params: Iterable[Tensor],
+    params: Sequence[Tensor],
     grad_tol: float = 1e-10,
     max_iter: int = 10_000,
     newton_from: float = 1e-6,
