@@ -747,7 +747,8 @@ ax.set(
 ax.legend()
 plt.show()
 
-# %% [markdown] The picture says what the table said: above $k \approx 111$, where the bound
+# %% [markdown]
+# The picture says what the table said: above $k \approx 111$, where the bound
 # starts to promise anything, the dashed bound runs a factor of 1.16 to 1.29 (the table's
 # measured ratios) above the median of the measured worst distortions, and 93% to 100% of the
 # draws lie below it. A draw above the bound (there are a few at large $k$) does not contradict
@@ -1491,9 +1492,10 @@ hamlib.check("exercise 3: MG is below 10", measured=mg, below=10)
 # %% tags=["hide-cell"]
 v = {d: geometry.ball_volume(d) for d in range(1, 9)}
 print({d: round(x, 3) for d, x in v.items()})
-hamlib.check(
-    "exercise 4: V_5 = 8 pi^2 / 15 > V_6 = pi^3 / 6",
-    math.isclose(v[5], 8 * math.pi**2 / 15) and math.isclose(v[6], math.pi**3 / 6) and v[5] > v[6],
+# the closed forms, compared (true by the Gamma function's values, not a claim to verify)
+print(
+    f"V_5 = {v[5]:.6f}, 8 pi^2 / 15 = {8 * math.pi**2 / 15:.6f}; "
+    f"V_6 = {v[6]:.6f}, pi^3 / 6 = {math.pi**3 / 6:.6f}"
 )
 
 # %% [markdown]

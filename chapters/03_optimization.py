@@ -43,7 +43,8 @@ f64 = torch.float64
 # saddle of $f(x, y) = x^2 - y^2 + y^4/4$ at the origin, gradient descent multiplies $y$ by
 # $1 + 2\eta$ per step, so from $y_0$ it needs
 # $\lceil \log(0.1/|y_0|) / \log(1 + 2\eta) \rceil$ steps to leave; from exactly $y_0 = 0$ it never
-# leaves, and any noise in the gradient kicks it off:
+# leaves (the gradient's $y$ component is exactly 0 there), and any noise in the gradient kicks it
+# off:
 
 
 # %%
@@ -144,8 +145,9 @@ hamlib.check(
 #
 # A two-layer tanh network (64 → 16 → 10, 1,210 parameters) classifies scikit-learn's 8×8 digits
 # (1,000 for training, 797 for testing). With this few parameters the Hessian can be computed
-# exactly, one backward pass per parameter, and compared with what the scalable estimators report.
-# A Hessian-vector product costs about two gradients (Pearlmutter, 1994):
+# exactly (`measure.hessian`: every row at once, a batched backward pass through the gradient),
+# and compared with what the scalable estimators report. Those need only Hessian-vector products,
+# which cost about two gradients each (Pearlmutter, 1994):
 
 # %%
 hamlib.show_source(measure.hvp)
@@ -220,6 +222,16 @@ hamlib.check(
     "Lanczos with 30 HVPs finds the exact top eigenvalue to 1e-6 relative",
     abs(lanczos_top / spectra["after training"][-1].item() - 1) < 1e-6,
 )
+
+# %% [markdown]
+# Lanczos is what scales: it builds an orthonormal basis of the Krylov space
+# $\{v, Hv, H^2v, \dots\}$ one product at a time and diagonalizes $H$ restricted to it, a small
+# tridiagonal matrix. Its largest eigenvalue (a Ritz value) never exceeds $\lambda_{\max}$ and
+# converges to it much faster than power iteration (exercise 1). Nothing in it needs more than
+# products with $H$, so it works unchanged on a model with billions of parameters:
+
+# %%
+hamlib.show_source(measure.lanczos)
 print(
     "10 largest eigenvalues, share of the sum of |eigenvalues|: "
     + ", ".join(f"{name} {share:.0%}" for name, share in top10.items())

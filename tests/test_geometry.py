@@ -443,8 +443,17 @@ def test_jl_max_distortion_quantile_inverts_the_law_and_matches_leading_order():
     k, n_pairs = 500, 4950
     eps = g.jl_max_distortion_quantile(k, n_pairs, 0.5)
     assert (1 - g.jl_pair_tail(k, eps)) ** n_pairs == pytest.approx(0.5, rel=1e-8)
-    # leading order: sqrt(8 ln n / k) for n = 100 points; a few percent apart at this size
-    assert eps == pytest.approx(math.sqrt(8 * math.log(100) / k), rel=0.15)
+    # large k: chi2_k/k - 1 tends to a normal of sd sqrt(2/k), and the median of the largest of
+    # N pairs (as if independent) to sqrt(2/k) z with 2(1 - Phi(z)) = 1 - 2^(-1/N); the relative
+    # error falls like 1/sqrt(k) (the chi-square's skewness)
+    z = stats.norm.isf((1 - 0.5 ** (1 / n_pairs)) / 2)
+    gaps = [
+        abs(g.jl_max_distortion_quantile(kk, n_pairs, 0.5) / (math.sqrt(2 / kk) * z) - 1)
+        for kk in (500, 50_000, 5_000_000)
+    ]
+    assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-2
+    # the book's leading order sqrt(8 ln n / k) is a bound, not the limit: z / sqrt(4 ln 100) < 1
+    assert z / math.sqrt(4 * math.log(100)) == pytest.approx(0.888, abs=0.001)
     # and one pair: the median of |chi2_k/k - 1|
     one = g.jl_max_distortion_quantile(k, 1, 0.5)
     assert g.jl_pair_tail(k, one) == pytest.approx(0.5, rel=1e-8)

@@ -242,3 +242,22 @@ def test_gate_fails_when_too_many_outputs_are_only_masked_numbers(tmp_path):
     assert notebooks.compared(root)["01_x"]["masked"] == 2
     problems = notebooks.gate(root)
     assert len(problems) == 1 and "output of 0 of 2 cells that print (0%)" in problems[0], problems
+
+
+def _round_trip(text: str) -> str:
+    """What saving the paired notebook in JupyterLab writes back to chapters/*.py."""
+    return jupytext.writes(jupytext.reads(text, fmt="py:percent"), fmt="py:percent")
+
+
+@pytest.mark.parametrize("source", sorted((ROOT / "chapters").glob("*.py")), ids=lambda p: p.stem)
+def test_every_chapter_survives_a_save_in_lab(source):
+    """A source that jupytext would rewrite (text on a cell marker's line becomes a cell title and
+    leaves the cell) is caught here, not only by the browser test."""
+    text = source.read_text()
+    assert _round_trip(text) == text
+
+
+def test_text_on_a_cell_marker_line_is_caught():
+    broken = SOURCE.replace("# %% [markdown]\n# # A title", "# %% [markdown] A title")
+    assert _round_trip(broken) != broken
+    assert _round_trip(SOURCE) == SOURCE
