@@ -287,6 +287,14 @@ class VAE(nn.Module):
     @torch.no_grad()
     def log_weights(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
         r""":math:`\log p(x, z_k) - \log q(z_k \mid x)` for K samples: shape (K, *x.shape[:-1])."""
+        return self._log_weights(x, k, generator)
+
+    def iwae(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        """The importance-weighted bound with K samples per example, differentiable: the
+        objective that :func:`train_vae` maximizes with ``iwae_k=K`` (Burda et al., 2016)."""
+        return iwae_bound(self._log_weights(x, k, generator))
+
+    def _log_weights(self, x: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
         k, generator = check.integer("k", k, minimum=1), check.generator("generator", generator)
         mu, logvar = self.encode(x)
         std = (0.5 * logvar).exp()
@@ -321,9 +329,14 @@ def train_vae(
     free_bits: float = 0.0,
     generator: torch.Generator | None = None,
     x_test: Tensor | None = None,
+    iwae_k: int = 1,
 ) -> VAEHistory:
     """Train with Adam on shuffled minibatches; returns per-epoch averages of the training ELBO, its
-    two terms, and (if ``x_test`` is given) the test ELBO, all in nats per example."""
+    two terms, and (if ``x_test`` is given) the test ELBO, all in nats per example.
+
+    With ``iwae_k`` = K > 1 the objective is the importance-weighted bound with K samples
+    (:meth:`VAE.iwae`) instead of the (beta-weighted, free-bits) ELBO, which then must keep their
+    defaults; the history still records the ELBO of each batch, one extra sample."""
     _check_vae("model", model)
     model._check_x(x_train, "x_train")
     if x_test is not None:
@@ -333,6 +346,11 @@ def train_vae(
     lr = check.positive("lr", lr)
     beta, free_bits = check.nonnegative("beta", beta), check.nonnegative("free_bits", free_bits)
     generator = check.generator("generator", generator)
+    iwae_k = check.integer("iwae_k", iwae_k, minimum=1)
+    if iwae_k > 1 and (beta != 1.0 or free_bits != 0.0):
+        raise ValueError(
+            f"iwae_k={iwae_k} trains the IWAE bound: beta and free_bits must stay 1, 0"
+        )
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history = VAEHistory()
     n = x_train.shape[0]
@@ -342,7 +360,12 @@ def train_vae(
         model.train()
         for i in range(0, n, batch_size):
             xb = x_train[perm[i : i + batch_size]]
-            objective, loglik, kl = model.elbo(xb, beta, free_bits, generator)
+            if iwae_k > 1:
+                objective = model.iwae(xb, iwae_k, generator)
+                with torch.no_grad():
+                    _, loglik, kl = model.elbo(xb, generator=generator)
+            else:
+                objective, loglik, kl = model.elbo(xb, beta, free_bits, generator)
             opt.zero_grad()
             (-objective.mean()).backward()
             opt.step()
