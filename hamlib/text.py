@@ -13,7 +13,7 @@ from torch import Tensor
 from hamlib import _checks as check
 from hamlib.transformer import GPT
 
-__all__ = ["CharTokenizer", "load_text", "train_gpt"]
+__all__ = ["CharTokenizer", "load_text", "ngram_loss", "train_gpt"]
 
 DATA = Path(__file__).parent / "data"
 
@@ -57,22 +57,30 @@ def train_gpt(
     weight_decay: float = 0.1,
     generator: torch.Generator | None = None,
     progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
+    warmup: float = 0.05,
+    callback: Callable[[int], object] | None = None,
 ) -> list[float]:
-    """AdamW on random windows of ``data`` (a 1-D tensor of token ids), cosine learning rate
-    decay after a 5% linear warm-up. Returns the training loss of every step. ``progress``, if
-    given, wraps the range of steps (e.g. ``hamlib.progress`` or ``tqdm``)."""
+    """AdamW (betas 0.9, 0.99; weight decay on matrices only; gradients clipped to norm 1) on
+    random windows of ``data`` (a 1-D tensor of token ids), every window equally likely; the
+    learning rate rises linearly over the first ``warmup`` fraction of the steps (none if 0),
+    then decays to 0 on a cosine. Returns the training loss of every step. ``progress``, if
+    given, wraps the range of steps (e.g. ``hamlib.progress`` or ``tqdm``); ``callback``, if
+    given, is called with the step's index after each step (to evaluate, to record)."""
     check.instance("model", model, GPT)
     check.tensor("data", data, dtype=torch.long, ndim=1)
     block = model.config.block_size
-    if data.numel() < block + 2:  # see the draw of `starts` below
-        raise ValueError(f"data needs block_size + 2 = {block + 2} tokens, got {data.numel()}")
+    if data.numel() < block + 1:  # one window and its targets
+        raise ValueError(f"data needs block_size + 1 = {block + 1} tokens, got {data.numel()}")
     steps = check.integer("steps", steps, minimum=1)
     batch_size = check.integer("batch_size", batch_size, minimum=1)
     lr = check.positive("lr", lr)
     weight_decay = check.nonnegative("weight_decay", weight_decay)
+    warmup = check.probability("warmup", warmup, open_high=True)
     check.generator("generator", generator)  # None stays None: torch's default generator
     if progress is not None:
         check.function("progress", progress)
+    if callback is not None:
+        check.function("callback", callback)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     other = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -80,7 +88,7 @@ def train_gpt(
         lr=lr,
         betas=(0.9, 0.99),
     )
-    warm = max(1, steps // 20)
+    warm = math.ceil(warmup * steps)
     losses = []
     model.train()
     steps_iter = range(steps) if progress is None else progress(range(steps))
@@ -92,10 +100,8 @@ def train_gpt(
         )
         for group in opt.param_groups:
             group["lr"] = lr * scale
-        # Starts s = 0 .. N - block - 2. The last window (s = N - block - 1, whose targets end
-        # at the last token) is never drawn: a known off-by-one, kept because fixing it changes
-        # the draws behind Chapter 4's stored results; issue 18 re-checks that chapter's claims.
-        starts = torch.randint(0, data.numel() - block - 1, (batch_size,), generator=generator)
+        # starts s = 0 .. N - block - 1: the last one's targets end at the last token
+        starts = torch.randint(0, data.numel() - block, (batch_size,), generator=generator)
         x = torch.stack([data[s : s + block] for s in starts])
         y = torch.stack([data[s + 1 : s + block + 1] for s in starts])
         _, loss = model(x, y)
@@ -105,4 +111,40 @@ def train_gpt(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         losses.append(loss.item())
+        if callback is not None:
+            callback(step)
     return losses
+
+
+def ngram_loss(train: Tensor, test: Tensor, n: int, vocab_size: int, alpha: float = 1.0) -> float:
+    r"""Cross-entropy (nats per token) on ``test`` of the add-alpha n-gram model counted on
+    ``train``: :math:`p(x \mid c) = (N(c, x) + \alpha) / (N(c) + \alpha V)` for the context c of
+    the n - 1 tokens before x (n = 1: the unigram). Every test token with n - 1 tokens before it
+    in ``test`` is scored. The count-based baseline a language model must beat."""
+    check.tensor("train", train, dtype=torch.long, ndim=1)
+    check.tensor("test", test, dtype=torch.long, ndim=1)
+    n = check.integer("n", n, minimum=1, maximum=6)
+    vocab_size = check.integer("vocab_size", vocab_size, minimum=1)
+    alpha = check.positive("alpha", alpha)
+    for name, ids in (("train", train), ("test", test)):
+        if ids.numel() < n:
+            raise ValueError(f"{name} needs at least n = {n} tokens, got {ids.numel()}")
+        if ids.min() < 0 or ids.max() >= vocab_size:
+            raise ValueError(f"{name} holds ids outside 0 .. vocab_size - 1 = {vocab_size - 1}")
+
+    def codes(ids: Tensor) -> tuple[Tensor, Tensor]:  # (context, context * V + next) as integers
+        ctx = torch.zeros(ids.numel() - n + 1, dtype=torch.long)
+        for i in range(n - 1):
+            ctx = ctx * vocab_size + ids[i : ids.numel() - n + 1 + i]
+        return ctx, ctx * vocab_size + ids[n - 1 :]
+
+    ctx_train, full_train = codes(train)
+    ctx_test, full_test = codes(test)
+
+    def count(train_codes: Tensor, query: Tensor) -> Tensor:
+        keys, counts = torch.unique(train_codes, return_counts=True)
+        where = torch.searchsorted(keys, query).clamp(max=keys.numel() - 1)
+        return torch.where(keys[where] == query, counts[where], 0).double()
+
+    p = (count(full_train, full_test) + alpha) / (count(ctx_train, ctx_test) + alpha * vocab_size)
+    return -p.log().mean().item()

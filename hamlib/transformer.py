@@ -4,7 +4,8 @@ Shapes: a batch of sequences of token ids is (batch, seq); activations are (batc
 per-head tensors are (batch, heads, seq, head_dim). The formulas (attention, the causal mask,
 positions) are in :mod:`hamlib.attention`; text and training in :mod:`hamlib.text`.
 
-- :class:`MultiHeadAttention` with grouped-query attention (``n_kv_heads``) and a KV cache.
+- :class:`MultiHeadAttention` with grouped-query attention (``n_kv_heads``) and a KV cache, and
+  the two readings of a proposed "Hamiltonian attention" (``score``) that Chapter 4 trains.
 - :class:`RMSNorm`, :class:`FeedForward` (GELU or SwiGLU), :class:`Block` (pre- or post-norm).
 - :class:`GPT` (configured by :class:`GPTConfig`) with :meth:`GPT.generate`, with or without
   the KV cache.
@@ -65,6 +66,9 @@ class KVCache:
         return sum(t.numel() * t.element_size() for kv in self.layers if kv for t in kv)
 
 
+Score = Literal["softmax", "hamiltonian-formula", "hamiltonian-code"]
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with ``n_kv_heads`` key/value heads shared by groups of query heads:
     n_kv_heads = n_heads is multi-head attention, 1 is multi-query attention (Shazeer, 2019), in
@@ -72,7 +76,11 @@ class MultiHeadAttention(nn.Module):
 
     The attention itself runs through ``F.scaled_dot_product_attention`` (PyTorch's fused
     kernel), which computes the same function as :func:`attention`; :func:`attention` is used
-    when the weights are asked for."""
+    when the weights are asked for.
+
+    ``score`` other than ``"softmax"`` subtracts a "Hamiltonian" term from the scores, with
+    learnable scalars alpha, beta, gamma (initialized 0.5, 0.5, 1.0) and a fixed ``lam``; see
+    :meth:`hamiltonian_scores`."""
 
     def __init__(
         self,
@@ -82,6 +90,8 @@ class MultiHeadAttention(nn.Module):
         rope: bool = False,
         rope_base: float = 10000.0,
         bias: bool = False,
+        score: Score = "softmax",
+        lam: float = 0.1,
     ) -> None:
         super().__init__()
         d_model = check.integer("d_model", d_model, minimum=1)
@@ -90,6 +100,8 @@ class MultiHeadAttention(nn.Module):
         n_kv_heads = check.integer("n_kv_heads", n_kv_heads, minimum=1)
         rope, bias = check.boolean("rope", rope), check.boolean("bias", bias)
         rope_base = check.positive("rope_base", rope_base)
+        self.score = check.one_of("score", score, get_args(Score))
+        self.lam = check.real("lam", lam)
         if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be a multiple of n_heads ({n_heads})")
         if n_heads % n_kv_heads:
@@ -104,6 +116,30 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, kv_dim, bias=bias)
         self.v_proj = nn.Linear(d_model, kv_dim, bias=bias)
         self.o_proj = nn.Linear(d_model, d_model, bias=bias)
+        if self.score != "softmax":  # the seed's values: "alpha, beta, gamma = 0.5, 0.5, 1.0"
+            self.alpha, self.beta, self.gamma = (
+                nn.Parameter(torch.tensor(v)) for v in (0.5, 0.5, 1.0)
+            )
+
+    def hamiltonian_scores(self, q: Tensor, k: Tensor) -> Tensor:
+        r"""Scores (batch, heads, s_q, s_k) of the proposed "Hamiltonian attention" (q, k per head).
+
+        ``"hamiltonian-formula"``, as the proposal writes it: :math:`q_i\cdot k_j/\sqrt{d_h}
+        - \lambda(\alpha|q_i|^2 + \beta|k_j|^2 + \gamma\, q_i\cdot k_j)`.
+        ``"hamiltonian-code"``, as its code computes it: ``H = alpha*|Q|^2 + beta*|K|^2 +
+        gamma*sum(Q*K, -1)`` pairs each position with itself and ``H.unsqueeze(-2)`` subtracts it
+        from every query's row, a bias per *key* j:
+        :math:`q_i\cdot k_j/\sqrt{d_{model}} - \lambda(\alpha|q_j|^2 + \beta|k_j|^2 +
+        \gamma\, q_j\cdot k_j)`, with the model width in the scale, as that code has it."""
+        qq, kk = (q * q).sum(-1), (k * k).sum(-1)
+        if self.score == "hamiltonian-formula":
+            h = self.alpha * qq[..., :, None] + self.beta * kk[..., None, :]
+            h = h + self.gamma * (q @ k.transpose(-2, -1))
+            return q @ k.transpose(-2, -1) / math.sqrt(self.head_dim) - self.lam * h
+        if q.shape[-2] != k.shape[-2]:
+            raise ValueError("the seed's code needs the query of every key's position: no KV cache")
+        h = self.alpha * qq + self.beta * kk + self.gamma * (q * k).sum(-1)
+        return q @ k.transpose(-2, -1) / math.sqrt(self.d_model) - self.lam * h.unsqueeze(-2)
 
     def expand_kv_heads(self) -> MultiHeadAttention:
         """The equivalent multi-head attention with n_kv_heads = n_heads: each key/value head's
@@ -115,11 +151,16 @@ class MultiHeadAttention(nn.Module):
             rope=self.rope,
             rope_base=self.rope_base,
             bias=self.q_proj.bias is not None,
+            score=self.score,
+            lam=self.lam,
         ).to(self.q_proj.weight)
         group = self.n_heads // self.n_kv_heads
         with torch.no_grad():
             for name in ("q_proj", "o_proj"):
                 getattr(full, name).load_state_dict(getattr(self, name).state_dict())
+            if self.score != "softmax":
+                for name in ("alpha", "beta", "gamma"):
+                    getattr(full, name).copy_(getattr(self, name))
             for name in ("k_proj", "v_proj"):
                 src: nn.Linear = getattr(self, name)
                 dst: nn.Linear = getattr(full, name)
@@ -165,7 +206,15 @@ class MultiHeadAttention(nn.Module):
         if group > 1:  # each key/value head serves `group` consecutive query heads
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
         weights = None
-        if return_weights:
+        if self.score != "softmax":
+            scores = self.hamiltonian_scores(q, k)
+            if causal:
+                keep = causal_mask(s, k.shape[2], x.device)
+                scores = scores.masked_fill(~keep, float("-inf"))
+            weights = torch.softmax(scores, dim=-1)
+            out = weights @ v
+            weights = weights if return_weights else None
+        elif return_weights:
             out, weights = attention(q, k, v, causal=causal, return_weights=True)
         else:  # the same function as `attention` (tested), fused by PyTorch: ~1.6x faster here
             s_k = k.shape[2]  # new queries are the last s of s_k positions
@@ -191,6 +240,7 @@ class RMSNorm(nn.Module):
 
 
 FFNKind = Literal["gelu", "swiglu"]
+Init = Literal["gpt2", "normal"]
 NormPlacement = Literal["pre", "post"]
 NormType = Literal["layer", "rms"]
 Positions = Literal["learned", "sinusoidal", "rope", "none"]
@@ -233,6 +283,12 @@ class GPTConfig:
     - ``norm_type``: ``"layer"`` (LayerNorm) or ``"rms"`` (RMSNorm).
     - ``positions``: ``"learned"``, ``"sinusoidal"``, ``"rope"`` (rotary) or ``"none"``.
     - ``tie_weights``: share the token embedding with the output layer.
+    - ``init``: ``"gpt2"``: every weight N(0, 0.02^2) and the projections that write into the
+      residual stream (attention's ``o_proj``, the FFN's ``w2``) scaled by 1/sqrt(2 n_layers),
+      GPT-2's "1/sqrt(N), N the number of residual layers" (Radford et al., 2019);
+      ``"normal"``: N(0, 0.02^2) everywhere.
+    - ``attention``: ``"softmax"``, or a Hamiltonian variant (:class:`MultiHeadAttention`);
+      ``lam``: its lambda.
     """
 
     vocab_size: int
@@ -247,6 +303,9 @@ class GPTConfig:
     norm_type: NormType = "layer"
     positions: Positions = "learned"
     tie_weights: bool = True
+    init: Init = "gpt2"
+    attention: Score = "softmax"
+    lam: float = 0.1
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:  # frozen: the checked, converted value
@@ -262,6 +321,9 @@ class GPTConfig:
         put("norm_type", check.one_of("norm_type", self.norm_type, get_args(NormType)))
         put("positions", check.one_of("positions", self.positions, get_args(Positions)))
         put("tie_weights", check.boolean("tie_weights", self.tie_weights))
+        put("init", check.one_of("init", self.init, get_args(Init)))
+        put("attention", check.one_of("attention", self.attention, get_args(Score)))
+        put("lam", check.real("lam", self.lam))
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})"
@@ -296,7 +358,12 @@ class Block(nn.Module):
         self.pre = cfg.norm == "pre"
         self.norm1, self.norm2 = _norm(cfg), _norm(cfg)
         self.attn = MultiHeadAttention(
-            cfg.d_model, cfg.n_heads, cfg.n_kv_heads, rope=cfg.positions == "rope"
+            cfg.d_model,
+            cfg.n_heads,
+            cfg.n_kv_heads,
+            rope=cfg.positions == "rope",
+            score=cfg.attention,
+            lam=cfg.lam,
         )
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_hidden, cfg.ffn)
 
@@ -331,6 +398,11 @@ class GPT(nn.Module):
         if cfg.tie_weights:
             self.head.weight = self.tok_emb.weight
         self.apply(self._init)
+        if cfg.init == "gpt2":  # the layers that write into the residual stream, 2 per block
+            with torch.no_grad():
+                for block in self.blocks:
+                    block.attn.o_proj.weight.mul_((2 * cfg.n_layers) ** -0.5)
+                    block.ffn.w2.weight.mul_((2 * cfg.n_layers) ** -0.5)
 
     @staticmethod
     def _init(module: nn.Module) -> None:
@@ -353,7 +425,7 @@ class GPT(nn.Module):
             check.instance("cache", cache, KVCache)
         past = 0 if cache is None else cache.length()
         s = idx.shape[1]
-        if past + s > self.config.block_size and self.config.positions != "rope":
+        if past + s > self.config.block_size and self.config.positions in ("learned", "sinusoidal"):
             raise ValueError(
                 f"sequence of {past + s} tokens is longer than block_size={self.config.block_size}"
             )
