@@ -205,18 +205,18 @@ class MultiHeadAttention(nn.Module):
         group = self.n_heads // self.n_kv_heads
         if group > 1:  # each key/value head serves `group` consecutive query heads
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-        weights = None
+        weights: Tensor | None = None
         if self.score != "softmax":
             scores = self.hamiltonian_scores(q, k)
             if causal:
-                keep = causal_mask(s, k.shape[2], x.device)
-                scores = scores.masked_fill(~keep, float("-inf"))
-            weights = torch.softmax(scores, dim=-1)
-            out = weights @ v
-            weights = weights if return_weights else None
+                allowed = causal_mask(s, k.shape[2], x.device)
+                scores = scores.masked_fill(~allowed, float("-inf"))
+            probs = torch.softmax(scores, dim=-1)
+            out = probs @ v
+            weights = probs if return_weights else None
         elif return_weights:
             out, weights = attention(q, k, v, causal=causal, return_weights=True)
-        else:  # the same function as `attention` (tested), fused by PyTorch: ~1.6x faster here
+        else:  # the same function as `attention` (tested), fused by PyTorch
             s_k = k.shape[2]  # new queries are the last s of s_k positions
             keep = causal_mask(s, s_k, x.device) if causal and s != s_k else None
             out = F.scaled_dot_product_attention(
@@ -401,6 +401,7 @@ class GPT(nn.Module):
         if cfg.init == "gpt2":  # the layers that write into the residual stream, 2 per block
             with torch.no_grad():
                 for block in self.blocks:
+                    assert isinstance(block, Block)
                     block.attn.o_proj.weight.mul_((2 * cfg.n_layers) ** -0.5)
                     block.ffn.w2.weight.mul_((2 * cfg.n_layers) ** -0.5)
 

@@ -62,3 +62,27 @@ def test_quick_minima_sweep_writes_a_minimum_the_chapter_can_reload(tmp_path):
     assert grad.norm().item() < cfg["grad_tol"]
     assert loss().item() == pytest.approx(row["loss"], rel=1e-12)
     assert measure.hessian_spectrum(loss, list(net.parameters()))[0].item() > 0
+
+
+@pytest.mark.slow
+def test_quick_gpt_sweep_writes_every_part_the_chapter_reads(tmp_path):
+    """Chapter 4 reads every part of transformer_runs.json; a quick run must produce them all,
+    and a run of one part must keep the others."""
+    from tools import sweep_gpt
+
+    out = tmp_path / "runs.json"
+    with pytest.raises(SystemExit, match="--out"):
+        sweep_gpt.main(["--quick"])
+    assert sweep_gpt.main(["--quick", "--out", str(out), "--threads", "1"]) == 0
+    report = json.loads(out.read_text())
+    for part in sweep_gpt.PARTS:
+        assert report[part] and report["provenance"][part]["commit"]
+    variants = {r["variant"] for r in report["variants"]}
+    assert variants == set(sweep_gpt.VARIANTS)
+    rope = next(r for r in report["variants"] if r["variant"] == "RoPE")
+    assert len(rope["loss_by_position_bin"]) == report["config"]["extrapolate"]["bins"]
+    ham = next(r for r in report["variants"] if r["variant"] == "H-attention, code")
+    assert len(ham["alpha_beta_gamma"]) == sweep_gpt.BASE["n_layers"]
+    first = report["variants"]
+    assert sweep_gpt.main(["--quick", "--out", str(out), "--part", "stability"]) == 0
+    assert json.loads(out.read_text())["variants"] == first

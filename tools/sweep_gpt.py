@@ -29,7 +29,7 @@ from hamlib import transformer as T
 from tools.sweeps import ROOT, provenance
 
 BASE = {"block_size": 64, "d_model": 64, "n_layers": 2, "n_heads": 4}
-VARIANTS = {
+VARIANTS: dict[str, dict] = {
     "baseline": {},
     "GQA, 2 kv heads": {"n_kv_heads": 2},
     "MQA, 1 kv head": {"n_kv_heads": 1},
@@ -93,7 +93,9 @@ def block_gradients(model: T.GPT, ids: torch.Tensor) -> list[float]:
     x = ids[: 16 * 64].view(16, 64)
     y = ids[1 : 16 * 64 + 1].view(16, 64)
     model.zero_grad()
-    model(x, y)[1].backward()  # type: ignore[union-attr]
+    loss = model(x, y)[1]
+    assert loss is not None
+    loss.backward()
     norms = [
         torch.cat([p.grad.flatten() for p in b.parameters() if p.grad is not None]).norm().item()
         for b in model.blocks
