@@ -6,7 +6,8 @@
 # This chapter starts from gradient descent as the crudest such step, builds momentum from a
 # Hamiltonian with friction, measures four integrators on three mechanical systems, learns a
 # Hamiltonian with a neural network, samples with Hamiltonian Monte Carlo, and ends with deep
-# networks and attention read as dynamical systems, including claims about them that do not hold.
+# networks and attention read as dynamical systems, including claims about them that do not
+# hold.
 #
 # **You will be able to** explain step-size limits as stability limits; derive heavy ball from
 # damped Hamiltonian dynamics; choose an integrator by what it conserves and check it (order,
@@ -37,16 +38,16 @@ f64 = torch.float64
 # ## 5.1 Gradient descent is Euler's method
 #
 # Gradient descent, $\theta_{k+1} = \theta_k - \eta \nabla L(\theta_k)$, is the explicit Euler
-# method with step $\eta$ for the *gradient flow* $\dot\theta = -\nabla L(\theta)$. On a quadratic
-# $L = \tfrac12 \theta^\top A \theta$ each eigen-direction of $A$ is multiplied by
-# $1 - \eta\lambda_i$
-# per step, so GD converges exactly when $|1 - \eta\lambda_i| < 1$ for all $i$, that is
+# method with step $\eta$ for the *gradient flow* $\dot\theta = -\nabla L(\theta)$. On a
+# quadratic $L = \tfrac12 \theta^\top A \theta$ each eigen-direction of $A$ is multiplied by
+# $1 - \eta\lambda_i$ per step, so GD converges exactly when $|1 - \eta\lambda_i| < 1$ for all
+# $i$, that is
 #
 # $$ \eta < 2/\lambda_{\max}, $$
 #
-# which is Euler's stability condition $|1 + hz| < 1$ at $z = -\lambda$. The flow itself converges
-# for any $\lambda > 0$; the *discretization* is what diverges. We locate the limit by bisection on
-# $A = \mathrm{diag}(1, 10)$:
+# which is Euler's stability condition $|1 + hz| < 1$ at $z = -\lambda$. The flow itself
+# converges for any $\lambda > 0$; the *discretization* is what diverges. We locate the limit by
+# bisection on $A = \mathrm{diag}(1, 10)$:
 
 # %%
 A = torch.diag(torch.tensor([1.0, 10.0], dtype=f64))
@@ -70,6 +71,13 @@ hamlib.check(
 )
 
 # %% [markdown]
+# The source material of this book (seed 000) starts from the same update but writes it
+# $\theta_{t+1} = \theta_t + \eta\nabla L$, which *ascends* a loss, and keeps $\eta$ in the
+# continuous limit, $\dot\theta = \eta\nabla L$. Both are slips: for a loss the sign is minus,
+# and $\eta$ is the time step, so it disappears in the limit ($\theta(k\eta) \approx
+# \theta_k$). Section 5.3 tests its central claim, that training "is a Hamiltonian system".
+
+# %% [markdown]
 # ## 5.2 Momentum is a Hamiltonian with friction
 #
 # Give the parameters a momentum $p$ and an energy $H(\theta, p) = \tfrac12|p|^2 + L(\theta)$.
@@ -78,11 +86,11 @@ hamlib.check(
 # $$ \dot\theta = p, \qquad \dot p = -\nabla L(\theta) - \gamma p . $$
 #
 # A *conformal symplectic* step (França et al., 2020) applies the friction's exact flow
-# $p \leftarrow e^{-\gamma h}p$ and then a symplectic Euler step. Writing $v = hp$, the step reads
-# $v \leftarrow e^{-\gamma h} v - h^2\nabla L(\theta)$, $\theta \leftarrow \theta + v$: Polyak's
-# heavy
-# ball with learning rate $\eta = h^2$ and momentum $\beta = e^{-\gamma h}$. Here is the integrator,
-# and a check that heavy ball, written out in three lines, takes exactly its steps:
+# $p \leftarrow e^{-\gamma h}p$ and then a symplectic Euler step. Writing $v = hp$, the step
+# reads $v \leftarrow e^{-\gamma h} v - h^2\nabla L(\theta)$, $\theta \leftarrow \theta + v$:
+# Polyak's heavy ball with learning rate $\eta = h^2$ and momentum $\beta = e^{-\gamma h}$. Here
+# is the integrator, and a check that heavy ball, written out in three lines, takes exactly its
+# steps:
 
 # %%
 hamlib.show_source(hm.conformal_symplectic_euler)
@@ -116,10 +124,14 @@ hamlib.check(
 )
 
 # %% [markdown]
-# The source material of this book proposes a "Hamiltonian optimizer": the same dynamics *without*
-# friction. A symplectic integrator conserves (a slightly modified) energy, so on a quadratic the
-# loss cannot settle: potential energy turns into kinetic energy and back, for ever. Friction
-# is what converts the motion into descent.
+# The source material of this book proposes a "Hamiltonian optimizer": the same dynamics
+# *without* friction. Its code updates $p \leftarrow p - \mathrm{lr}\,\nabla L$, then
+# $\theta \leftarrow \theta + \mathrm{lr}\, p$: symplectic Euler with $h = \mathrm{lr}$, which
+# by the identity above is heavy ball with $\beta = 1$ and learning rate $\mathrm{lr}^2$: at its
+# default $\mathrm{lr} = 10^{-3}$ an effective step of $10^{-6}$. A symplectic integrator
+# conserves a slightly modified energy (section 5.3 computes it), so on a quadratic the loss
+# cannot settle: potential energy turns into kinetic energy and back, for ever. Friction is what
+# converts the motion into descent.
 
 # %%
 runs = {}
@@ -171,21 +183,24 @@ fig, ax = plt.subplots()
 for (name, (loss, _)), color in zip(
     runs.items(), [COLORS["highlight"], COLORS["measured"], COLORS["muted"]], strict=True
 ):
-    ax.semilogy(loss.clamp_min(1e-30), label=name, color=color, lw=1.2)
+    shown = torch.where(loss > 1e-30, loss, torch.nan)  # stop the line where it leaves the axes
+    ax.semilogy(shown, label=name, color=color, lw=1.2)
 ax.set(
     xlabel="step",
     ylabel="loss $L(\\theta)$",
     ylim=(1e-30, 10),
-    title="Friction turns oscillation into descent",
+    title="Friction turns oscillation into descent (lines end below 1e-30)",
 )
 ax.legend()
 plt.show()
 
 # %% [markdown]
-# Nesterov's method has a continuous limit too. Su, Boyd & Candès (2016) showed that its iterates
-# with step $s$ approach, as $s \to 0$, the ODE $\ddot X + \frac{3}{t}\dot X + \nabla f(X) = 0$
-# at times $t = k\sqrt s$: a damped Hamiltonian system whose friction $3/t$ *decreases* with
-# time. We compare both on our quadratic:
+# Nesterov's method has a continuous limit too. Su, Boyd & Candès (2016) showed that its
+# iterates with step $s$ approach, as $s \to 0$, the ODE
+# $\ddot X + \frac{3}{t}\dot X + \nabla f(X) = 0$ at times $t = k\sqrt s$: a damped Hamiltonian
+# system whose friction $3/t$ *decreases* with time. Its time step is $\sqrt s$, and the scheme
+# is first order in it, so the iterates should approach the ODE like $\sqrt s$. We compare both
+# on our quadratic:
 
 # %%
 A_np = A.numpy()
@@ -215,10 +230,15 @@ def nesterov_vs_ode(s, t_end=20.0):
 devs = {s: nesterov_vs_ode(s) for s in [1e-2, 1e-3, 1e-4]}
 for s, dev in devs.items():
     print(f"step s = {s:g}: largest deviation from the ODE on t in [0, 20] = {dev:.4f}")
+rate = math.log10(devs[1e-2] / devs[1e-4]) / 2  # the exponent r in deviation ~ s^r
+# the time step is sqrt(s), so a first-order method deviates by O(sqrt s): r = 1/2; the
+# next term is O(s) = 1% of the first at s = 1e-4, 10% at 1e-2: 0.05 covers it
 hamlib.check(
-    "Nesterov's iterates converge to the ODE as s -> 0: each 10x smaller s at least "
-    "halves the deviation",
-    devs[1e-3] < devs[1e-2] / 2 and devs[1e-4] < devs[1e-3] / 2,
+    "Nesterov's iterates converge to the ODE at the rate O(sqrt s): fitted exponent",
+    measured=rate,
+    target=0.5,
+    tol=0.05,
+    spec=".2f",
 )
 
 # %% [markdown]
@@ -232,8 +252,11 @@ hamlib.show_source(hm.leapfrog)
 
 # %% [markdown]
 # All four integrators in `hamlib.hamiltonian` share this signature and run batched over any
-# leading dimensions. First, the harmonic oscillator $H = (q^2 + p^2)/2$ with $h = 0.1$ for
-# 10,000 steps (about 160 periods), recording the energy error $H(q_t, p_t) - H(q_0, p_0)$:
+# leading dimensions. The first argument is $\partial H/\partial q$, which is *minus* the force
+# (for the oscillator `osc_dH_dq` returns $q$; the force is $-q$), the second
+# $\partial H/\partial p$, the velocity. First, the harmonic oscillator $H = (q^2 + p^2)/2$
+# with $h = 0.1$ for 10,000 steps (about 160 periods), recording the energy error
+# $H(q_t, p_t) - H(q_0, p_0)$:
 
 # %%
 methods = {
@@ -244,7 +267,7 @@ methods = {
 }
 
 
-def osc_force(q, p):
+def osc_dH_dq(q, p):
     return q
 
 
@@ -259,7 +282,7 @@ def osc_H(q, p):
 q0, p0 = torch.tensor([1.0], dtype=f64), torch.tensor([0.0], dtype=f64)
 drift = {}
 for name, method in methods.items():
-    q, p = method(osc_force, velocity, q0, p0, 0.1, 10_000)
+    q, p = method(osc_dH_dq, velocity, q0, p0, 0.1, 10_000)
     drift[name] = hm.energy_drift(osc_H, q, p)[:, 0].abs()
 print(f"{'method':18s}{'max |dE|, first half':>22s}{'max |dE|, second half':>23s}")
 for name, e in drift.items():
@@ -268,15 +291,21 @@ for name, e in drift.items():
 # %%
 t = np.arange(10_001) * 0.1
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+ax1.semilogy(t[1:], drift["Euler"][1:].numpy(), color=CYCLE[0], label="Euler")
+ax1.semilogy(
+    t,
+    0.5 * ((1 + 0.1**2) ** np.arange(10_001) - 1),
+    "--",
+    color=COLORS["theory"],
+    label="$((1 + h^2)^n - 1)/2$",
+)
 for (name, e), color in zip(drift.items(), CYCLE, strict=False):
-    ax1.loglog(t[1:], e[1:].clamp_min(1e-18).numpy(), label=name, lw=1, color=color)
     if name != "Euler":  # the running maximum shows the envelope: flat = bounded
         ax2.loglog(t[1:], torch.cummax(e, 0).values[1:].numpy(), label=name, color=color)
 ax1.set(
     xlabel="time t",
     ylabel="|energy error|",
-    ylim=(1e-9, 1e45),
-    title="Euler's energy error grows exponentially",
+    title="Euler: exponential growth (a line on a log scale)",
 )
 ax2.set(
     xlabel="time t",
@@ -289,7 +318,7 @@ ax2.legend()
 plt.show()
 
 # %%
-lf_h2 = hm.energy_drift(osc_H, *hm.leapfrog(osc_force, velocity, q0, p0, 0.05, 20_000))
+lf_h2 = hm.energy_drift(osc_H, *hm.leapfrog(osc_dH_dq, velocity, q0, p0, 0.05, 20_000))
 ratio_h = drift["leapfrog"].max().item() / lf_h2.abs().max().item()
 rk_ratio = drift["RK4"][-1].item() / drift["RK4"][5000].item()
 hamlib.check(
@@ -321,7 +350,7 @@ print(
 
 
 # %%
-def pend_force(q, p):
+def pend_dH_dq(q, p):
     return torch.sin(q)
 
 
@@ -344,7 +373,7 @@ for name, method in methods.items():
     errs = []
     for h in hs:
         q, p = method(
-            pend_force,
+            pend_dH_dq,
             velocity,
             torch.tensor([1.0], dtype=f64),
             torch.tensor([0.5], dtype=f64),
@@ -380,7 +409,7 @@ swing_h = [0.05, 0.1, 0.2, 0.5, 1.0, 1.5]
 
 def swing(method, h, t_end=50.0):
     q0, p0 = torch.tensor([2.0], dtype=f64), torch.tensor([0.0], dtype=f64)
-    q, p = methods[method](pend_force, velocity, q0, p0, h, round(t_end / h))
+    q, p = methods[method](pend_dH_dq, velocity, q0, p0, h, round(t_end / h))
     return q[:, 0], p[:, 0], hm.energy_drift(pend_H, q, p)[:, 0].abs()
 
 
@@ -399,7 +428,7 @@ def draw_integrator(method, h):
         title=f"{method}, h = {h} (black: exact orbit)",
     )
     t = np.arange(len(error)) * h
-    ax2.semilogy(t, error.clamp(1e-16, 1e3).numpy(), color=COLORS["measured"])
+    ax2.semilogy(t[1:], error[1:].clamp(1e-16, 1e3).numpy(), color=COLORS["measured"])  # t > 0
     ax2.set(xlabel="time t", ylabel="|energy error|", ylim=(1e-12, 1e2), title="energy error")
 
 
@@ -444,20 +473,37 @@ hamlib.check(
 # Euler leaves the orbit at every step size. The two symplectic methods stay on a deformed
 # closed orbit, with an error that oscillates but does not grow, until the step is too large
 # for the swing and the pendulum is thrown over the top. RK4 is far more accurate per step at
-# small $h$ (for four evaluations of the vector field per step; leapfrog needs one new force per
-# step, since a step's closing half kick and the next step's opening one use the same position),
-# but its error creeps upward with time, and at $h = 1$ it is worse than leapfrog's.
+# small $h$ (for four evaluations of the vector field per step), but its error creeps upward
+# with time, and at $h = 1$ it is worse than leapfrog's. Leapfrog *needs* one new
+# $\partial H/\partial q$ per step, since for a separable $H$ a step's closing half kick and the
+# next step's opening one use the same position; `hm.leapfrog` calls it twice per step (counted
+# below), because it also accepts non-separable $H$, where the two differ. HMC in section 5.5
+# reuses it.
+
+# %%
+calls = []
+
+
+def counted_dH_dq(q, p):
+    calls.append(q.shape)
+    return pend_dH_dq(q, p)
+
+
+hm.leapfrog(
+    counted_dH_dq, velocity, torch.tensor([1.0], dtype=f64), torch.zeros(1, dtype=f64), 0.1, 100
+)
+print(f"hm.leapfrog, 100 steps: {len(calls)} evaluations of dH/dq (a reusing loop: 101)")
 
 # %% [markdown]
-# **Phase-space volume.** A Hamiltonian flow preserves area in the $(q, p)$ plane (Liouville), so
-# the Jacobian of one step should have determinant 1. We differentiate one step of each method
-# at a point of the pendulum with `torch.autograd`:
+# **Phase-space volume.** A Hamiltonian flow preserves area in the $(q, p)$ plane (Liouville),
+# so the Jacobian of one step should have determinant 1. We differentiate one step of each
+# method at a point of the pendulum with `torch.autograd`:
 
 
 # %%
 def one_step(method, h=0.3):
     def step(z):
-        q, p = method(pend_force, velocity, z[:1], z[1:], h, 1)
+        q, p = method(pend_dH_dq, velocity, z[:1], z[1:], h, 1)
         return torch.cat([q[-1], p[-1]])
 
     return step
@@ -483,6 +529,117 @@ hamlib.check(
 )
 
 # %% [markdown]
+# **The symplectic condition.** Area preservation is the one-degree-of-freedom case of a
+# stronger property. With $z = (q, p) \in \mathbb R^{2n}$ and
+# $\Omega = \begin{pmatrix} 0 & I \\ -I & 0\end{pmatrix}$, a map $z \mapsto \Phi(z)$ with
+# Jacobian $J$ is *symplectic* when
+#
+# $$ J^\top \Omega J = \Omega \quad\text{at every } z . $$
+#
+# It says that $\Phi$ preserves the oriented area projected onto each $(q_i, p_i)$ plane, summed
+# over $i$. Every Hamiltonian flow is symplectic, and so are symplectic Euler and leapfrog for a
+# separable $H$. For $n = 1$, $J^\top\Omega J = (\det J)\,\Omega$, so the condition is
+# $\det J = 1$; for $n \ge 2$ it implies $\det J = 1$ (volume preservation) but is much
+# stronger. We measure $\max|J^\top\Omega J - \Omega|$ on the Kepler problem below
+# ($n = 2$), and on a map that keeps volume without being symplectic: leapfrog followed by
+# stretching $q_1$ by 2 and shrinking $q_2$ by 2.
+
+# %%
+hamlib.show_source(hm.symplecticity_error)
+
+
+# %%
+def kepler_dH_dq(q, p):
+    return q / q.norm(dim=-1, keepdim=True) ** 3
+
+
+def kepler_step(method, h=0.05, n=20):
+    def step(z):
+        q, p = method(kepler_dH_dq, velocity, z[:2], z[2:], h, n)
+        return torch.cat([q[-1], p[-1]])
+
+    return step
+
+
+z_kepler = torch.tensor([0.6, 0.2, -0.3, 1.1], dtype=f64)
+stretch = torch.tensor([2.0, 0.5, 1.0, 1.0], dtype=f64)
+maps = {name: kepler_step(methods[name]) for name in ["leapfrog", "RK4", "Euler"]}
+maps["leapfrog, then stretch"] = lambda z: stretch * maps["leapfrog"](z)
+sympl = {}
+for name, step_map in maps.items():
+    sympl[name] = hm.symplecticity_error(step_map, z_kepler)
+    det = torch.linalg.det(torch.autograd.functional.jacobian(step_map, z_kepler)).item()
+    err = hamlib.below(sympl[name], 1e-12) if name == "leapfrog" else f"= {sympl[name]:.1e}"
+    vol = hamlib.below(det - 1, 1e-12) if "leapfrog" in name else f"= {det - 1:+.1e}"
+    print(f"{name:24s} max|J^T Omega J - Omega| {err:10s}  det J - 1 {vol}")
+
+# %%
+hamlib.check(
+    "on Kepler (2 degrees of freedom), 20 leapfrog steps satisfy J^T Omega J = Omega to 1e-12",
+    measured=sympl["leapfrog"],
+    below=1e-12,
+    machine_dependent=True,
+)
+hamlib.check(
+    "RK4 violates the symplectic condition",
+    measured=sympl["RK4"],
+    above=1e-9,
+)
+hamlib.check(
+    "the stretched map keeps volume (det = 1) but is not symplectic: its error is O(1)",
+    measured=sympl["leapfrog, then stretch"],
+    above=0.1,
+    spec=".2f",
+)
+
+# %% [markdown]
+# **Is training a Hamiltonian system?** Seed 000 sets $p = \dot\theta$ in the gradient flow
+# $\dot\theta = -\nabla L$ and concludes that training "is a Hamiltonian system". A
+# Hamiltonian flow, and every symplectic step, has $\det J = 1$. One GD step,
+# $\theta \mapsto \theta - \eta\nabla L(\theta)$, has Jacobian
+# $I - \eta\nabla^2 L(\theta)$, with $\det = \prod_i (1 - \eta\lambda_i) < 1$ where $L$ is
+# convex and $\eta\lambda_i < 2$, and gradient flow shrinks volume at the rate
+# $\mathrm{div}(-\nabla L) = -\Delta L$. We measure it on the loss of section 5.1 with a
+# quartic term, at a point and along 100 steps:
+
+
+# %%
+def gd_step(theta, eta=0.05):
+    loss = lambda th: 0.5 * th @ A @ th + 0.25 * (th**4).sum()  # noqa: E731
+    return theta - eta * torch.func.grad(loss)(theta)
+
+
+def log_volume_change(step, theta, n):  # sum of log |det J| along n steps
+    total = 0.0
+    for _ in range(n):
+        total += torch.linalg.slogdet(torch.autograd.functional.jacobian(step, theta))[1].item()
+        theta = step(theta)
+    return total
+
+
+det_gd = math.exp(log_volume_change(gd_step, theta0, 1))
+det_closed = torch.linalg.det(torch.eye(2, dtype=f64) - 0.05 * (A + 3 * torch.diag(theta0**2)))
+print(f"one GD step at theta0: det J = {det_gd:.4f}; det(I - eta Hessian) = {det_closed:.4f}")
+print(
+    f"100 GD steps: volume multiplied by 10^{log_volume_change(gd_step, theta0, 100) / 2.3026:.0f}"
+)
+hamlib.check(
+    "gradient descent contracts phase volume: det of one step's Jacobian",
+    measured=det_gd,
+    below=1.0,
+    spec=".3f",
+)
+
+# %% [markdown]
+# One GD step shrinks area by the factor printed, and 100 steps by many orders of magnitude,
+# where leapfrog keeps it to round-off. (Near a saddle or a maximum, $\det J > 1$: GD expands
+# volume there; it is never identically 1.) Gradient descent and gradient flow are therefore
+# not Hamiltonian, whatever one calls $\dot\theta$. What is true is the construction of section
+# 5.2: add a momentum as a *second* variable, and frictionless dynamics is Hamiltonian; it then
+# never settles, and friction, which contracts volume by $e^{-\gamma h}$ per step, is what
+# makes it an optimizer.
+
+# %% [markdown]
 # **Time reversibility.** Run 1,000 steps, flip the momentum, run 1,000 steps more: an exactly
 # reversible method comes back to where it started.
 
@@ -490,14 +647,14 @@ hamlib.check(
 back = {}
 for name in ["Euler", "leapfrog"]:
     q, p = methods[name](
-        pend_force,
+        pend_dH_dq,
         velocity,
         torch.tensor([1.0], dtype=f64),
         torch.tensor([0.5], dtype=f64),
         0.05,
         1000,
     )
-    qb, pb = methods[name](pend_force, velocity, q[-1], -p[-1], 0.05, 1000)
+    qb, pb = methods[name](pend_dH_dq, velocity, q[-1], -p[-1], 0.05, 1000)
     back[name] = math.hypot(qb[-1, 0].item() - 1.0, -pb[-1, 0].item() - 0.5)
     dist = f"{back[name]:.2e}" if name == "Euler" else hamlib.below(back[name], 1e-12)
     print(f"{name:9s} distance from the start after forward + backward: {dist}")
@@ -507,17 +664,99 @@ hamlib.check(
 )
 
 # %% [markdown]
+# **Backward error analysis.** Why is leapfrog's energy error bounded? Because leapfrog with
+# step $h$ is, to any order in $h$, the *exact* flow of a nearby *modified* Hamiltonian
+# $\tilde H$: the numerical trajectory conserves $\tilde H$, and $H$ differs from $\tilde H$ by
+# $O(h^2)$, so $H$ oscillates but cannot drift. For $H = |p|^2/2 + V(q)$ the symmetric
+# Baker–Campbell–Hausdorff formula gives (Hairer, Lubich & Wanner, 2006, section IX.3)
+#
+# $$ \tilde H = H + h^2\Big(\tfrac1{12}\, p^\top \nabla^2 V(q)\, p
+#    - \tfrac1{24}|\nabla V(q)|^2\Big) + O(h^4), $$
+#
+# and the series, truncated optimally, is conserved up to $e^{-c/h}$ over times exponentially
+# long in $1/h$. The prediction to test: along a leapfrog pendulum trajectory, $H$ varies like
+# $h^2$ and this truncated $\tilde H$ like $h^4$.
+
+# %%
+hamlib.show_source(hm.leapfrog_modified_energy)
+
+# %%
+variation = {"H": [], "modified H": []}
+h_bea = [0.2, 0.1, 0.05]
+for h in h_bea:  # the large swing from q = 2 of the interactive figure, t = 50
+    q, p = hm.leapfrog(
+        pend_dH_dq,
+        velocity,
+        torch.tensor([[2.0]], dtype=f64),
+        torch.zeros(1, 1, dtype=f64),
+        h,
+        round(50 / h),
+    )
+    H_t = pend_H(q, p)[..., 0]
+    H_mod = hm.leapfrog_modified_energy(lambda x: -torch.cos(x).sum(-1), q, p, h)
+    variation["H"].append((H_t.max() - H_t.min()).item())
+    variation["modified H"].append((H_mod.max() - H_mod.min()).item())
+bea_order = {k: np.polyfit(np.log(h_bea), np.log(v), 1)[0] for k, v in variation.items()}
+for k, v in variation.items():
+    print(
+        f"{k:11s} range along the path, h = 0.2, 0.1, 0.05: "
+        + ", ".join(f"{x:.1e}" for x in v)
+        + f"   slope {bea_order[k]:.2f}"
+    )
+# the next terms are O(h^2) relative to each: at h = 0.2 a few percent of the slope
+hamlib.check(
+    "leapfrog changes H by O(h^2): slope", measured=bea_order["H"], target=2, tol=0.1, spec=".2f"
+)
+hamlib.check(
+    "it conserves the modified H to O(h^4): slope",
+    measured=bea_order["modified H"],
+    target=4,
+    tol=0.2,
+    spec=".2f",
+)
+
+# %% [markdown]
+# The modified Hamiltonian depends on $h$, so the guarantee holds only for a *fixed* step. An
+# adaptive solver chooses each step from the current state; leapfrog with such a step is no
+# longer the flow of any one $\tilde H$. We let the step vary with the position,
+# $h = 0.1\,(1 + 0.5\cos q)$, on the same swing for $t = 200$:
+
+# %%
+q_v, p_v = torch.tensor([2.0], dtype=f64), torch.tensor([0.0], dtype=f64)
+E_v, t_v = [pend_H(q_v, p_v).item()], 0.0
+while t_v < 200:
+    h_v = 0.1 * (1 + 0.5 * math.cos(q_v.item()))  # chosen from the state
+    q_s, p_s = hm.leapfrog(pend_dH_dq, velocity, q_v, p_v, h_v, 1)
+    q_v, p_v, t_v = q_s[-1], p_s[-1], t_v + h_v
+    E_v.append(pend_H(q_v, p_v).item())
+err_v = np.abs(np.array(E_v) - E_v[0])
+quarter = len(err_v) // 4
+drift_v = err_v[-quarter:].max() / err_v[:quarter].max()
+print(
+    f"variable step: max |energy error| over the first / last quarter of the run: "
+    f"{err_v[:quarter].max():.1e} / {err_v[-quarter:].max():.1e}"
+)
+# bounded would give about 1 (as the fixed step does above); a linear drift gives about 4
+hamlib.check(
+    "with a state-dependent step leapfrog's energy error drifts: last/first quarter",
+    measured=drift_v,
+    above=2,
+    spec=".1f",
+)
+
+# %% [markdown]
 # **The Kepler problem.** A planet with $H = |p|^2/2 - 1/|q|$ on an orbit of eccentricity 0.6
-# (period
-# $2\pi$), 10 orbits with $h = 0.01$. Near perihelion the force is strong and the step is
-# relatively large; this is where the methods part ways:
+# (period $2\pi$), 10 orbits with $h = 0.01$. Near perihelion the force is strong and the step
+# is relatively large. Three diagnostics separate leapfrog from RK4, each against the exact
+# solution (Kepler's equation $E - e\sin E = t$, solved by Newton's method): the energy error
+# over time, the angular momentum $L = q_1p_2 - q_2p_1$, which leapfrog conserves exactly (a
+# central force kicks along $q$, a drift moves along $p$: neither changes $q \times p$), and the
+# error in position, which for a symplectic method grows linearly in time (an $O(h^2)$ error in
+# the orbit's frequency) and for RK4 eventually quadratically (its energy drifts, so its
+# frequency drifts; Hairer, Lubich & Wanner, 2006, section X.3).
 
 
 # %%
-def kepler_force(q, p):
-    return q / q.norm(dim=-1, keepdim=True) ** 3
-
-
 def kepler_H(q, p):
     return 0.5 * (p * p).sum(-1) - 1 / q.norm(dim=-1)
 
@@ -526,46 +765,120 @@ e = 0.6
 qk0 = torch.tensor([1 - e, 0.0], dtype=f64)
 pk0 = torch.tensor([0.0, math.sqrt((1 + e) / (1 - e))], dtype=f64)
 n_kepler = round(10 * 2 * math.pi / 0.01)
-orbits = {
-    name: methods[name](kepler_force, velocity, qk0, pk0, 0.01, n_kepler)
-    for name in ["Euler", "leapfrog", "RK4"]
-}
-kepler_err = {
-    name: hm.energy_drift(kepler_H, q, p).abs().max().item() for name, (q, p) in orbits.items()
-}
-for name, err in kepler_err.items():
-    print(f"{name:9s} max |energy error| over 10 orbits: {err:.2e}   (energy = {-0.5:.1f})")
+t_kep = np.arange(n_kepler + 1) * 0.01
+ecc_anomaly = t_kep.copy()  # Newton's method on Kepler's equation E - e sin E = t
+for _ in range(30):
+    ecc_anomaly -= (ecc_anomaly - e * np.sin(ecc_anomaly) - t_kep) / (1 - e * np.cos(ecc_anomaly))
+q_exact = np.stack([np.cos(ecc_anomaly) - e, math.sqrt(1 - e * e) * np.sin(ecc_anomaly)], -1)
+kepler = {}
+for name in ["Euler", "leapfrog", "RK4"]:
+    q, p = methods[name](kepler_dH_dq, velocity, qk0, pk0, 0.01, n_kepler)
+    ang = q[:, 0] * p[:, 1] - q[:, 1] * p[:, 0]
+    kepler[name] = {
+        "dE": hm.energy_drift(kepler_H, q, p).abs().numpy(),
+        "dL": (ang - ang[0]).abs().numpy(),
+        "pos": np.linalg.norm(q.numpy() - q_exact, axis=-1),
+    }
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
-for ax, (name, (q, _)) in zip(axes, orbits.items(), strict=True):
-    ax.plot(q[:, 0], q[:, 1], lw=0.6)
-    ax.plot([0], [0], "o", color=COLORS["highlight"])
-    ax.set(title=f"{name}: max |dE| = {kepler_err[name]:.1e}", xlabel="$q_1$", aspect="equal")
-axes[0].set_ylabel("$q_2$")
-fig.suptitle("Kepler orbit (e = 0.6), 10 periods, h = 0.01")
+orbit_end = np.round(np.arange(1, 11) * 2 * math.pi / 0.01).astype(int)
+growth = {}
+for name, k in kepler.items():
+    pos_max = np.maximum.accumulate(k["pos"])[orbit_end]  # largest error up to orbit 1..10
+    growth[name] = np.log(pos_max[-1] / pos_max[4]) / np.log(2)  # exponent from orbit 5 to 10
+    dL = k["dL"].max()
+    dL = hamlib.below(dL, 1e-12) if name == "leapfrog" else f"{dL:.1e}"
+    print(
+        f"{name:9s} max |dE| {k['dE'].max():.1e}; max |dL| {dL}; position error after 10 "
+        f"orbits {pos_max[-1]:.1e}, growth exponent {growth[name]:.2f}"
+    )
+e_lf, e_rk = kepler["leapfrog"]["dE"], kepler["RK4"]["dE"]
+half = n_kepler // 2
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+for name, color in [("leapfrog", CYCLE[2]), ("RK4", CYCLE[3])]:
+    k = kepler[name]
+    axes[0].semilogy(t_kep[1:], np.maximum.accumulate(k["dE"])[1:], color=color, label=name)
+    axes[1].semilogy(t_kep[1:], np.maximum(k["dL"][1:], 1e-17), color=color, lw=0.6, label=name)
+    axes[2].loglog(t_kep[1:], np.maximum.accumulate(k["pos"])[1:], color=color, label=name)
+axes[2].loglog(t_kep[100:], 3e-5 * t_kep[100:], ":", color=COLORS["theory"], label="slope 1")
+axes[2].loglog(t_kep[100:], 3e-8 * t_kep[100:] ** 2, "--", color=COLORS["theory"], label="slope 2")
+axes[0].set(xlabel="time t", ylabel="largest |energy error| so far", title="energy")
+axes[1].set(
+    xlabel="time t", ylabel="|angular momentum error|", title="angular momentum (floor 1e-17)"
+)
+axes[2].set(xlabel="time t", ylabel="largest position error so far", title="position")
+for ax in axes:
+    ax.legend()
+fig.suptitle("Kepler (e = 0.6), h = 0.01: leapfrog bounded and exact in L; RK4 drifts")
 plt.show()
+
+# %%
 hamlib.check(
-    "on Kepler, leapfrog's energy error stays below 1e-2; Euler's exceeds 0.1",
-    kepler_err["leapfrog"] < 1e-2 and kepler_err["Euler"] > 0.1,
+    "on Kepler, leapfrog's energy error does not grow: 2nd-half max / 1st-half max",
+    measured=e_lf[half:].max() / e_lf[:half].max(),
+    below=1.01,
+    spec=".2f",
+)
+# a linear drift from 0 would give 2; the error jumps at each perihelion passage, hence less
+hamlib.check(
+    "RK4's energy error grows: 2nd-half max / 1st-half max",
+    measured=e_rk[half:].max() / e_rk[:half].max(),
+    above=1.3,
+    spec=".2f",
+)
+hamlib.check(
+    "leapfrog conserves angular momentum to round-off",
+    measured=kepler["leapfrog"]["dL"].max(),
+    below=1e-12,
+    machine_dependent=True,
+)
+hamlib.check("RK4 does not", measured=kepler["RK4"]["dL"].max(), above=1e-9)
+hamlib.check(
+    "leapfrog's position error grows linearly: exponent from orbit 5 to 10",
+    measured=growth["leapfrog"],
+    target=1.0,
+    tol=0.05,
+    spec=".2f",
+)
+hamlib.check(
+    "RK4's grows faster than linearly (a t + b t^2): exponent from orbit 5 to 10",
+    measured=growth["RK4"],
+    above=1.3,
+    spec=".2f",
+)
+hamlib.check(
+    "on Kepler, Euler's energy error exceeds 0.1",
+    measured=kepler["Euler"]["dE"].max(),
+    above=0.1,
+    spec=".2f",
 )
 
 # %% [markdown]
-# RK4's error per step is far smaller than leapfrog's, so over 10 orbits it wins; what it cannot
-# do is keep the error from accumulating. For long simulations (molecular dynamics, HMC, the
-# orbits of planets) a bounded error beats a small but growing one.
+# RK4's error per step is far smaller than leapfrog's, so over 10 orbits its position error is
+# smaller by orders of magnitude; what it cannot do is keep the error from accumulating. Its
+# energy drifts linearly, its angular momentum drifts, and its position error grows faster than
+# linearly: $a t + b t^2$, where the $t^2$ term (from the drifting frequency) takes over at long
+# times, so the exponent measured between orbits 5 and 10 is between 1 and 2 and rises towards
+# 2. Leapfrog's energy error is bounded, its angular momentum exact, and its phase error grows
+# only linearly. For long simulations (molecular dynamics, HMC, the orbits of planets) a bounded
+# error beats a small but growing one; where the step is small enough, RK4 wins on any fixed
+# horizon.
 #
 # **Batched integration.** One call integrates a whole batch: every step is a few vector
 # operations on all trajectories at once. Here are 10,000 pendulums for 1,000 leapfrog steps,
 # against scipy integrating a sample of them one at a time (the timing cell is not compared by
-# the regression suite; `make bench` reports the same ratio):
+# the regression suite; `make bench` reports the same ratio). The two are not equally accurate:
+# the cell also measures each one's error at $t = 10$ against DOP853 at tolerance $10^{-12}$,
+# and times scipy a second time at a tolerance loose enough to match leapfrog's error:
 
 # %%
 gen = torch.Generator().manual_seed(0)
 Q0 = (2 * torch.rand(10_000, generator=gen, dtype=f64) - 1) * 2.5
 P0 = torch.zeros_like(Q0)
-qb, pb = hm.leapfrog(pend_force, velocity, Q0, P0, 0.01, 1000)
-one = hm.leapfrog(pend_force, velocity, Q0[1234:1235], P0[1234:1235], 0.01, 1000)[0]
+qb, pb = hm.leapfrog(pend_dH_dq, velocity, Q0, P0, 0.01, 1000)
+one = hm.leapfrog(pend_dH_dq, velocity, Q0[1234:1235], P0[1234:1235], 0.01, 1000)[0]
 hamlib.check(
     "a batched trajectory equals the same trajectory integrated alone",
     torch.equal(qb[:, 1234], one[:, 0]),
@@ -587,7 +900,7 @@ hamlib.check(
 import time
 
 t0 = time.perf_counter()
-hm.leapfrog(pend_force, velocity, Q0, P0, 0.01, 1000)
+hm.leapfrog(pend_dH_dq, velocity, Q0, P0, 0.01, 1000)
 t_batch = time.perf_counter() - t0
 t0 = time.perf_counter()
 for q_start in Q0[:50].tolist():
@@ -605,36 +918,96 @@ print(
     f"(extrapolated from 50): {t_scipy:.1f} s; ratio {t_scipy / t_batch:.0f}x"
 )
 
+
+def pendulum_at_10(q_start, tol):
+    ode = lambda t, z: [z[1], -math.sin(z[0])]  # noqa: E731
+    return solve_ivp(ode, (0, 10), [q_start, 0.0], method="DOP853", rtol=tol, atol=tol).y[0, -1]
+
+
+exact_10 = np.array([pendulum_at_10(x, 1e-12) for x in Q0[:50].tolist()])
+err_lf = np.abs(qb[-1, :50].numpy() - exact_10).max()
+err_sp = {
+    tol: np.abs(
+        [pendulum_at_10(x, tol) - y for x, y in zip(Q0[:50].tolist(), exact_10, strict=True)]
+    ).max()
+    for tol in (1e-8, 1e-5)
+}
+t0 = time.perf_counter()
+for q_start in Q0[:50].tolist():
+    pendulum_at_10(q_start, 1e-5)
+t_loose = (time.perf_counter() - t0) / 50 * 10_000
+print(
+    f"largest error at t = 10: leapfrog {err_lf:.0e}; DOP853 at tolerance 1e-8 "
+    f"{err_sp[1e-8]:.0e}, at 1e-5 {err_sp[1e-5]:.0e} (extrapolated time {t_loose:.1f} s, "
+    f"ratio {t_loose / t_batch:.0f}x)"
+)
+
 # %% [markdown]
 # ## 5.4 Hamiltonian neural networks
 #
-# Suppose we observe a system but do not know its equations. A plain network can learn the vector
-# field $(\dot q, \dot p)$ from data; nothing makes its flow conserve anything. A *Hamiltonian
-# neural network* (Greydanus, Dzamba & Yosinski, 2019) learns a scalar $H_\theta(q, p)$ instead and
-# *derives* the vector field, $(\partial_p H_\theta, -\partial_q H_\theta)$, by automatic
-# differentiation. Its exact flow conserves $H_\theta$ by construction.
+# Suppose we observe a system but do not know its equations. A plain network can learn the
+# vector field $(\dot q, \dot p)$ from data; nothing makes its flow conserve anything. A
+# *Hamiltonian neural network* (Greydanus, Dzamba & Yosinski, 2019) learns a scalar
+# $H_\theta(q, p)$ instead and *derives* the vector field,
+# $(\partial_p H_\theta, -\partial_q H_\theta)$, by automatic differentiation. Its exact flow
+# conserves $H_\theta$ by construction.
 
 # %%
 hamlib.show_source(hm.HNN.grads)
 
 # %% [markdown]
-# We follow the paper's set-up at a smaller scale that trains in seconds: 25 trajectories of 30
-# points each ($\Delta t = 0.1$), observations with Gaussian noise of standard deviation 0.1, exact
-# time derivatives as targets, an MLP of two hidden layers of 64 units (the paper: 200), full-batch
-# Adam for 1,000 steps, on the spring $H = (q^2 + p^2)/2$ and the pendulum $H = p^2/2 - \cos q$.
+# We follow the paper's systems and data at a smaller scale that trains in seconds: the spring
+# $H = (q^2 + p^2)/2$ and the pendulum of the paper's code, $H = 3(1 - \cos q) + p^2$, with
+# initial states at radius $r \in [0.1, 1]$ and $[1.3, 2.3]$ in the $(q, p)$ plane; 25
+# trajectories of 30 points each ($\Delta t = 0.1$), observations with Gaussian noise of
+# standard deviation 0.1, exact time derivatives as targets. What differs: an MLP of two hidden
+# layers of 64 units (the paper: 200), full-batch Adam for 1,000 steps, fewer trajectories, and
+# the rollout integrator (below). The paper's radii are chosen for its pendulum: every orbit
+# swings back and forth, below the separatrix $H = 6$. With the same radii and the pendulum of
+# section 5.3, $p^2/2 - \cos q$, part of the initial states lie above *its* separatrix
+# ($H = 1$) and rotate over the top, outside the regime the paper studies (and an $H_\theta$
+# that is not periodic in $q$ would have to extrapolate):
 
 # %%
-systems = {"spring": (osc_force, osc_H, (0.1, 1.0)), "pendulum": (pend_force, pend_H, (1.3, 2.3))}
+g_r = torch.Generator().manual_seed(0)
+r_mc = 1.3 + torch.rand(100_000, generator=g_r, dtype=f64)
+phi_mc = 2 * math.pi * torch.rand(100_000, generator=g_r, dtype=f64)
+q_mc, p_mc = r_mc * torch.cos(phi_mc), r_mc * torch.sin(phi_mc)
+above_ours = (pend_H(q_mc, p_mc) > 1).double().mean().item()
+above_paper = (3 * (1 - torch.cos(q_mc)) + p_mc**2 > 6).double().mean().item()
+print(
+    f"initial states above the separatrix: p^2/2 - cos q: {above_ours:.0%}; "
+    f"3(1 - cos q) + p^2: {above_paper:.0%}"
+)
+
+
+# %%
+def paper_pend_dH_dq(q, p):
+    return 3 * torch.sin(q)
+
+
+def paper_pend_dH_dp(q, p):
+    return 2 * p
+
+
+def paper_pend_H(q, p):
+    return 3 * (1 - torch.cos(q)) + p**2
+
+
+systems = {  # dH/dq, dH/dp, H, range of radii of the initial states
+    "spring": (osc_dH_dq, velocity, osc_H, (0.1, 1.0)),
+    "pendulum": (paper_pend_dH_dq, paper_pend_dH_dp, paper_pend_H, (1.3, 2.3)),
+}
 
 
 def make_data(system, n_traj, seed):
-    force, _, (r_lo, r_hi) = systems[system]
+    dH_dq, dH_dp, _, (r_lo, r_hi) = systems[system]
     g = torch.Generator().manual_seed(seed)
     r = r_lo + (r_hi - r_lo) * torch.rand(n_traj, generator=g, dtype=f64)
     phase = 2 * math.pi * torch.rand(n_traj, generator=g, dtype=f64)
-    q, p = hm.rk4(force, velocity, r * torch.cos(phase), r * torch.sin(phase), 0.1, 29)
+    q, p = hm.rk4(dH_dq, dH_dp, r * torch.cos(phase), r * torch.sin(phase), 0.1, 29)
     q, p = q.reshape(-1, 1), p.reshape(-1, 1)
-    dq_dt, dp_dt = p.clone(), -force(q, p)
+    dq_dt, dp_dt = dH_dp(q, p), -dH_dq(q, p)
     noisy = [x + 0.1 * torch.randn(x.shape, generator=g, dtype=f64) for x in (q, p)]
     return [x.float() for x in (*noisy, dq_dt, dp_dt)]
 
@@ -660,10 +1033,9 @@ for system in hamlib.progress(systems, desc="training"):
 # To evaluate, we roll each model out from 20 new initial conditions for $t = 50$ (about 8
 # periods of the spring) and measure the **true** energy along the predicted path. Which
 # integrator? Leapfrog's guarantees hold for a *separable* $H = T(p) + V(q)$; a learned
-# $H_\theta(q, p)$ is a generic MLP of both, for which the explicit kick–drift–kick splitting is
-# second order but not symplectic. We therefore integrate both models' fields accurately with RK4
-# at $h = 0.1$, so that the comparison is between models, not integrators, and measure below
-# what leapfrog would have done.
+# $H_\theta(q, p)$ is a generic MLP of both. We integrate both models' fields with RK4 at
+# $h = 0.1$, accurate and the same for both, so that the comparison is between models, not
+# integrators, and then ask which integrator respects $H_\theta$.
 
 
 # %%
@@ -676,21 +1048,21 @@ def rollout(model, q0, p0, method=hm.rk4, h=0.1, n_steps=500):
 
 
 hnn_results = {}
-for system, (_, H, _) in systems.items():
+for system, (_, _, H, _) in systems.items():
     q_test, p_test, dq_test, dp_test = (x.double() for x in make_data(system, 20, seed=1))
-    q0, p0 = q_test[::30], p_test[::30]  # the first point of each test trajectory
+    q_start, p_start = q_test[::30], p_test[::30]  # the first point of each test trajectory
     for kind in ("HNN", "MLPField"):
         model = models[system, kind]
         fq, fp = model.vector_field(q_test, p_test)
         field_mse = ((fq.detach() - dq_test) ** 2 + (fp.detach() - dp_test) ** 2).mean().item()
-        q, p = rollout(model, q0, p0)
+        q, p = rollout(model, q_start, p_start)
         dE = hm.energy_drift(H, q, p).abs()[..., 0]
         hnn_results[system, kind] = {
             "field": field_mse,
             "dE": dE,
             "model": model,
-            "q0": q0,
-            "p0": p0,
+            "q0": q_start,
+            "p0": p_start,
             "path": (q, p),
         }
 print(
@@ -721,108 +1093,273 @@ for ax, system in zip(axes, systems, strict=True):
 plt.show()
 
 # %%
-gap = {
-    s: hnn_results[s, "MLPField"]["dE"][-1].mean().item()
-    / hnn_results[s, "HNN"]["dE"][-1].mean().item()
-    for s in systems
-}
-print({s: f"baseline / HNN energy error at t = 50: {g:.1f}x" for s, g in gap.items()})
-self_energy = {"RK4": [], "leapfrog": []}
-for system in systems:
-    r = hnn_results[system, "HNN"]
-    paths = {"RK4": r["path"], "leapfrog": rollout(r["model"], r["q0"], r["p0"], hm.leapfrog)}
-    for name, (q, p) in paths.items():
-        with torch.no_grad():
-            self_energy[name].append(hm.energy_drift(r["model"], q, p).abs().max().item())
-for name, changes in self_energy.items():
+gap, growth_E = {}, {}
+for s in systems:
+    for kind in ("HNN", "MLPField"):
+        m = hnn_results[s, kind]["dE"].mean(-1)  # mean over the 20 rollouts, at each time
+        growth_E[s, kind] = (m[251:].mean() / m[1:251].mean()).item()  # t in (25, 50] / (0, 25]
+    gap[s] = hnn_results[s, "MLPField"]["dE"][-1].mean() / hnn_results[s, "HNN"]["dE"][-1].mean()
     print(
-        f"{name:8s}: largest change of the HNN's own energy H_theta over t = 50: {max(changes):.1e}"
+        f"{s:9s} baseline / HNN energy error at t = 50: {gap[s].item():.0f}x; mean error over "
+        f"t in (25, 50] / over (0, 25]: HNN {growth_E[s, 'HNN']:.2f}, "
+        f"baseline {growth_E[s, 'MLPField']:.1f}"
     )
 hamlib.check(
-    "integrated accurately (RK4), the HNN keeps its own energy H_theta to 1e-4",
-    max(self_energy["RK4"]) < 1e-4,
+    "on both systems the HNN's true-energy error at t = 50 is below the baseline's: smallest ratio",
+    measured=min(g.item() for g in gap.values()),
+    above=1,
+    spec=".0f",
+    machine_dependent=True,
+)
+# a bounded error averages the same over both halves; 20 rollouts give a few percent of noise
+hamlib.check(
+    "the HNN's error does not grow: largest late/early ratio of its mean",
+    measured=max(growth_E[s, "HNN"] for s in systems),
+    below=1.1,
+    spec=".2f",
+    machine_dependent=True,
 )
 hamlib.check(
-    "explicit leapfrog does not: on the non-separable H_theta it changes by over 1e-2",
-    max(self_energy["leapfrog"]) > 1e-2,
-)
-hamlib.check(
-    "on both systems the HNN's true-energy error at t = 50 is below the baseline's",
-    all(g > 1 for g in gap.values()),
+    "the baseline's does: smallest late/early ratio",
+    measured=min(growth_E[s, "MLPField"] for s in systems),
+    above=1.5,
+    spec=".1f",
+    machine_dependent=True,
 )
 
 # %% [markdown]
+# The HNN's error averages the same over the second half of the horizon as over the first; the
+# baseline's is larger by the factor printed, so their ratio at $t = 50$ depends on the horizon
+# chosen, and grows with it.
+#
+# **A symplectic integrator for a non-separable $H$.** The explicit kick–drift–kick of
+# `hm.leapfrog`, applied to $H(q, p)$ that mixes $q$ and $p$, takes its first half kick with
+# $\partial_q H$ at the old $p$ and so drops a term of the second-order expansion: it is only
+# *first* order, and neither symplectic nor reversible. The implicit midpoint rule,
+# $z' = z + h f\big((z + z')/2\big)$, is symplectic and symmetric for every $H$, at the price of
+# solving an equation per step (here by fixed-point iteration). On
+# $H = \tfrac12 p^2(1 + q^2) + \tfrac12 q^2$ we measure the order against DOP853 at $t = 1$ and
+# the miss after 200 steps forward from $(1, 0.5)$, a flip of $p$ and 200 steps back:
+
+# %%
+hamlib.show_source(hm.implicit_midpoint)
+
+
+# %%
+def toy_dH_dq(q, p):
+    return q * (1 + p**2)
+
+
+def toy_dH_dp(q, p):
+    return p * (1 + q**2)
+
+
+toy_ref = solve_ivp(
+    lambda t, z: [z[1] * (1 + z[0] ** 2), -z[0] * (1 + z[1] ** 2)],
+    (0, 1.0),
+    [1.0, 0.5],
+    method="DOP853",
+    rtol=1e-13,
+    atol=1e-13,
+).y[:, -1]
+z_toy = (torch.tensor([1.0], dtype=f64), torch.tensor([0.5], dtype=f64))
+toy = {}
+for name, method in [("leapfrog", hm.leapfrog), ("implicit midpoint", hm.implicit_midpoint)]:
+    errs = []
+    for h in [0.1, 0.05, 0.025, 0.0125]:
+        q, p = method(toy_dH_dq, toy_dH_dp, *z_toy, h, round(1 / h))
+        errs.append(math.hypot(q[-1, 0].item() - toy_ref[0], p[-1, 0].item() - toy_ref[1]))
+    q, p = method(toy_dH_dq, toy_dH_dp, *z_toy, 0.05, 200)
+    qb, pb = method(toy_dH_dq, toy_dH_dp, q[-1], -p[-1], 0.05, 200)
+    miss = math.hypot(qb[-1, 0].item() - 1.0, -pb[-1, 0].item() - 0.5)
+    toy[name] = (np.polyfit(np.log([0.1, 0.05, 0.025, 0.0125]), np.log(errs), 1)[0], miss)
+    shown = hamlib.below(miss, 1e-10) if name == "implicit midpoint" else f"{miss:.2f}"
+    print(f"{name:18s} order (slope) {toy[name][0]:.2f}; miss after forward, flip, back: {shown}")
+
+# %%
+# the slopes' next-order corrections are a few percent at these h: 0.1 covers them
+hamlib.check(
+    "on a non-separable H, explicit leapfrog is first order: slope",
+    measured=toy["leapfrog"][0],
+    target=1,
+    tol=0.1,
+    spec=".2f",
+)
+hamlib.check(
+    "and not reversible: forward-flip-back misses the start by",
+    measured=toy["leapfrog"][1],
+    above=0.1,
+    spec=".2f",
+    machine_dependent=True,
+)
+hamlib.check(
+    "implicit midpoint is second order: slope",
+    measured=toy["implicit midpoint"][0],
+    target=2,
+    tol=0.1,
+    spec=".2f",
+)
+hamlib.check(
+    "and reversible to the solver's tolerance (1e-13): miss",
+    measured=toy["implicit midpoint"][1],
+    below=1e-10,
+    machine_dependent=True,
+)
+
+# %% [markdown]
+# Now the HNN's own energy $H_\theta$ along its rollouts, with three integrators at $h = 0.1$:
+# RK4, explicit leapfrog and the implicit midpoint rule (solved to $10^{-10}$). A symplectic
+# method keeps a modified $H_\theta$, so its error should be bounded; RK4's should be small and
+# growing, as on the oscillator.
+
+# %%
+self_energy, self_growth = {}, {}
+integrators = {
+    "RK4": hm.rk4,
+    "leapfrog": hm.leapfrog,
+    "implicit midpoint": lambda *a: hm.implicit_midpoint(*a, tol=1e-10),
+}
+for system in systems:
+    r = hnn_results[system, "HNN"]
+    for name, method in integrators.items():
+        q, p = r["path"] if name == "RK4" else rollout(r["model"], r["q0"], r["p0"], method)
+        with torch.no_grad():
+            dH = hm.energy_drift(r["model"], q, p).abs()
+        self_energy[system, name] = dH.max().item()
+        self_growth[system, name] = (dH[251:].max() / dH[:251].max()).item()
+for name in integrators:
+    print(
+        f"{name:18s} largest change of H_theta over t = 50: "
+        + ", ".join(
+            f"{s} {self_energy[s, name]:.0e} (2nd/1st half {self_growth[s, name]:.1f})"
+            for s in systems
+        )
+    )
+
+# %%
+hamlib.check(
+    "explicit leapfrog changes the non-separable H_theta by more than 0.01: smallest",
+    measured=min(self_energy[s, "leapfrog"] for s in systems),
+    above=0.01,
+    spec=".2f",
+    machine_dependent=True,
+)
+hamlib.check(
+    "implicit midpoint keeps it bounded: largest 2nd-half / 1st-half max",
+    measured=max(self_growth[s, "implicit midpoint"] for s in systems),
+    below=1.2,
+    spec=".2f",
+    machine_dependent=True,
+)
+hamlib.check(
+    "RK4's change grows: smallest 2nd-half / 1st-half max",
+    measured=min(self_growth[s, "RK4"] for s in systems),
+    above=1.5,
+    spec=".1f",
+    machine_dependent=True,
+)
+
+# %% [markdown]
+# At $h = 0.1$ RK4's change of $H_\theta$ is the smallest over this horizon, and growing; the
+# implicit midpoint's is larger (second order against fourth) and bounded; explicit leapfrog's
+# is of the size of the energy itself. This is the Chapter's lesson about integrators applied to
+# a learned model: only a method that is symplectic *for the $H$ it is given* inherits the
+# guarantees of section 5.3.
+#
 # **What we measured against what the paper reports.** Greydanus et al. report test losses of
 # the two models that are close on the ideal spring and pendulum, and an energy error along
 # rollouts that is far smaller for the HNN. The first part reproduces: the vector-field errors
 # above are of the same size. The second reproduces in direction, with the size printed above,
-# which depends on things the comparison is sensitive to: the noise level (the HNN cannot be more
-# accurate than the noisy states it is fed), the horizon (the baseline's error grows with time,
-# the HNN's does not, so any ratio can be had by choosing the horizon), the network size and
-# training length (ours are smaller), and the integrator (the paper used an adaptive RK45; we
-# use RK4 with a fixed step). The robust statement is the one checked: the HNN's flow keeps *an*
-# energy, its own, so its true-energy error stays bounded by how well $H_\theta$ approximates $H$,
-# provided the rollout integrator respects it too: the explicit leapfrog, applied to the
-# non-separable $H_\theta$, changed it by the amount printed above, far more than RK4 did.
+# which depends on things the comparison is sensitive to: the noise level (the HNN cannot be
+# more accurate than the noisy states it is fed), the horizon (measured: the baseline's error
+# grows with time, the HNN's does not), the network size and training length (ours are smaller),
+# and the integrator (the paper used an adaptive RK45, which is not symplectic, and whose
+# variable step would spoil even a symplectic method, as section 5.3 measured; we use RK4 with a
+# fixed step). The robust statement is the one checked: the HNN's flow keeps *an*
+# energy, its own, so its true-energy error stays bounded by how well $H_\theta$ approximates
+# $H$, provided the rollout integrator respects $H_\theta$ too. We trained one seed of each
+# model, and did not run the sweep over the amount of data that would test seed 002's claim that
+# "dynamics first" needs less data (each pair of models costs several seconds to train).
 #
 # ## 5.5 Hamiltonian Monte Carlo
 #
-# To sample from $\pi(x) \propto e^{-U(x)}$, HMC (Duane et al., 1987; Neal, 2011) gives $x$ a random
-# momentum, follows Hamilton's equations for $H = U(x) + |p|^2/2$ with leapfrog, and accepts the end
-# point with probability $\min(1, e^{-\Delta H})$. Leapfrog's two properties from section 5.3,
-# volume preservation and reversibility, are exactly what make this Metropolis correction valid;
-# its bounded energy error is what keeps the acceptance rate high even for long trajectories.
+# To sample from $\pi(x) \propto e^{-U(x)}$, HMC (Duane et al., 1987; Neal, 2011) gives $x$ a
+# random momentum, follows Hamilton's equations for $H = U(x) + |p|^2/2$ with leapfrog, and
+# accepts the end point with probability $\min(1, e^{-\Delta H})$. Leapfrog's two properties
+# from section 5.3, volume preservation and reversibility, are exactly what make this Metropolis
+# correction valid; its bounded energy error is what keeps the acceptance rate high even for
+# long trajectories.
 
 # %%
 hamlib.show_source(MC.hmc)
 
 # %% [markdown]
+# The gradient at the current state is kept from the iteration that reached it, so one iteration
+# costs `n_leapfrog` gradient evaluations (the test suite counts them).
+#
+# **Effective sample size.** Correlated draws carry less information than independent ones. For
+# a stationary chain $x_1, \dots, x_n$ of one coordinate with autocorrelations $\rho_t$, the
+# variance of the sample mean is that of $n/\tau$ independent draws, with the integrated
+# autocorrelation time $\tau = 1 + 2\sum_{t \ge 1}\rho_t$, so
+#
+# $$ \mathrm{ESS} = n/\tau . $$
+#
+# The estimated $\rho_t$ are noise at large lags, so the sum is truncated: Geyer's (1992)
+# *initial positive sequence* adds the pairs $\rho_{2k} + \rho_{2k+1}$ as long as they are
+# positive (for a reversible chain the true pairs are). `MC.effective_sample_size` does this per
+# coordinate; we sum it over the independent chains and report the slowest coordinate.
+#
 # Three targets: a 2-D Gaussian with correlation 0.95, a banana-shaped density
-# ($x_1 \sim \mathcal N(0, 2^2)$, $x_2 \mid x_1 \sim \mathcal N(x_1^2/4, 0.5^2)$), and a 100-D
-# Gaussian with standard deviations from 0.1 to 1. Each sampler runs 4 chains from the mode. We
-# report the acceptance rate and the effective sample size (ESS) of the slowest coordinate per
-# gradient evaluation for HMC and per density evaluation for random-walk Metropolis (RWM),
-# whose step is tuned for an acceptance rate near the optimal 0.234 (Roberts et al., 1997).
-# HMC's step size is jittered by ±20% from iteration to iteration: with a fixed trajectory
-# length, a direction whose oscillation period matches it returns to its start every time and
-# its ESS collapses (try `jitter=0.0`).
+# ($x_1 \sim \mathcal N(0, 2^2)$, $x_2 \mid x_1 \sim \mathcal N(x_1^2/4, 0.5^2)$), and Neal's
+# badly scaled 100-D Gaussian with standard deviations from 0.1 to 1. Each sampler runs 4 chains
+# from the mode, for each of 5 seeds (20 chains in one batched call). We report the ESS of the
+# slowest coordinate per gradient evaluation for HMC and per density evaluation for random-walk
+# Metropolis (RWM), as mean ± standard deviation over the seeds. RWM's step is tuned for the
+# best ESS on a grid: 0.234 is the optimal acceptance only as the dimension grows (Roberts et
+# al., 1997). HMC's settings are hand-picked, not tuned. HMC's step size is jittered by ±20%
+# from iteration to iteration: with a fixed trajectory length, a direction whose oscillation
+# period matches it returns to its start every time and its ESS collapses (measured below).
 
 # %%
 cov2 = torch.tensor([[1.0, 0.95], [0.95, 1.0]], dtype=f64)
 prec2 = torch.linalg.inv(cov2)
 sigma100 = torch.linspace(0.1, 1.0, 100, dtype=f64)
-targets = {  # log density, dimension, HMC settings, RWM step (tuned to acceptance ~0.25)
+
+
+def banana_log_p(x):
+    return -(x[..., 0] ** 2) / 8 - (x[..., 1] - x[..., 0] ** 2 / 4) ** 2 / 0.5
+
+
+targets = {  # log density, dimension, HMC settings, RWM steps to try
     "2-D Gaussian, rho = 0.95": (
         lambda x: -0.5 * ((x @ prec2) * x).sum(-1),
         2,
         dict(step_size=0.25, n_leapfrog=10),
-        1.0,
+        [0.7, 1.0, 1.4, 2.0],
     ),
-    "banana": (
-        lambda x: -(x[..., 0] ** 2) / 8 - (x[..., 1] - x[..., 0] ** 2 / 4) ** 2 / 0.5,
-        2,
-        dict(step_size=0.3, n_leapfrog=15),
-        2.0,
-    ),
+    "banana": (banana_log_p, 2, dict(step_size=0.3, n_leapfrog=15), [1.4, 2.0, 2.8, 4.0]),
     "100-D Gaussian": (
         lambda x: -0.5 * ((x / sigma100) ** 2).sum(-1),
         100,
         dict(step_size=0.1, n_leapfrog=15),
-        0.07,
+        [0.05, 0.07],
     ),
 }
+N_SEEDS = 5
 
 
 def ess_per_evaluation(samples, evaluations_per_iteration):
-    """Smallest ESS over coordinates (summed over chains), per density or gradient evaluation."""
+    """Per seed: smallest ESS over coordinates (summed over 4 chains), per evaluation."""
     kept = samples[len(samples) // 10 :]  # drop 10% burn-in
-    ess = MC.effective_sample_size(kept).sum(0).min().item()
-    return ess / (kept.shape[0] * kept.shape[1] * evaluations_per_iteration)
+    n, chains, dim = kept.shape
+    ess = MC.effective_sample_size(kept.reshape(n, N_SEEDS, chains // N_SEEDS, dim))
+    return ess.sum(1).min(-1).values / (n * chains // N_SEEDS * evaluations_per_iteration)
 
 
-mcmc = {}
-for name, (log_prob, dim, hmc_args, rwm_step) in hamlib.progress(targets.items(), desc="sampling"):
-    x0 = torch.zeros(4, dim, dtype=f64)
+# %%
+mcmc, rwm_step = {}, {}
+for name, (log_prob, dim, hmc_args, steps) in hamlib.progress(targets.items(), desc="sampling"):
+    x0 = torch.zeros(4 * N_SEEDS, dim, dtype=f64)
     s, acc = MC.hmc(
         log_prob,
         x0,
@@ -831,54 +1368,153 @@ for name, (log_prob, dim, hmc_args, rwm_step) in hamlib.progress(targets.items()
         jitter=0.2,
         **hmc_args,
     )
-    mcmc[name, "HMC"] = (acc.mean().item(), ess_per_evaluation(s, hmc_args["n_leapfrog"] + 1), s)
-    s, acc = MC.random_walk_metropolis(
-        log_prob, x0, rwm_step, 4000, generator=torch.Generator().manual_seed(2)
-    )
-    mcmc[name, "RWM"] = (acc.mean().item(), ess_per_evaluation(s, 1), s)
-print(f"{'target':26s}{'sampler':>8s}{'acceptance':>11s}{'min ESS per evaluation':>24s}")
-for (name, sampler), (acc, ess_per, _) in mcmc.items():
-    print(f"{name:26s}{sampler:>8s}{acc:11.2f}{ess_per:24.4f}")
+    mcmc[name, "HMC"] = (acc.mean().item(), ess_per_evaluation(s, hmc_args["n_leapfrog"]), s)
+    for step in steps:  # keep the step with the best mean ESS
+        s, acc = MC.random_walk_metropolis(
+            log_prob, x0, step, 4000, generator=torch.Generator().manual_seed(2)
+        )
+        ess = ess_per_evaluation(s, 1)
+        if (name, "RWM") not in mcmc or ess.mean() > mcmc[name, "RWM"][1].mean():
+            mcmc[name, "RWM"], rwm_step[name] = (acc.mean().item(), ess, s), step
+print(f"{'target':26s}{'sampler':>8s}{'step':>6s}{'acceptance':>11s}{'ESS per evaluation':>22s}")
+for (name, sampler), (acc, ess, _) in mcmc.items():
+    step = rwm_step[name] if sampler == "RWM" else targets[name][2]["step_size"]
+    print(f"{name:26s}{sampler:>8s}{step:6.2f}{acc:11.2f}{ess.mean():14.4f} ± {ess.std():.4f}")
 
 # %%
 banana = mcmc["banana", "HMC"][2][50:].reshape(-1, 2)
 print(
     f"banana, HMC: mean of x2 = {banana[:, 1].mean().item():.2f} (exact 1.00), "
-    f"var of x1 = {banana[:, 0].var().item():.2f} (exact 4.00)"
+    f"var of x1 = {banana[:, 0].var().item():.1f} (exact 4.0)"
+)
+edge = {n: (mcmc[n, "HMC"][1].mean() / mcmc[n, "RWM"][1].mean()).item() for n in targets}
+for n, r in edge.items():
+    print(f"{n:26s} HMC's ESS per gradient / RWM's ESS per density: {r:.1f}")
+# 20 chains of 360 kept draws: the standard error of the mean of x2 is about 0.05
+hamlib.check(
+    "HMC's banana samples have E[x2] near the exact 1",
+    measured=banana[:, 1].mean().item(),
+    target=1.0,
+    tol=0.15,
+    spec=".2f",
+)
+# the ratios' seed-to-seed spread (printed above) is 10-30%: the bounds leave that margin
+hamlib.check(
+    "on the 100-D Gaussian HMC's edge per evaluation exceeds 4",
+    measured=edge["100-D Gaussian"],
+    above=4,
+    spec=".1f",
 )
 hamlib.check(
-    "HMC's banana samples have E[x2] within 0.15 of the exact 1",
-    abs(banana[:, 1].mean().item() - 1) < 0.15,
-)
-hamlib.check(
-    "HMC beats RWM in ESS per evaluation on every target",
-    all(mcmc[n, "HMC"][1] > mcmc[n, "RWM"][1] for n in targets),
-)
-hamlib.check(
-    "on the 100-D Gaussian by more than a factor of 5",
-    mcmc["100-D Gaussian", "HMC"][1] > 5 * mcmc["100-D Gaussian", "RWM"][1],
+    "on the banana, against RWM tuned for ESS, it is below 2",
+    measured=edge["banana"],
+    below=2,
+    spec=".1f",
 )
 
+# %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True, sharey=True)
+grid_x1, grid_x2 = np.meshgrid(np.linspace(-6, 6, 200), np.linspace(-3, 10, 200))
+banana_grid = banana_log_p(torch.tensor(np.stack([grid_x1, grid_x2], -1))).numpy()
 for ax, sampler in zip(axes, ["RWM", "HMC"], strict=True):
+    ax.contour(
+        grid_x1,
+        grid_x2,
+        banana_grid,
+        levels=[-8, -4.5, -2, -0.5],
+        colors=COLORS["muted"],
+        linewidths=0.7,
+    )
     pts = mcmc["banana", sampler][2][:, 0]
     ax.plot(pts[:300, 0], pts[:300, 1], ".-", lw=0.4, ms=2)
     ax.set(title=f"banana, {sampler}: first 300 iterations of one chain", xlabel="$x_1$")
-axes[0].set_ylabel("$x_2$")
+axes[0].set_ylabel("$x_2$ (grey: contours of the log density)")
 plt.show()
 
 # %% [markdown]
-# The comparison charges HMC for every gradient and RWM only for a density, although a gradient
-# by automatic differentiation costs a small multiple of a density evaluation; HMC still wins,
-# and its advantage grows with dimension: RWM's step must shrink like $d^{-1/2}$ to keep being
-# accepted, leapfrog's only like $d^{-1/4}$ (Beskos et al., 2013).
+# **The verdict, as a break-even cost.** The table charges HMC one unit per gradient and RWM one
+# per density. HMC wins only if a gradient costs less than its edge, in densities. By
+# reverse-mode automatic differentiation a gradient costs a small multiple of a density (at most
+# about 4-5 in operations; Griewank & Walther, 2008); measured on these tiny targets in torch,
+# where the overhead of a call dominates, it is more (the cell after the next prints it; it is a
+# timing and is not compared). The edge printed above is therefore the break-even cost of a
+# gradient. On the correlated 2-D Gaussian it is of the size of a gradient's cost, so neither
+# sampler clearly wins; on the banana, against an RWM tuned for ESS (whose best acceptance here
+# is well below 0.234), the edge is about 1 within the seed-to-seed spread: RWM wins as soon as
+# a gradient costs more than a density. Only in 100 dimensions is the edge clearly larger than
+# any plausible cost, and it grows with dimension: RWM's step must shrink like $d^{-1/2}$ to
+# keep being accepted, leapfrog's only like $d^{-1/4}$ (Beskos et al., 2013). (We did not
+# measure the scaling over $d$.)
 #
+# **Two more settings.** The 100-D target is badly scaled: the step must suit $\sigma = 0.1$,
+# while the trajectory must be long enough for $\sigma = 1$. A *mass matrix* fixes this (Neal,
+# 2011, section 4.1): with $p \sim \mathcal N(0, M)$ and kinetic energy $\tfrac12 p^\top
+# M^{-1}p$, choosing $M^{-1} = \mathrm{diag}(\sigma_i^2)$ is exactly HMC on the rescaled
+# $x_i/\sigma_i$, where every direction has scale 1 and a step of 0.8 is stable. And without
+# the jitter the fixed trajectory length $15 \times 0.1$ resonates with some coordinates:
+
+# %%
+log_p100 = targets["100-D Gaussian"][0]
+x0_100 = torch.zeros(4 * N_SEEDS, 100, dtype=f64)
+variants = {
+    "unit mass, jitter 0.2 (above)": (mcmc["100-D Gaussian", "HMC"][1], 15),
+    "unit mass, no jitter": (dict(step_size=0.1, n_leapfrog=15, jitter=0.0), 15),
+    "mass diag(1/sigma^2), step 0.8": (
+        dict(step_size=0.8, n_leapfrog=4, jitter=0.2, inv_mass=sigma100**2),
+        4,
+    ),
+}
+ess100 = {}
+for name, (args, n_lf) in variants.items():
+    if isinstance(args, dict):
+        s, _ = MC.hmc(
+            log_p100, x0_100, n_samples=400, generator=torch.Generator().manual_seed(1), **args
+        )
+        args = ess_per_evaluation(s, n_lf)
+    ess100[name] = args
+    print(f"{name:32s} ESS per gradient {args.mean():.4f} ± {args.std():.4f}")
+unit = ess100["unit mass, jitter 0.2 (above)"].mean()
+hamlib.check(
+    "on the 100-D Gaussian the mass matrix multiplies HMC's ESS per gradient by",
+    measured=(ess100["mass diag(1/sigma^2), step 0.8"].mean() / unit).item(),
+    above=10,
+    spec=".0f",
+)
+hamlib.check(
+    "without jitter the ESS collapses: divided by",
+    measured=(unit / ess100["unit mass, no jitter"].mean()).item(),
+    above=3,
+    spec=".1f",
+)
+
+# %% tags=["nbval-ignore-output"]
+for name, (log_prob, dim, _, _) in targets.items():
+    x_t = torch.randn(20, dim, dtype=f64, generator=torch.Generator().manual_seed(0))
+    t0 = time.perf_counter()
+    for _ in range(300):
+        with torch.no_grad():
+            log_prob(x_t)
+    t_density = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(300):
+        x_g = x_t.clone().requires_grad_(True)
+        torch.autograd.grad(log_prob(x_g).sum(), x_g)
+    print(
+        f"{name:26s} a gradient costs {(time.perf_counter() - t0) / t_density:.1f} densities "
+        f"(wall time); HMC's edge: {edge[name]:.1f}"
+    )
+
+# %% [markdown]
 # ## 5.6 Deep networks as ODEs, attention as particles
 #
 # A residual block $x_{k+1} = x_k + f(x_k)$ is an Euler step of $\dot x = f(x)$ with step 1 (E,
-# 2017; Haber & Ruthotto, 2017; Chen et al., 2018). With shared weights and the residual scaled by
-# $1/N$, a network of $N$ blocks is Euler with $h = 1/N$ on $[0, 1]$, so its output must converge,
-# at order 1, as the network deepens:
+# 2017; Haber & Ruthotto, 2017; Chen et al., 2018). With shared weights and the residual scaled
+# by $1/N$, a network of $N$ blocks is Euler with $h = 1/N$ on $[0, 1]$, so its output
+# converges, at order 1, as the network deepens. This is true by construction: it is Euler's
+# order of section 5.3 applied to a smooth field, and we print it rather than verify it. What it
+# does *not* say is that a *trained* network with its own weights in every block approaches such
+# a limit; that is an empirical question (Sander et al., 2022, and Cohen et al., 2021, measure
+# it), not run here:
 
 # %%
 torch.manual_seed(0)
@@ -899,18 +1535,18 @@ gaps = [(resnet(x_in, n) - reference).norm().item() / reference.norm().item() fo
 slope = np.polyfit(np.log(depths), np.log(gaps), 1)[0]
 for n, g in zip(depths, gaps, strict=True):
     print(f"depth {n:4d}: relative distance to the depth-8192 output {g:.2e}")
-hamlib.check(
-    f"outputs converge as depth grows, at order 1 (slope {slope:.2f} = -1 +- 0.1)",
-    abs(slope + 1) < 0.1,
-)
+print(f"slope of the log-log line: {slope:.2f} (Euler's order: -1)")
 
 # %% [markdown]
-# Geshkovski, Letrouit, Polyanskiy & Rigollet (2023) read the tokens of a Transformer as particles
-# on a sphere (the normalization keeps them there) moved by self-attention. With $Q = K = V = I$
-# the dynamics is $\dot x_i = P_{x_i}\big(\sum_j \mathrm{softmax}_j(\beta\langle x_i, x_j\rangle)\,
-# x_j\big)$; they prove that the tokens cluster as time goes on, and that for large $\beta$ they
-# linger for a long time in states of several clusters first. We simulate 32 tokens in
-# $\mathbb R^3$:
+# Geshkovski, Letrouit, Polyanskiy & Rigollet (2023) read the tokens of a Transformer as
+# particles on a sphere (the normalization keeps them there) moved by self-attention. With
+# $Q = K = V = I$ the dynamics is
+# $\dot x_i = P_{x_i}\big(\sum_j \mathrm{softmax}_j(\beta\langle x_i, x_j\rangle)\, x_j\big)$;
+# they prove that the tokens cluster as time goes on (to a single point, for almost every
+# start). That for large $\beta$ they linger for a long time in states of several clusters
+# first, *metastability*, is later work: Geshkovski, Koubbi, Polyanskiy & Rigollet (2024) and
+# Bruno, Pasqualotto & Agazzi (ICLR 2025). We simulate 32 tokens in $\mathbb R^3$ and count
+# clusters (tokens whose cosine exceeds 0.999):
 
 # %%
 hamlib.show_source(hm.attention_particles)
@@ -928,37 +1564,44 @@ def count_clusters(x, threshold=0.999):
 
 
 tokens0 = torch.randn(32, 3, generator=torch.Generator().manual_seed(0), dtype=f64)
-iu = torch.triu_indices(32, 32, offset=1)
+snapshots = np.unique(np.round(np.logspace(0, math.log10(3000), 60)).astype(int))
 clustering = {}
 for beta_att in [1.0, 9.0]:
     xs = hm.attention_particles(tokens0, beta_att, 0.1, 3000)
-    mean_cos = (xs @ xs.transpose(-1, -2))[:, iu[0], iu[1]].mean(-1)
-    clusters = [count_clusters(xs[i]) for i in range(0, 3001, 100)]
-    clustering[beta_att] = (mean_cos, clusters)
-    print(
-        f"beta = {beta_att}: clusters at t = 0, 10, 50, 300: {clusters[0]}, {clusters[1]}, "
-        f"{clusters[5]}, {clusters[-1]}; mean cos at t = 300: {mean_cos[-1].item():.3f}"
-    )
+    clustering[beta_att] = [count_clusters(xs[i]) for i in snapshots]
+    at = {t: count_clusters(xs[round(t / 0.1)]) for t in (10, 50, 100, 300)}
+    print(f"beta = {beta_att:g}: clusters at t = " + ", ".join(f"{t}: {c}" for t, c in at.items()))
 
 # %%
 fig, ax = plt.subplots()
-t_att = np.arange(3001) * 0.1
-for beta_att, (mean_cos, _) in clustering.items():
-    ax.semilogx(t_att[1:], mean_cos[1:], label=f"beta = {beta_att:g}")
+for beta_att, counts in clustering.items():
+    ax.step(snapshots * 0.1, counts, where="post", label=f"beta = {beta_att:g}")
 ax.set(
+    xscale="log",
+    yscale="log",
     xlabel="time t (depth)",
-    ylabel="mean pairwise cosine of 32 tokens",
+    ylabel="number of clusters (cosine > 0.999)",
     title="Tokens cluster; with large beta they stall in several clusters",
 )
 ax.legend()
 plt.show()
-hamlib.check("with beta = 1 all 32 tokens form one cluster by t = 10", clustering[1.0][1][1] == 1)
 hamlib.check(
-    "with beta = 9 several clusters persist up to t = 300 (metastability)",
-    clustering[9.0][1][-1] > 1,
+    "with beta = 1 all 32 tokens form one cluster by t = 10",
+    clustering[1.0][int(np.searchsorted(snapshots, 100))] == 1,
+)
+plateau = clustering[9.0][int(np.searchsorted(snapshots, 500)) :]
+hamlib.check(
+    "with beta = 9 the same number (> 1) of clusters persists from t = 50 to t = 300",
+    len(set(plateau)) == 1 and plateau[0] > 1,
 )
 
 # %% [markdown]
+# The count is what the check uses: with $\beta = 1$ one cluster by $t = 10$; with $\beta = 9$
+# a few clusters that stay put over the last 250 time units. A plateau over a finite horizon is
+# what metastability looks like, but it cannot by itself tell a long-lived state from a final
+# one; the theory above says the final state is one cluster, reached after a time that grows
+# with $\beta$.
+#
 # ## 5.7 Claims in circulation
 #
 # **"ICLR 2025 proved the Transformer is an ODE solver."** We could not find such a paper. What
@@ -966,7 +1609,27 @@ hamlib.check(
 # Haber & Ruthotto, 2017; Chen et al., 2018, where the limit is trained directly as a *neural
 # ODE*); Transformers can be read as interacting particle systems (Lu et al., 2019; Sander et
 # al., 2022) whose simplified dynamics provably cluster (Geshkovski et al., 2023), which section
-# 5.6 reproduces. None of this says a trained Transformer solves a given ODE.
+# 5.6 reproduces. The nearest real ICLR 2025 work is Bruno, Pasqualotto & Agazzi's analysis of
+# metastable clustering in mean-field Transformer models. None of this says a trained
+# Transformer solves a given ODE. The seed's own `TransformerODE` code is a *neural ODE* (Chen
+# et al., 2018) whose field is one attention layer and one MLP with weights shared over all
+# "layers", $\dot x = a(x) + \mathrm{FFN}(a(x))$ with $a$ the attention output, integrated by an
+# adaptive solver from $t = 0$ to the number of layers: that number is then a time horizon, not
+# a count of steps, no normalization keeps the state bounded, and it is a model one may build,
+# not a description of the Transformers in use, whose blocks have their own weights (we did not
+# run it: it needs `torchdiffeq`).
+#
+# **"AI is a dynamical system, not a probabilistic model"** (seed 000). The dichotomy is false:
+# HMC (section 5.5) *is* a dynamical system built to sample a probability model, and the GPT of
+# Chapter 4 is a probabilistic model trained by maximum likelihood with a discrete dynamical
+# system (its optimizer). Section 5.3 measured that gradient descent, the seed's example, is not
+# Hamiltonian.
+#
+# **"Dynamic Evolution Layer"** (seed 002): $Q \leftarrow Q + f_\theta(Q, p)$,
+# $p \leftarrow p + g_\theta(Q, p)$ with two MLPs. This is an Euler step of a learned vector
+# field: exactly the `MLPField` baseline of section 5.4, whose true energy drifted (by the
+# factor measured there) where the HNN's did not. A Hamiltonian version would derive both
+# updates from one learned scalar and integrate them symplectically.
 #
 # **"Attention is a gauge transformation (NeurIPS 2024)"** and **"LoRA is a fibre bundle (arXiv
 # 2503.11223)"**: we found no such publications, and this book's search of public material
@@ -974,18 +1637,19 @@ hamlib.check(
 #
 # **"Hamiltonian attention".** The source material proposes
 # $\mathrm{softmax}\big(QK^\top/\sqrt d - \lambda H(Q, K)\big)V$ with
-# $H_{ij} = \alpha|Q_i|^2 + \beta|K_j|^2 + \gamma\langle Q_i, K_j\rangle$. Implemented as stated:
+# $H_{ij} = \alpha|Q_i|^2 + \beta|K_j|^2 + \gamma\langle Q_i, K_j\rangle$. Implemented as
+# stated:
 
 # %%
 hamlib.show_source(hm.hamiltonian_attention)
 
 # %% [markdown]
 # The softmax normalizes over keys $j$ for each query $i$, so any term that depends only on $i$
-# cancels. Expanding the exponent,
-# $\big(\tfrac{1}{\sqrt d} - \lambda\gamma\big)\langle Q_i, K_j\rangle - \lambda\beta|K_j|^2 -
-# \lambda\alpha|Q_i|^2$: the $\alpha$ term vanishes, $\gamma$ changes the temperature, $\beta$ adds
-# a
-# bias against keys of large norm. Nothing Hamiltonian (no conjugate pair, no flow) remains.
+# cancels. Expanding the exponent gives
+# $\big(\tfrac{1}{\sqrt d} - \lambda\gamma\big)\langle Q_i, K_j\rangle$
+# $- \lambda\beta|K_j|^2 - \lambda\alpha|Q_i|^2$: the $\alpha$ term vanishes, $\gamma$ changes
+# the temperature, $\beta$ adds a bias against keys of large norm. Nothing Hamiltonian (no
+# conjugate pair, no flow) remains.
 
 # %%
 g = torch.Generator().manual_seed(0)
@@ -1009,10 +1673,52 @@ hamlib.check(
 )
 
 # %% [markdown]
-# **Verdict.** The "Hamiltonian attention" is ordinary attention with a different temperature and
-# a key-norm bias; the name adds nothing that the formula does. The accompanying "symplectic
-# attention in $O(n\log n)$" comes with no construction, no symplectic form on which attention
-# would act, and no algorithm; we cannot test it, and nothing in the literature we know supports it.
+# The seed's *code* differs from its formula: `H_QK = torch.sum(Q * K, -1)` pairs token $i$'s
+# query with token $i$'s own key, and `H.unsqueeze(-2)` turns the vector $H_j$ into a per-key
+# bias, $-\lambda(\alpha|Q_j|^2 + \beta|K_j|^2 + \gamma\langle Q_j, K_j\rangle)$, in which
+# $\alpha$ no longer cancels and $\gamma$ is no longer a temperature. Chapter 4, section 4.9,
+# trains both variants in the GPT of that chapter and reports what each does to its loss.
+#
+# **"Symplectic attention in $O(n\log n)$".** The seed's construction is
+# $\mathrm{SA}(Q, K) = \mathrm{split}(\mathrm{concat}(Q_{\text{even}}, K_{\text{odd}}))$.
+# Read literally (even feature columns of $Q$, odd ones of $K$, concatenated, then split in two
+# halves), it is a selection of entries: we implement it and measure how output token $i$
+# depends on input token $j$, and what it costs.
+
+
+# %%
+def symplectic_attention_as_written(Q, K):
+    joined = torch.cat([Q[..., 0::2], K[..., 1::2]], dim=-1)
+    return joined.split(joined.shape[-1] // 2, dim=-1)
+
+
+Qs, Ks = (torch.randn(8, 16, generator=g, dtype=f64) for _ in range(2))
+jac_q, jac_k = torch.autograd.functional.jacobian(
+    lambda Q, K: torch.cat(symplectic_attention_as_written(Q, K), -1), (Qs, Ks)
+)
+mixing = max(  # largest influence of token j on output token i, over i != j
+    jac[i, :, j].abs().max().item()
+    for jac in (jac_q, jac_k)
+    for i in range(8)
+    for j in range(8)
+    if i != j
+)
+print(f"largest dependence of output token i on input token j != i: {mixing:.1f}")
+print(
+    f"nonzero Jacobian entries: {int((jac_q != 0).sum() + (jac_k != 0).sum())} of "
+    f"{jac_q.numel() + jac_k.numel()}: each output is one input entry (a copy)"
+)
+hamlib.check(
+    "the seed's 'symplectic attention' mixes no tokens: every cross-token derivative is 0",
+    mixing == 0.0,
+)
+
+# %% [markdown]
+# **Verdict.** The "Hamiltonian attention" formula is ordinary attention with a different
+# temperature and a key-norm bias; the name adds nothing that the formula does. The
+# "symplectic attention" copies entries: every output token depends on its own query and key
+# only, so no information moves between tokens, and it costs $O(nd)$, not $O(n\log n)$. It
+# is therefore not attention at all, and there is no symplectic form on which it acts.
 #
 # ## Summary
 
@@ -1053,11 +1759,21 @@ print(f"chapter run time: {hamlib.elapsed():.1f} s")
 #   attention. *AISTATS*, 2022.
 # - B. Geshkovski, C. Letrouit, Y. Polyanskiy, P. Rigollet. A mathematical perspective on
 #   Transformers. arXiv:2312.10794, 2023.
+# - B. Geshkovski, H. Koubbi, Y. Polyanskiy, P. Rigollet. Dynamic metastability in the
+#   self-attention model. arXiv:2410.06833, 2024.
+# - G. Bruno, F. Pasqualotto, A. Agazzi. Emergence of meta-stable clustering in mean-field
+#   Transformer models. *ICLR*, 2025.
+# - A. Griewank, A. Walther. *Evaluating Derivatives*, 2nd ed. SIAM, 2008.
+# - M. E. Sander, P. Ablin, G. Peyré. Do residual neural networks discretize neural ordinary
+#   differential equations? *NeurIPS*, 2022.
+# - A.-S. Cohen, R. Cont, A. Rossier, R. Xu. Scaling properties of deep residual networks.
+#   *ICML*, 2021.
 #
 # ## Exercises
 #
-# **1. What symplectic Euler conserves.** On the oscillator, symplectic Euler does not conserve
-# $q^2 + p^2$, but it conserves a nearby quadratic form exactly. Find it and check it.
+# **1. What symplectic Euler conserves.** On the oscillator, started at $(q, p) = (1, 0)$ with
+# $h = 0.1$, symplectic Euler does not conserve $q^2 + p^2$, but it conserves a nearby quadratic
+# form exactly. Find it and check it.
 #
 # ```{admonition} Solution
 # :class: dropdown
@@ -1068,7 +1784,9 @@ print(f"chapter run time: {hamlib.elapsed():.1f} s")
 # ```
 
 # %% tags=["hide-cell"]
-q, p = hm.symplectic_euler(osc_force, velocity, q0, p0, 0.1, 10_000)
+q, p = hm.symplectic_euler(
+    osc_dH_dq, velocity, torch.tensor([1.0], dtype=f64), torch.tensor([0.0], dtype=f64), 0.1, 10_000
+)
 invariant = q**2 + p**2 - 0.1 * q * p
 print(
     "max change of q^2 + p^2 - h q p: "
@@ -1092,7 +1810,12 @@ hamlib.check(
 # :class: dropdown
 # Run both to tolerance. Asymptotically the ratio of iteration counts is
 # $\log\frac{\sqrt\kappa+1}{\sqrt\kappa-1} \big/ \log\frac{\kappa+1}{\kappa-1}$, about 10 for
-# $\kappa = 100$ (roughly $\sqrt\kappa$); the measured ratio, printed below, is of that size.
+# $\kappa = 100$ (roughly $\sqrt\kappa$). The measured ratio, printed below, is smaller, about
+# 7: at Polyak's tuning the two extreme eigenvalues each give heavy ball's 2x2 iteration matrix
+# a *double* eigenvalue $r = \frac{\sqrt\kappa-1}{\sqrt\kappa+1}$, and a double root converges
+# like $k\,r^k$, not $r^k$. The factor $k$ costs heavy ball extra iterations: solving
+# $k^2 r^{2k} = 10^{-10}$ (the loss is quadratic in the error) instead of $r^{2k} = 10^{-10}$
+# predicts the count printed below, close to the measured one.
 # ```
 
 # %% tags=["hide-cell"]
@@ -1111,15 +1834,23 @@ def iterations_to_tolerance(eta, beta, tol=1e-10):
 
 k_gd = iterations_to_tolerance(2 / (1 + 100), 0.0)
 k_hb = iterations_to_tolerance(4 / (1 + 10) ** 2, ((10 - 1) / (10 + 1)) ** 2)
+r_hb = 9 / 11
+k_pred = next(k for k in range(1, 10_000) if (k * r_hb**k) ** 2 < 1e-10)
+k_simple = math.ceil(math.log(1e-10) / (2 * math.log(r_hb)))
 print(f"GD: {k_gd} iterations, heavy ball: {k_hb} iterations, ratio {k_gd / k_hb:.1f}")
+print(f"heavy ball predicted: {k_simple} from r^(2k), {k_pred} from (k r^k)^2")
+# the constants in front of k r^k are O(1): a few iterations either way
 hamlib.check(
-    "exercise 2: tuned heavy ball needs at least 5x fewer iterations than tuned GD", k_gd > 5 * k_hb
+    "exercise 2: the double root's k r^k predicts heavy ball's count to within 15%",
+    measured=abs(k_pred / k_hb - 1),
+    below=0.15,
+    spec=".2f",
 )
 
 # %% [markdown]
-# **3. HMC's step-size cliff.** Leapfrog on a Gaussian coordinate of standard deviation $\sigma$ is
-# unstable for $h > 2\sigma$. Predict the step size at which HMC's acceptance collapses on the
-# 100-D Gaussian of section 5.5 and check it.
+# **3. HMC's step-size cliff.** Leapfrog on a Gaussian coordinate of standard deviation $\sigma$
+# is unstable for $h > 2\sigma$. Predict the step size at which HMC's acceptance collapses on
+# the 100-D Gaussian of section 5.5 and check it.
 #
 # ```{admonition} Solution
 # :class: dropdown
@@ -1143,4 +1874,43 @@ print(f"acceptance at h = 0.05: {acc_below:.2f}; at h = 0.22: {acc_above:.2f}")
 hamlib.check(
     "exercise 3: acceptance is above 0.8 at h = 0.05 and below 0.05 at h = 0.22",
     acc_below > 0.8 and acc_above < 0.05,
+)
+
+# %% [markdown]
+# **4. Leapfrog's modified energy, exactly.** On the oscillator $H = (q^2 + p^2)/2$ one
+# leapfrog step is linear. Find the quadratic form it conserves exactly, and compare it with the
+# expansion $\tilde H = H + h^2(p^\top\nabla^2 V p/12 - |\nabla V|^2/24)$ of section 5.3, which
+# here reads $H + h^2(p^2/12 - q^2/24)$. Check both at $h = 0.5$.
+#
+# ```{admonition} Solution
+# :class: dropdown
+# The step is $q' = (1 - h^2/2)q + hp$, $p' = -h(1 - h^2/4)q + (1 - h^2/2)p$, a matrix
+# $\begin{pmatrix} a & b \\ c & a \end{pmatrix}$ with $a^2 - bc = 1$, which conserves
+# $-cq^2 + bp^2$. Divided by $2h$: $\tilde H_{\rm exact} = p^2/2 + (1 - h^2/4)\,q^2/2
+# = H - h^2q^2/8$. It is not the expansion, but a function of it: backward error analysis fixes
+# $\tilde H$ only up to functions of itself, and indeed $(1 + h^2/6)(H - h^2q^2/8) = H +
+# h^2(p^2/12 - q^2/24) + O(h^4)$. Along the path the exact form is constant to round-off, the
+# expansion varies at $O(h^4)$, and $H$ at $O(h^2)$: the cell prints the three ranges.
+# ```
+
+# %% tags=["hide-cell"]
+h_ex = 0.5
+q, p = hm.leapfrog(
+    osc_dH_dq, velocity, torch.tensor([[1.0]], dtype=f64), torch.zeros(1, 1, dtype=f64), h_ex, 1000
+)
+forms = {
+    "H": osc_H(q, p)[..., 0],
+    "expansion": hm.leapfrog_modified_energy(lambda x: 0.5 * (x**2).sum(-1), q, p, h_ex),
+    "exact form": (0.5 * p**2 + (1 - h_ex**2 / 4) * 0.5 * q**2)[..., 0],
+}
+ranges = {k: (v.max() - v.min()).item() for k, v in forms.items()}
+print(
+    f"range along 1,000 steps: H {ranges['H']:.3f}, expansion {ranges['expansion']:.4f}, "
+    f"exact form {hamlib.below(ranges['exact form'], 1e-12)}"
+)
+hamlib.check(
+    "exercise 4: leapfrog conserves p^2/2 + (1 - h^2/4) q^2/2 to round-off",
+    measured=ranges["exact form"],
+    below=1e-12,
+    machine_dependent=True,
 )

@@ -73,19 +73,26 @@ def hmc(
     generator: torch.Generator | None = None,
     *,
     jitter: float = 0.0,
+    inv_mass: Tensor | None = None,
 ) -> Chain:
-    r"""Hamiltonian Monte Carlo (Duane et al., 1987; Neal, 2011) with unit mass.
+    r"""Hamiltonian Monte Carlo (Duane et al., 1987; Neal, 2011), with a diagonal mass matrix.
 
     To sample :math:`\pi(x) \propto e^{\log\pi(x)}`, each iteration draws a momentum
-    :math:`p \sim N(0, I)`, runs ``n_leapfrog`` leapfrog steps of size ``step_size`` on
-    :math:`H(x, p) = -\log\pi(x) + |p|^2/2`, and accepts the end point with probability
-    :math:`\min(1, e^{-\Delta H})`. Leapfrog's volume preservation and reversibility make this
-    Metropolis correction exact.
+    :math:`p \sim N(0, M)`, runs ``n_leapfrog`` leapfrog steps of size ``step_size`` on
+    :math:`H(x, p) = -\log\pi(x) + \tfrac12 p^\top M^{-1} p`, and accepts the end point with
+    probability :math:`\min(1, e^{-\Delta H})`. Leapfrog's volume preservation and
+    reversibility make this Metropolis correction exact.
 
     ``x0`` has shape ``(..., dim)``: leading dimensions are independent chains, and ``log_prob``
     must map ``(..., dim)`` to ``(...)``. Returns ``(samples, acceptance_rate)`` with samples of
     shape ``(n_samples, *x0.shape)`` and the acceptance rate per chain. Each iteration costs
-    ``n_leapfrog + 1`` gradient evaluations.
+    ``n_leapfrog`` gradient evaluations: the gradient at the current state is kept from the
+    iteration that reached it (first same as last).
+
+    ``inv_mass`` is the diagonal of :math:`M^{-1}`, shape ``(dim,)``; ``None`` means
+    :math:`M = I`. With :math:`M^{-1} = \mathrm{diag}(\sigma_i^2)`, the target's variances,
+    HMC on x is exactly unit-mass HMC on the rescaled :math:`y_i = x_i/\sigma_i`, whose
+    coordinates all have scale 1 (Neal, 2011, section 4.1).
 
     ``jitter`` draws each iteration's step size uniformly from ``step_size * (1 +- jitter)``.
     A fixed trajectory length can be a whole period of some direction of the target, which then
@@ -95,20 +102,28 @@ def hmc(
     n_leapfrog = check.integer("n_leapfrog", n_leapfrog, minimum=1)
     jitter = check.real("jitter", jitter, low=0.0, high=1.0, open_high=True)
     x = x0.detach().clone()
+    m_inv, m_sqrt = x.new_ones(x.shape[-1]), x.new_ones(x.shape[-1])
+    if inv_mass is not None:
+        check.tensor("inv_mass", inv_mass, shape=(x.shape[-1],), layout="(dim,)")
+        check.like("inv_mass", inv_mass, "x0", x0, shape=False)
+        if not bool(torch.all(inv_mass > 0)) or not bool(torch.all(torch.isfinite(inv_mass))):
+            raise ValueError("inv_mass must be positive and finite")
+        m_inv, m_sqrt = inv_mass, inv_mass.rsqrt()
     lp, g = _logp_and_grad(log_prob, x)
     samples, accepted = x.new_empty((n_samples, *x.shape)), x.new_zeros(x.shape[:-1])
     for i in range(n_samples):
-        p0 = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        p0 = z * m_sqrt  # p ~ N(0, M)
         eps: float | Tensor = step_size
         if jitter:  # a 0-d tensor on x's device: no round trip to the host
             u_eps = torch.rand((), generator=generator, dtype=torch.float64, device=x.device)
             eps = step_size * (1.0 + jitter * (2.0 * u_eps - 1.0))
         xn, pn, gn = x, p0 + 0.5 * eps * g, g
         for j in range(n_leapfrog):
-            xn = xn + eps * pn
+            xn = xn + eps * (m_inv * pn)
             lpn, gn = _logp_and_grad(log_prob, xn)
             pn = pn + (eps if j < n_leapfrog - 1 else 0.5 * eps) * gn
-        dH = (-lpn + 0.5 * (pn * pn).sum(-1)) - (-lp + 0.5 * (p0 * p0).sum(-1))
+        dH = (-lpn + 0.5 * (m_inv * pn * pn).sum(-1)) - (-lp + 0.5 * (m_inv * p0 * p0).sum(-1))
         u = torch.rand(x.shape[:-1], generator=generator, dtype=x.dtype, device=x.device)
         accept = torch.log(u) < -torch.nan_to_num(dH, nan=math.inf)
         x = torch.where(accept[..., None], xn, x)

@@ -547,3 +547,199 @@ def test_hnn_gradient_cache_is_invalidated_by_weight_updates():
         model.net[0].weight.mul_(2.0)
     assert not torch.equal(model.dH_dq(q, p), before)
     assert torch.allclose(model.dH_dq(q, p), model.grads(q, p)[0].detach())
+
+
+# ----------------------------------------------------------------------------- geometry
+def _toy_nonseparable():
+    """H = p^2 (1 + q^2) / 2 + q^2 / 2: H_q = q (1 + p^2), H_p = p (1 + q^2)."""
+    return (lambda q, p: q * (1 + p**2)), (lambda q, p: p * (1 + q**2))
+
+
+def _toy_reference(q0, p0, T):
+    sol = solve_ivp(
+        lambda t, z: [z[1] * (1 + z[0] ** 2), -z[0] * (1 + z[1] ** 2)],
+        (0, T),
+        [q0, p0],
+        method="DOP853",
+        rtol=1e-13,
+        atol=1e-13,
+    )
+    return sol.y[:, -1]
+
+
+@pytest.mark.parametrize("method,order", [(hm.leapfrog, 1), (hm.implicit_midpoint, 2)])
+def test_order_on_a_non_separable_hamiltonian(method, order):
+    dq, dp = _toy_nonseparable()
+    ref = _toy_reference(1.0, 0.5, 1.0)
+    hs = [0.1, 0.05, 0.025, 0.0125]
+    errs = []
+    for h in hs:
+        q, p = method(dq, dp, f64(1.0), f64(0.5), h, round(1 / h))
+        errs.append(math.hypot(q[-1].item() - ref[0], p[-1].item() - ref[1]))
+    assert np.polyfit(np.log(hs), np.log(errs), 1)[0] == pytest.approx(order, abs=0.1)
+
+
+def test_implicit_midpoint_is_reversible_where_explicit_leapfrog_is_not():
+    dq, dp = _toy_nonseparable()
+    miss = {}
+    for method in (hm.leapfrog, hm.implicit_midpoint):
+        q, p = method(dq, dp, f64(1.0), f64(0.5), 0.05, 200)
+        qb, pb = method(dq, dp, q[-1], -p[-1], 0.05, 200)
+        miss[method] = math.hypot(qb[-1].item() - 1.0, -pb[-1].item() - 0.5)
+    assert miss[hm.implicit_midpoint] < 1e-10
+    assert miss[hm.leapfrog] > 0.3  # 0.50 measured
+
+
+def test_implicit_midpoint_conserves_quadratic_invariants():
+    # the oscillator's energy and Kepler's angular momentum are quadratic: kept to round-off
+    q, p = hm.implicit_midpoint(osc_q, osc_p, f64(1.0, 0.3), f64(0.0, -0.5), 0.3, 300)
+    E = 0.5 * (q**2 + p**2).sum(-1)
+    assert (E - E[0]).abs().max().item() < 1e-12
+
+    def kepler_q(q, p):
+        return q / q.norm(dim=-1, keepdim=True) ** 3
+
+    q, p = hm.implicit_midpoint(kepler_q, osc_p, f64(0.4, 0.0), f64(0.0, 2.0), 0.02, 500)
+    L = q[:, 0] * p[:, 1] - q[:, 1] * p[:, 0]
+    assert (L - L[0]).abs().max().item() < 1e-11
+
+
+def test_implicit_midpoint_is_symplectic_and_solves_its_equation():
+    dq, dp = _toy_nonseparable()
+
+    def step(z):
+        q, p = hm.implicit_midpoint(dq, dp, z[:1], z[1:], 0.1, 1, tol=1e-15)
+        return torch.cat([q[-1], p[-1]])
+
+    # the fixed point satisfies z' = z + h f((z + z') / 2)
+    z = f64(0.7, -0.4)
+    zn = step(z)
+    qm, pm = (z + zn) / 2
+    f = torch.stack([dp(qm, pm), -dq(qm, pm)])
+    assert torch.allclose(zn, z + 0.1 * f, atol=1e-14)
+    # area preservation (1 degree of freedom): det J = 1, where explicit leapfrog is not
+    J = torch.autograd.functional.jacobian(step, z)
+    assert torch.linalg.det(J).item() == pytest.approx(1.0, abs=1e-12)
+
+    def lf_step(z):
+        q, p = hm.leapfrog(dq, dp, z[:1], z[1:], 0.1, 1)
+        return torch.cat([q[-1], p[-1]])
+
+    assert abs(torch.linalg.det(torch.autograd.functional.jacobian(lf_step, z)).item() - 1) > 1e-4
+
+
+def test_implicit_midpoint_raises_when_the_iteration_diverges_and_checks_arguments():
+    with pytest.raises(RuntimeError, match="reduce h"):
+        hm.implicit_midpoint(osc_q, osc_p, f64(1.0), f64(0.0), 3.0, 1)
+    with pytest.raises(ValueError, match="tol"):
+        hm.implicit_midpoint(osc_q, osc_p, f64(1.0), f64(0.0), 0.1, 1, tol=0.0)
+    with pytest.raises(ValueError, match="max_iter"):
+        hm.implicit_midpoint(osc_q, osc_p, f64(1.0), f64(0.0), 0.1, 1, max_iter=0)
+    with pytest.raises(TypeError, match="dH_dq"):
+        hm.implicit_midpoint(None, osc_p, f64(1.0), f64(0.0), 0.1, 1)
+
+
+def test_leapfrog_modified_energy_is_conserved_to_order_h4():
+    def V(q):
+        return -torch.cos(q).sum(-1)
+
+    slopes = {}
+    for name in ("H", "modified"):
+        errs, hs = [], [0.2, 0.1, 0.05]
+        for h in hs:
+            q, p = hm.leapfrog(pend_q, osc_p, f64(2.0), f64(0.0), h, round(50 / h))
+            q, p = q[:, None], p[:, None]
+            if name == "H":
+                E = 0.5 * p[..., 0] ** 2 + V(q)
+            else:
+                E = hm.leapfrog_modified_energy(V, q, p, h)
+            errs.append((E - E[0]).abs().max().item())
+        slopes[name] = np.polyfit(np.log(hs), np.log(errs), 1)[0]
+    assert slopes["H"] == pytest.approx(2, abs=0.1)
+    assert slopes["modified"] == pytest.approx(4, abs=0.2)
+
+
+def test_leapfrog_modified_energy_closed_form_and_checks():
+    # pendulum: H + h^2 (p^2 cos q / 12 - sin^2 q / 24)
+    q, p, h = f64(0.7, -1.2), f64(0.3, 0.9), 0.3
+    got = hm.leapfrog_modified_energy(lambda x: -torch.cos(x).sum(-1), q[:, None], p[:, None], h)
+    want = 0.5 * p**2 - torch.cos(q) + h**2 * (p**2 * torch.cos(q) / 12 - torch.sin(q) ** 2 / 24)
+    assert torch.allclose(got, want, atol=1e-15)
+    with pytest.raises(ValueError, match="V must return"):
+        hm.leapfrog_modified_energy(lambda x: x, q[:, None], p[:, None], h)
+    with pytest.raises(ValueError, match="h"):
+        hm.leapfrog_modified_energy(lambda x: x.sum(-1), q[:, None], p[:, None], 0.0)
+    with pytest.raises(TypeError, match="V"):
+        hm.leapfrog_modified_energy(3, q[:, None], p[:, None], h)
+
+
+def test_symplecticity_error_closed_form_and_volume_is_weaker():
+    # explicit Euler on the oscillator: J^T Omega J = (1 + h^2) Omega, error exactly h^2
+    def euler_step(z):
+        q, p = hm.euler(osc_q, osc_p, z[:1], z[1:], 0.1, 1)
+        return torch.cat([q[-1], p[-1]])
+
+    assert hm.symplecticity_error(euler_step, f64(0.3, 0.2)) == pytest.approx(0.01, abs=1e-15)
+
+    def kepler_q(q, p):
+        return q / q.norm(dim=-1, keepdim=True) ** 3
+
+    def lf_kepler(z):
+        q, p = hm.leapfrog(kepler_q, osc_p, z[:2], z[2:], 0.1, 5)
+        return torch.cat([q[-1], p[-1]])
+
+    z = f64(0.6, 0.2, -0.3, 1.1)
+    assert hm.symplecticity_error(lf_kepler, z) < 1e-12
+
+    # stretch q1 by 2, shrink q2 by 2: volume kept (det 1) but not symplectic (error 1.5)
+    scale = f64(2.0, 0.5, 1.0, 1.0)
+    assert torch.linalg.det(torch.diag(scale)).item() == 1.0
+    assert hm.symplecticity_error(lambda z: scale * lf_kepler(z), z) > 1.0
+    with pytest.raises(ValueError, match="even"):
+        hm.symplecticity_error(lambda z: z, f64(1.0, 2.0, 3.0))
+    with pytest.raises(TypeError, match="step"):
+        hm.symplecticity_error(None, z)
+
+
+def test_leapfrog_and_hmc_gradient_counts():
+    calls = []
+
+    def counting(q, p):
+        calls.append(1)
+        return torch.sin(q)
+
+    hm.leapfrog(counting, osc_p, f64(1.0), f64(0.0), 0.1, 10)
+    assert len(calls) == 20  # two per step, see the docstring
+
+    n_grads = []
+
+    def log_prob(x):
+        if x.requires_grad:
+            n_grads.append(1)
+        return -0.5 * (x * x).sum(-1)
+
+    mcmc.hmc(log_prob, torch.zeros(2, 3, dtype=torch.float64), 0.1, 7, 5)
+    assert len(n_grads) == 1 + 5 * 7  # one at the start, then n_leapfrog per iteration
+
+
+def test_hmc_with_a_mass_matrix_is_unit_mass_hmc_on_rescaled_coordinates():
+    sigma = torch.linspace(0.1, 1.0, 6, dtype=torch.float64)
+    x0 = torch.randn(3, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    log_px = lambda x: -0.5 * ((x / sigma) ** 2).sum(-1)  # noqa: E731
+    log_py = lambda y: log_px(y * sigma)  # noqa: E731
+    gx, gy = (torch.Generator().manual_seed(5) for _ in range(2))
+    sx, ax = mcmc.hmc(log_px, x0, 0.3, 5, 50, gx, jitter=0.1, inv_mass=sigma**2)
+    sy, ay = mcmc.hmc(log_py, x0 / sigma, 0.3, 5, 50, gy, jitter=0.1)
+    assert torch.allclose(sx, sy * sigma, atol=1e-10) and torch.equal(ax, ay)
+    # unit inverse mass is the default, bit for bit
+    s1, _ = mcmc.hmc(log_px, x0, 0.05, 5, 20, torch.Generator().manual_seed(1))
+    s2, _ = mcmc.hmc(
+        log_px, x0, 0.05, 5, 20, torch.Generator().manual_seed(1), inv_mass=torch.ones(6).double()
+    )
+    assert torch.equal(s1, s2)
+    with pytest.raises(ValueError, match="inv_mass"):
+        mcmc.hmc(log_px, x0, 0.1, 2, 2, inv_mass=torch.ones(5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="inv_mass"):
+        mcmc.hmc(log_px, x0, 0.1, 2, 2, inv_mass=-torch.ones(6, dtype=torch.float64))
+    with pytest.raises(TypeError, match="inv_mass"):
+        mcmc.hmc(log_px, x0, 0.1, 2, 2, inv_mass=torch.ones(6, dtype=torch.float32))
