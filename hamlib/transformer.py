@@ -66,7 +66,7 @@ class KVCache:
         return sum(t.numel() * t.element_size() for kv in self.layers if kv for t in kv)
 
 
-Score = Literal["softmax", "hamiltonian-formula", "hamiltonian-code"]
+Score = Literal["softmax", "hamiltonian-formula", "hamiltonian-code", "temperature"]
 
 
 class MultiHeadAttention(nn.Module):
@@ -80,7 +80,8 @@ class MultiHeadAttention(nn.Module):
 
     ``score`` other than ``"softmax"`` subtracts a "Hamiltonian" term from the scores, with
     learnable scalars alpha, beta, gamma (initialized 0.5, 0.5, 1.0) and a fixed ``lam``; see
-    :meth:`hamiltonian_scores`."""
+    :meth:`hamiltonian_scores`. ``"temperature"`` is the control: the formula's gamma term alone,
+    a learnable temperature."""
 
     def __init__(
         self,
@@ -116,10 +117,10 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, kv_dim, bias=bias)
         self.v_proj = nn.Linear(d_model, kv_dim, bias=bias)
         self.o_proj = nn.Linear(d_model, d_model, bias=bias)
-        if self.score != "softmax":  # the seed's values: "alpha, beta, gamma = 0.5, 0.5, 1.0"
-            self.alpha, self.beta, self.gamma = (
-                nn.Parameter(torch.tensor(v)) for v in (0.5, 0.5, 1.0)
-            )
+        if self.score in ("hamiltonian-formula", "hamiltonian-code"):  # the seed's initial values
+            self.alpha, self.beta = nn.Parameter(torch.tensor(0.5)), nn.Parameter(torch.tensor(0.5))
+        if self.score != "softmax":
+            self.gamma = nn.Parameter(torch.tensor(1.0))
 
     def hamiltonian_scores(self, q: Tensor, k: Tensor) -> Tensor:
         r"""Scores (batch, heads, s_q, s_k) of the proposed "Hamiltonian attention" (q, k per head).
@@ -130,16 +131,19 @@ class MultiHeadAttention(nn.Module):
         gamma*sum(Q*K, -1)`` pairs each position with itself and ``H.unsqueeze(-2)`` subtracts it
         from every query's row, a bias per *key* j:
         :math:`q_i\cdot k_j/\sqrt{d_{model}} - \lambda(\alpha|q_j|^2 + \beta|k_j|^2 +
-        \gamma\, q_j\cdot k_j)`, with the model width in the scale, as that code has it."""
+        \gamma\, q_j\cdot k_j)`, with the model width in the scale, as that code has it.
+        ``"temperature"``: :math:`(1/\sqrt{d_h} - \lambda\gamma)\, q_i\cdot k_j`."""
+        qk = q @ k.transpose(-2, -1)
+        if self.score == "temperature":
+            return qk * (1 / math.sqrt(self.head_dim) - self.lam * self.gamma)
         qq, kk = (q * q).sum(-1), (k * k).sum(-1)
         if self.score == "hamiltonian-formula":
-            h = self.alpha * qq[..., :, None] + self.beta * kk[..., None, :]
-            h = h + self.gamma * (q @ k.transpose(-2, -1))
-            return q @ k.transpose(-2, -1) / math.sqrt(self.head_dim) - self.lam * h
+            h = self.alpha * qq[..., :, None] + self.beta * kk[..., None, :] + self.gamma * qk
+            return qk / math.sqrt(self.head_dim) - self.lam * h
         if q.shape[-2] != k.shape[-2]:
             raise ValueError("the seed's code needs the query of every key's position: no KV cache")
         h = self.alpha * qq + self.beta * kk + self.gamma * (q * k).sum(-1)
-        return q @ k.transpose(-2, -1) / math.sqrt(self.d_model) - self.lam * h.unsqueeze(-2)
+        return qk / math.sqrt(self.d_model) - self.lam * h.unsqueeze(-2)
 
     def expand_kv_heads(self) -> MultiHeadAttention:
         """The equivalent multi-head attention with n_kv_heads = n_heads: each key/value head's
@@ -158,8 +162,8 @@ class MultiHeadAttention(nn.Module):
         with torch.no_grad():
             for name in ("q_proj", "o_proj"):
                 getattr(full, name).load_state_dict(getattr(self, name).state_dict())
-            if self.score != "softmax":
-                for name in ("alpha", "beta", "gamma"):
+            for name in ("alpha", "beta", "gamma"):
+                if hasattr(self, name):
                     getattr(full, name).copy_(getattr(self, name))
             for name in ("k_proj", "v_proj"):
                 src: nn.Linear = getattr(self, name)

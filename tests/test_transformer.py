@@ -565,3 +565,17 @@ def test_gpt2_init_scales_the_residual_projections() -> None:
             for w in (block.attn.o_proj.weight, block.ffn.w2.weight, block.attn.q_proj.weight):
                 want = 0.02 if w is block.attn.q_proj.weight else std
                 assert w.std().item() == pytest.approx(want, rel=0.03)
+
+
+def test_temperature_control_is_the_formula_without_its_norm_terms() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 16, dtype=torch.float64)
+    formula = T.MultiHeadAttention(16, 2, score="hamiltonian-formula").double()
+    control = T.MultiHeadAttention(16, 2, score="temperature").double()
+    control.load_state_dict(
+        {k: v for k, v in formula.state_dict().items() if k not in ("alpha", "beta")}
+    )
+    with torch.no_grad():
+        formula.beta.zero_()  # alpha cancels anyway; with beta = 0 only the temperature is left
+    assert (formula(x) - control(x)).abs().max().item() < 1e-12
+    assert not hasattr(control, "alpha") and control.expand_kv_heads().gamma.item() == 1.0
