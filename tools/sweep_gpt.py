@@ -10,6 +10,7 @@ Parts (each rewritable alone with --part, the others kept from the existing file
 - ``stability``: the baseline and the Hamiltonian variants at a 3x larger learning rate.
 - ``control``: a learnable attention temperature alone (the Hamiltonian formula without its
   norm terms), at both learning rates.
+- ``longer_warmup``: the ``warmup`` stacks with a quarter of the steps warming up.
 
     python -m tools.sweep_gpt [--quick --out FILE] [--part all|PART] [--threads N]
 """
@@ -66,6 +67,7 @@ RUNS = {
     },
     "extrapolate": {"variants": ["RoPE", "no positions"], "context": 256, "bins": 8},
     "control": {"variant": "learned temperature", "lrs": [1e-2, 3e-2]},
+    "longer_warmup": {"warmup": 0.25, "norms": ["pre", "post"]},
 }
 
 
@@ -196,6 +198,16 @@ def run_part(part: str, cfg: dict) -> list[dict]:
                         tok.vocab_size, train_ids, val_ids, extra, seed, w["steps"], every, **rec
                     )
                     rows.append(log(part, f"{norm}-norm, warm-up {warm}", row | {"warmup": warm}))
+    elif part == "longer_warmup":  # the warmup part's stacks with a quarter of the run warming up
+        w, warm = cfg["warmup"], cfg["longer_warmup"]["warmup"]
+        for norm in cfg["longer_warmup"]["norms"]:
+            for seed in cfg["seeds"]:
+                extra = {"norm": norm, "n_layers": w["n_layers"]}
+                rec = recipe | {"warmup": warm}
+                _, row = train(
+                    tok.vocab_size, train_ids, val_ids, extra, seed, w["steps"], every, **rec
+                )
+                rows.append(log(part, f"{norm}-norm, warm-up {warm}", row | {"warmup": warm}))
     elif part == "control":  # the Hamiltonian formula's gamma term alone, at both rates
         for lr in cfg["control"]["lrs"]:
             for seed in cfg["seeds"]:
@@ -216,7 +228,7 @@ def run_part(part: str, cfg: dict) -> list[dict]:
     return rows
 
 
-PARTS = ("variants", "stability", "warmup", "long", "control")
+PARTS = ("variants", "stability", "warmup", "long", "control", "longer_warmup")
 
 
 def main(argv: list[str] | None = None) -> int:
