@@ -14,7 +14,8 @@
 # energy, volume, reversibility); train and evaluate a Hamiltonian neural network honestly; run
 # HMC and compare samplers by effective samples per gradient.
 #
-# **Run time:** under a minute on two CPU cores (the last code cell prints the measured time).
+# **Run time:** under a minute on two CPU cores (the cell after the summary prints the measured
+# time).
 
 # %%
 import hamlib
@@ -74,8 +75,10 @@ hamlib.check(
 # The source material of this book (seed 000) starts from the same update but writes it
 # $\theta_{t+1} = \theta_t + \eta\nabla L$, which *ascends* a loss, and keeps $\eta$ in the
 # continuous limit, $\dot\theta = \eta\nabla L$. Both are slips: for a loss the sign is minus,
-# and $\eta$ is the time step, so it disappears in the limit ($\theta(k\eta) \approx
-# \theta_k$). Section 5.3 tests its central claim, that training "is a Hamiltonian system".
+# and $\eta$ is the time step, so it disappears in the limit ($\theta(k\eta) \approx \theta_k$).
+# It also writes $\nabla L = -\partial U/\partial\theta$ with $U = L$, which is the same sign
+# slip again: with $U = L$, $\nabla L = +\partial U/\partial\theta$, and the force is
+# $-\nabla L$. Section 5.3 tests its central claim, that training "is a Hamiltonian system".
 
 # %% [markdown]
 # ## 5.2 Momentum is a Hamiltonian with friction
@@ -170,6 +173,9 @@ print(
     f"no friction: relative energy error, max over the first / last 1,000 steps: "
     f"{rel_e[:1000].max().item():.3f} / {rel_e[-1000:].max().item():.3f}"
 )
+# a symplectic method on a quadratic has a periodic energy error (it conserves a modified
+# energy), so both window maxima sample the same oscillation (printed: equal to 3 digits); a
+# linear drift from 0 would make the late window's max about 5 times the early one's
 hamlib.check(
     "without friction the energy error does not grow: last-1,000-step max within 2% of the first",
     abs(rel_e[-1000:].max() / rel_e[:1000].max() - 1).item() < 0.02,
@@ -291,13 +297,15 @@ for name, e in drift.items():
 # %%
 t = np.arange(10_001) * 0.1
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
-ax1.semilogy(t[1:], drift["Euler"][1:].numpy(), color=CYCLE[0], label="Euler")
+ax1.semilogy(t[1:], drift["Euler"][1:].numpy(), color=CYCLE[0], label="Euler (measured)")
+every = np.arange(500, 10_001, 500)  # markers, so that the formula stays visible on the line
 ax1.semilogy(
-    t,
-    0.5 * ((1 + 0.1**2) ** np.arange(10_001) - 1),
-    "--",
+    t[every],
+    0.5 * ((1 + 0.1**2) ** every - 1.0),
+    "o",
+    mfc="none",
     color=COLORS["theory"],
-    label="$((1 + h^2)^n - 1)/2$",
+    label="$((1 + h^2)^n - 1)/2$, exact for Euler",
 )
 for (name, e), color in zip(drift.items(), CYCLE, strict=False):
     if name != "Euler":  # the running maximum shows the envelope: flat = bounded
@@ -305,7 +313,7 @@ for (name, e), color in zip(drift.items(), CYCLE, strict=False):
 ax1.set(
     xlabel="time t",
     ylabel="|energy error|",
-    title="Euler: exponential growth (a line on a log scale)",
+    title="Euler: exponential growth, exactly the formula",
 )
 ax2.set(
     xlabel="time t",
@@ -325,6 +333,8 @@ hamlib.check(
     "Euler's energy error grows exponentially: above 1e40 after 10,000 steps",
     drift["Euler"][-1].item() > 1e40,
 )
+# periodic error: both halves contain ~80 periods and equal maxima (table above, 3 digits);
+# a linear drift would double the second half's max
 hamlib.check(
     "leapfrog's energy error does not grow: second half max within 1% of first half",
     abs(drift["leapfrog"][5001:].max() / drift["leapfrog"][:5001].max() - 1).item() < 0.01,
@@ -339,8 +349,8 @@ hamlib.check(
 )
 crossing = drift["leapfrog"].max().item() / (drift["RK4"][-1].item() / 1000)
 print(
-    f"RK4 loses {drift['RK4'][-1].item() / 1000:.2e} energy per unit time; it passes leapfrog's "
-    f"bounded error after t = {crossing:.0f}"
+    f"RK4 loses {drift['RK4'][-1].item() / 1000:.2e} energy per unit time; extrapolating this "
+    f"linear drift, it passes leapfrog's bounded error after t = {crossing:.0f}"
 )
 
 # %% [markdown]
@@ -585,11 +595,9 @@ hamlib.check(
     measured=sympl["RK4"],
     above=1e-9,
 )
-hamlib.check(
-    "the stretched map keeps volume (det = 1) but is not symplectic: its error is O(1)",
-    measured=sympl["leapfrog, then stretch"],
-    above=0.1,
-    spec=".2f",
+print(  # a fact by construction: stretching q1 by 2 and q2 by 1/2 has det 1, and is not symplectic
+    "the stretched map keeps volume (det = 1) but is not symplectic: its error is O(1), "
+    f"{sympl['leapfrog, then stretch']:.2f}"
 )
 
 # %% [markdown]
@@ -597,9 +605,9 @@ hamlib.check(
 # $\dot\theta = -\nabla L$ and concludes that training "is a Hamiltonian system". A
 # Hamiltonian flow, and every symplectic step, has $\det J = 1$. One GD step,
 # $\theta \mapsto \theta - \eta\nabla L(\theta)$, has Jacobian
-# $I - \eta\nabla^2 L(\theta)$, with $\det = \prod_i (1 - \eta\lambda_i) < 1$ where $L$ is
-# convex and $\eta\lambda_i < 2$, and gradient flow shrinks volume at the rate
-# $\mathrm{div}(-\nabla L) = -\Delta L$. We measure it on the loss of section 5.1 with a
+# $I - \eta\nabla^2 L(\theta)$, with $|\det J| = \prod_i |1 - \eta\lambda_i| < 1$ where $L$
+# is strictly convex and $\eta\lambda_i < 2$, and gradient flow changes volume at the rate
+# $\mathrm{div}(-\nabla L) = -\Delta L$. We compute it on the loss of section 5.1 with a
 # quartic term, at a point and along 100 steps:
 
 
@@ -621,23 +629,55 @@ det_gd = math.exp(log_volume_change(gd_step, theta0, 1))
 det_closed = torch.linalg.det(torch.eye(2, dtype=f64) - 0.05 * (A + 3 * torch.diag(theta0**2)))
 print(f"one GD step at theta0: det J = {det_gd:.4f}; det(I - eta Hessian) = {det_closed:.4f}")
 print(
-    f"100 GD steps: volume multiplied by 10^{log_volume_change(gd_step, theta0, 100) / 2.3026:.0f}"
+    "100 GD steps: volume multiplied by "
+    f"10^{log_volume_change(gd_step, theta0, 100) / math.log(10):.0f}"
+)
+# %% [markdown]
+# At this strictly convex point $\det J < 1$ follows from the formula (the two numbers printed
+# agree), so this is an illustration, not a test: one GD step shrinks area by the factor
+# printed, and 100 steps by many orders of magnitude, where leapfrog keeps it to round-off.
+# Volume alone does not settle the question everywhere: near a saddle or a maximum GD expands
+# volume, for a linear $L$ it is a translation ($\det J \equiv 1$), and
+# $L = \tfrac12(q^2 - p^2)$ on $\theta = (q, p)$ gives $-\nabla L = (-q, p)$, which *is* the
+# Hamiltonian field of $H = -qp$. The argument that holds is about equilibria. A Hamiltonian
+# flow preserves volume, so it can have no attracting equilibrium. Gradient flow makes every
+# strict minimum an attractor ($\mathrm{div} = -\Delta L < 0$ there), and GD with
+# $\eta\lambda_i < 2$ does too ($|\det J| < 1$ near it). So training near a minimum is not
+# Hamiltonian, whatever one calls $\dot\theta$. What is true is the construction of section 5.2:
+# add a momentum as a *second* variable, and frictionless dynamics is Hamiltonian; it then never
+# settles, and friction is what makes it an optimizer: conformal symplectic Euler contracts the
+# symplectic form by $e^{-\gamma h}$ per step ($J^\top\Omega J = e^{-\gamma h}\Omega$), and so
+# the volume of the $2n$-dimensional phase space by $e^{-n\gamma h}$. On the quadratic of
+# section 5.2 ($n = 2$):
+
+
+# %%
+def heavy_ball_step(z, h=0.1, gamma=1.0):
+    q, p = hm.conformal_symplectic_euler(
+        lambda q, p: grad_L(q), velocity, z[:2], z[2:], h, 1, gamma=gamma
+    )
+    return torch.cat([q[-1], p[-1]])
+
+
+J_hb = torch.autograd.functional.jacobian(
+    heavy_ball_step, torch.tensor([1.0, 1.0, 0.3, -0.2], dtype=f64)
+)
+omega2 = torch.zeros(4, 4, dtype=f64)
+omega2[:2, 2:], omega2[2:, :2] = torch.eye(2, dtype=f64), -torch.eye(2, dtype=f64)
+form_err = (J_hb.T @ omega2 @ J_hb - math.exp(-0.1) * omega2).abs().max().item()
+det_hb = torch.linalg.det(J_hb).item()
+print(
+    f"one step, h = 0.1, gamma = 1: det J = {det_hb:.4f} = exp(-2 gamma h) = {math.exp(-0.2):.4f} "
+    f"(not exp(-gamma h) = {math.exp(-0.1):.4f}); "
+    f"max|J^T Omega J - exp(-gamma h) Omega| {hamlib.below(form_err, 1e-14)}"
 )
 hamlib.check(
-    "gradient descent contracts phase volume: det of one step's Jacobian",
-    measured=det_gd,
-    below=1.0,
-    spec=".3f",
+    "conformal symplectic Euler with n = 2 contracts volume by exp(-2 gamma h) per step: |det J - "
+    "exp(-0.2)|",
+    measured=abs(det_hb - math.exp(-0.2)),
+    below=1e-12,
+    machine_dependent=True,
 )
-
-# %% [markdown]
-# One GD step shrinks area by the factor printed, and 100 steps by many orders of magnitude,
-# where leapfrog keeps it to round-off. (Near a saddle or a maximum, $\det J > 1$: GD expands
-# volume there; it is never identically 1.) Gradient descent and gradient flow are therefore
-# not Hamiltonian, whatever one calls $\dot\theta$. What is true is the construction of section
-# 5.2: add a momentum as a *second* variable, and frictionless dynamics is Hamiltonian; it then
-# never settles, and friction, which contracts volume by $e^{-\gamma h}$ per step, is what
-# makes it an optimizer.
 
 # %% [markdown]
 # **Time reversibility.** Run 1,000 steps, flip the momentum, run 1,000 steps more: an exactly
@@ -668,7 +708,7 @@ hamlib.check(
 # step $h$ is, to any order in $h$, the *exact* flow of a nearby *modified* Hamiltonian
 # $\tilde H$: the numerical trajectory conserves $\tilde H$, and $H$ differs from $\tilde H$ by
 # $O(h^2)$, so $H$ oscillates but cannot drift. For $H = |p|^2/2 + V(q)$ the symmetric
-# Baker–Campbell–Hausdorff formula gives (Hairer, Lubich & Wanner, 2006, section IX.3)
+# Baker–Campbell–Hausdorff formula gives (Hairer, Lubich & Wanner, 2006, chapter IX)
 #
 # $$ \tilde H = H + h^2\Big(\tfrac1{12}\, p^\top \nabla^2 V(q)\, p
 #    - \tfrac1{24}|\nabla V(q)|^2\Big) + O(h^4), $$
@@ -717,8 +757,11 @@ hamlib.check(
 
 # %% [markdown]
 # The modified Hamiltonian depends on $h$, so the guarantee holds only for a *fixed* step. An
-# adaptive solver chooses each step from the current state; leapfrog with such a step is no
-# longer the flow of any one $\tilde H$. We let the step vary with the position,
+# adaptive solver chooses each step from the current state; leapfrog with such a naive step is
+# no longer the flow of any one $\tilde H$. (Symmetric, reversible step-size rules, or a
+# Sundman transformation of time that makes the variable step a fixed step of a transformed
+# Hamiltonian system, restore near-conservation: Hairer, Lubich & Wanner, 2006, chapter VIII.
+# The naive state-dependent step is what fails.) We let the step vary with the position,
 # $h = 0.1\,(1 + 0.5\cos q)$, on the same swing for $t = 200$:
 
 # %%
@@ -802,8 +845,13 @@ for name, color in [("leapfrog", CYCLE[2]), ("RK4", CYCLE[3])]:
     axes[0].semilogy(t_kep[1:], np.maximum.accumulate(k["dE"])[1:], color=color, label=name)
     axes[1].semilogy(t_kep[1:], np.maximum(k["dL"][1:], 1e-17), color=color, lw=0.6, label=name)
     axes[2].loglog(t_kep[1:], np.maximum.accumulate(k["pos"])[1:], color=color, label=name)
-axes[2].loglog(t_kep[100:], 3e-5 * t_kep[100:], ":", color=COLORS["theory"], label="slope 1")
-axes[2].loglog(t_kep[100:], 3e-8 * t_kep[100:] ** 2, "--", color=COLORS["theory"], label="slope 2")
+fit = slice(orbit_end[4], orbit_end[9] + 1)  # t in [10 pi, 20 pi], where the check fits
+t_fit, t5 = t_kep[fit], t_kep[orbit_end[4]]
+for name, power, style in [("leapfrog", 1, ":"), ("RK4", 2, "--")]:
+    anchor = np.maximum.accumulate(kepler[name]["pos"])[orbit_end[4]]  # through the data
+    axes[2].loglog(
+        t_fit, anchor * (t_fit / t5) ** power, style, color=COLORS["theory"], label=f"slope {power}"
+    )
 axes[0].set(xlabel="time t", ylabel="largest |energy error| so far", title="energy")
 axes[1].set(
     xlabel="time t", ylabel="|angular momentum error|", title="angular momentum (floor 1e-17)"
@@ -815,6 +863,8 @@ fig.suptitle("Kepler (e = 0.6), h = 0.01: leapfrog bounded and exact in L; RK4 d
 plt.show()
 
 # %%
+# each half holds 5 perihelion passages, where the bounded error peaks: their maxima agree
+# to the 2 digits printed; a linear drift from 0 would give 2
 hamlib.check(
     "on Kepler, leapfrog's energy error does not grow: 2nd-half max / 1st-half max",
     measured=e_lf[half:].max() / e_lf[:half].max(),
@@ -835,6 +885,8 @@ hamlib.check(
     machine_dependent=True,
 )
 hamlib.check("RK4 does not", measured=kepler["RK4"]["dL"].max(), above=1e-9)
+# analytic: the error is a linear phase drift plus a bounded O(h^2) part; sampling the running
+# max at orbit ends moves the exponent by a few hundredths at most (measured 0.99)
 hamlib.check(
     "leapfrog's position error grows linearly: exponent from orbit 5 to 10",
     measured=growth["leapfrog"],
@@ -879,9 +931,9 @@ Q0 = (2 * torch.rand(10_000, generator=gen, dtype=f64) - 1) * 2.5
 P0 = torch.zeros_like(Q0)
 qb, pb = hm.leapfrog(pend_dH_dq, velocity, Q0, P0, 0.01, 1000)
 one = hm.leapfrog(pend_dH_dq, velocity, Q0[1234:1235], P0[1234:1235], 0.01, 1000)[0]
-hamlib.check(
-    "a batched trajectory equals the same trajectory integrated alone",
-    torch.equal(qb[:, 1234], one[:, 0]),
+print(  # elementwise operations only: the same by construction, up to round-off
+    "largest difference between a batched trajectory and the same one integrated alone: "
+    f"{hamlib.below((qb[:, 1234] - one[:, 0]).abs().max().item(), 1e-12)}"
 )
 sol = solve_ivp(
     lambda t, z: [z[1], -math.sin(z[0])],
@@ -961,9 +1013,12 @@ hamlib.show_source(hm.HNN.grads)
 # initial states at radius $r \in [0.1, 1]$ and $[1.3, 2.3]$ in the $(q, p)$ plane; 25
 # trajectories of 30 points each ($\Delta t = 0.1$), observations with Gaussian noise of
 # standard deviation 0.1, exact time derivatives as targets. What differs: an MLP of two hidden
-# layers of 64 units (the paper: 200), full-batch Adam for 1,000 steps, fewer trajectories, and
-# the rollout integrator (below). The paper's radii are chosen for its pendulum: every orbit
-# swings back and forth, below the separatrix $H = 6$. With the same radii and the pendulum of
+# layers of 64 units (the paper: 200), full-batch Adam for 1,000 steps, and the rollout
+# integrator (below); the paper's code also writes the spring as $H = q^2 + p^2$ (noise 0.05)
+# and samples each pendulum trajectory at 45 points over $t \in [0, 3]$
+# ($\Delta t \approx 0.068$). Its 50 trajectories are split in half, so it trains on 25, as
+# we do. The paper's radii are chosen for its pendulum: every orbit swings back and forth,
+# below the separatrix $H = 6$. With the same radii and the pendulum of
 # section 5.3, $p^2/2 - \cos q$, part of the initial states lie above *its* separatrix
 # ($H = 1$) and rotate over the top, outside the regime the paper studies (and an $H_\theta$
 # that is not periodic in $q$ would have to extrapolate):
@@ -1071,8 +1126,9 @@ print(
 )
 for (system, kind), r in hnn_results.items():
     print(
-        f"{system:9s}{kind:10s}{train_loss[system, kind]:11.4f}{r['field']:15.4f}"
-        f"{r['dE'][50].mean().item():15.4f}{r['dE'][-1].mean().item():16.4f}"
+        f"{system:9s}{kind:10s}{hamlib.approx(train_loss[system, kind], '11.4f')}"
+        f"{hamlib.approx(r['field'], '15.4f')}{hamlib.approx(r['dE'][50].mean().item(), '15.4f')}"
+        f"{hamlib.approx(r['dE'][-1].mean().item(), '16.4f')}"
     )
 
 # %%
@@ -1100,9 +1156,10 @@ for s in systems:
         growth_E[s, kind] = (m[251:].mean() / m[1:251].mean()).item()  # t in (25, 50] / (0, 25]
     gap[s] = hnn_results[s, "MLPField"]["dE"][-1].mean() / hnn_results[s, "HNN"]["dE"][-1].mean()
     print(
-        f"{s:9s} baseline / HNN energy error at t = 50: {gap[s].item():.0f}x; mean error over "
-        f"t in (25, 50] / over (0, 25]: HNN {growth_E[s, 'HNN']:.2f}, "
-        f"baseline {growth_E[s, 'MLPField']:.1f}"
+        f"{s:9s} baseline / HNN energy error at t = 50: {hamlib.approx(gap[s].item(), '.0f')}x; "
+        "mean error over t in (25, 50] / over (0, 25]: "
+        f"HNN {hamlib.approx(growth_E[s, 'HNN'], '.2f')}"
+        f", baseline {hamlib.approx(growth_E[s, 'MLPField'], '.1f')}"
     )
 hamlib.check(
     "on both systems the HNN's true-energy error at t = 50 is below the baseline's: smallest ratio",
@@ -1173,7 +1230,7 @@ for name, method in [("leapfrog", hm.leapfrog), ("implicit midpoint", hm.implici
     qb, pb = method(toy_dH_dq, toy_dH_dp, q[-1], -p[-1], 0.05, 200)
     miss = math.hypot(qb[-1, 0].item() - 1.0, -pb[-1, 0].item() - 0.5)
     toy[name] = (np.polyfit(np.log([0.1, 0.05, 0.025, 0.0125]), np.log(errs), 1)[0], miss)
-    shown = hamlib.below(miss, 1e-10) if name == "implicit midpoint" else f"{miss:.2f}"
+    shown = hamlib.below(miss, 1e-10) if name == "implicit midpoint" else hamlib.approx(miss, ".2f")
     print(f"{name:18s} order (slope) {toy[name][0]:.2f}; miss after forward, flip, back: {shown}")
 
 # %%
@@ -1213,7 +1270,7 @@ hamlib.check(
 # growing, as on the oscillator.
 
 # %%
-self_energy, self_growth = {}, {}
+self_energy, self_growth, true_growth = {}, {}, {}
 integrators = {
     "RK4": hm.rk4,
     "leapfrog": hm.leapfrog,
@@ -1227,14 +1284,25 @@ for system in systems:
             dH = hm.energy_drift(r["model"], q, p).abs()
         self_energy[system, name] = dH.max().item()
         self_growth[system, name] = (dH[251:].max() / dH[:251].max()).item()
+        true_dE = hm.energy_drift(systems[system][2], q, p).abs()[..., 0].mean(-1)  # true H
+        true_growth[system, name] = (true_dE[251:].mean() / true_dE[1:251].mean()).item()
 for name in integrators:
     print(
         f"{name:18s} largest change of H_theta over t = 50: "
         + ", ".join(
-            f"{s} {self_energy[s, name]:.0e} (2nd/1st half {self_growth[s, name]:.1f})"
+            f"{s} {hamlib.approx(self_energy[s, name], '.0e')} "
+            f"(2nd/1st half {hamlib.approx(self_growth[s, name], '.1f')})"
             for s in systems
         )
     )
+print(
+    "true-energy error of the HNN, mean over t in (25, 50] / over (0, 25]: "
+    + "; ".join(
+        f"{name}: "
+        + ", ".join(f"{s} {hamlib.approx(true_growth[s, name], '.2f')}" for s in systems)
+        for name in ("RK4", "implicit midpoint")
+    )
+)
 
 # %%
 hamlib.check(
@@ -1244,6 +1312,8 @@ hamlib.check(
     spec=".2f",
     machine_dependent=True,
 )
+# bounded gives about 1 (the maxima of an oscillation sampled at 250 points each: measured
+# 1.05); RK4's drift gives 2 (above)
 hamlib.check(
     "implicit midpoint keeps it bounded: largest 2nd-half / 1st-half max",
     measured=max(self_growth[s, "implicit midpoint"] for s in systems),
@@ -1258,24 +1328,42 @@ hamlib.check(
     spec=".1f",
     machine_dependent=True,
 )
+# as for the RK4 rollouts above: bounded gives about 1, 20 rollouts a few percent of noise
+hamlib.check(
+    "along implicit-midpoint rollouts the HNN's true-energy error does not grow either: largest "
+    "late/early ratio of its mean",
+    measured=max(true_growth[s, "implicit midpoint"] for s in systems),
+    below=1.1,
+    spec=".2f",
+    machine_dependent=True,
+)
 
 # %% [markdown]
 # At $h = 0.1$ RK4's change of $H_\theta$ is the smallest over this horizon, and growing; the
 # implicit midpoint's is larger (second order against fourth) and bounded; explicit leapfrog's
 # is of the size of the energy itself. This is the Chapter's lesson about integrators applied to
 # a learned model: only a method that is symplectic *for the $H$ it is given* inherits the
-# guarantees of section 5.3.
+# guarantees of section 5.3. The HNN's *true*-energy error, measured along the implicit-midpoint
+# paths, averages the same over both halves as along the RK4 paths (printed above): over this
+# horizon RK4's growing drift of $H_\theta$ is still far below the gap between $H_\theta$ and
+# $H$. The bounded error of the RK4 rollouts is therefore a statement about $t \le 50$; over a
+# horizon long enough for RK4's drift to reach that gap, only the symplectic rollout keeps it.
 #
 # **What we measured against what the paper reports.** Greydanus et al. report test losses of
 # the two models that are close on the ideal spring and pendulum, and an energy error along
-# rollouts that is far smaller for the HNN. The first part reproduces: the vector-field errors
-# above are of the same size. The second reproduces in direction, with the size printed above,
-# which depends on things the comparison is sensitive to: the noise level (the HNN cannot be
-# more accurate than the noisy states it is fed), the horizon (measured: the baseline's error
-# grows with time, the HNN's does not), the network size and training length (ours are smaller),
-# and the integrator (the paper used an adaptive RK45, which is not symplectic, and whose
-# variable step would spoil even a symplectic method, as section 5.3 measured; we use RK4 with a
-# fixed step). The robust statement is the one checked: the HNN's flow keeps *an*
+# rollouts about 450x smaller for the HNN on the spring but only 1.7x smaller on the ideal
+# pendulum (their README's energy MSE: $1.7\cdot10^{-1}$ against $3.8\cdot10^{-4}$ on the
+# spring, $4.2\cdot10^{-2}$ against $2.5\cdot10^{-2}$ on the pendulum). The first part
+# reproduces: the vector-field errors above are of the same size. For the second we measure
+# the ratios printed above, about 38x on the spring and 14x on the pendulum (of the mean
+# $|\Delta E|$ at $t = 50$, not an MSE along the path): smaller than the paper's on the spring,
+# and *larger* than the paper's on the pendulum. The ratio is sensitive to the horizon
+# (measured: the baseline's error grows with time, the HNN's does not, so the ratio grows with
+# the horizon), the noise level (the HNN cannot be more accurate than the noisy states it is
+# fed), the network size and training length (ours are smaller), the sampling of the data
+# (above) and the integrator (the paper used an adaptive RK45, which is not symplectic, and
+# whose variable step would spoil even a symplectic method, as section 5.3 measured; we use RK4
+# with a fixed step). The robust statement is the one checked: the HNN's flow keeps *an*
 # energy, its own, so its true-energy error stays bounded by how well $H_\theta$ approximates
 # $H$, provided the rollout integrator respects $H_\theta$ too. We trained one seed of each
 # model, and did not run the sweep over the amount of data that would test seed 002's claim that
@@ -1309,18 +1397,30 @@ hamlib.show_source(MC.hmc)
 # positive (for a reversible chain the true pairs are). `MC.effective_sample_size` does this per
 # coordinate; we sum it over the independent chains and report the slowest coordinate.
 #
+# The ESS of the mean can exceed the number of draws: when successive draws are *anticorrelated*
+# ($\rho_1 < 0$), the sample mean is more precise than from independent draws, and an ESS per
+# iteration above 1 says exactly that. HMC produces such draws when its trajectory covers about
+# half a period of a direction, and $x_{t+1} \approx -x_t$ there. The variance is then estimated
+# no better than from independent draws, since $x_{t+1}^2 \approx x_t^2$. So we report, per
+# seed, the smaller of the ESS of $x$ and the ESS of $x^2$ over all coordinates, as Stan's
+# diagnostics do for a standard deviation.
+#
 # Three targets: a 2-D Gaussian with correlation 0.95, a banana-shaped density
-# ($x_1 \sim \mathcal N(0, 2^2)$, $x_2 \mid x_1 \sim \mathcal N(x_1^2/4, 0.5^2)$), and Neal's
-# badly scaled 100-D Gaussian with standard deviations from 0.1 to 1. Each sampler runs 4 chains
-# from the mode, for each of 5 seeds (20 chains in one batched call). We report the ESS of the
-# slowest coordinate per gradient evaluation for HMC and per density evaluation for random-walk
-# Metropolis (RWM), as mean ± standard deviation over the seeds. RWM's step is tuned for the
-# best ESS on a grid: 0.234 is the optimal acceptance only as the dimension grows (Roberts et
-# al., 1997). HMC's settings are hand-picked, not tuned. HMC's step size is jittered by ±20%
-# from iteration to iteration: with a fixed trajectory length, a direction whose oscillation
-# period matches it returns to its start every time and its ESS collapses (measured below).
+# ($x_1 \sim \mathcal N(0, 2^2)$, $x_2 \mid x_1 \sim \mathcal N(x_1^2/4, 0.5^2)$), and a badly
+# scaled 100-D Gaussian after Neal's (his standard deviations run from 0.01 to 1, ours from 0.1
+# to 1). Each sampler runs 4 chains from the mode, for each of 5 seeds (20 chains in one batched
+# call). We report the ESS per iteration, and per gradient evaluation for HMC and per density
+# evaluation for random-walk Metropolis (RWM), as mean ± standard deviation over the seeds.
+# RWM's step is tuned for the best ESS on a grid: 0.234 is the optimal acceptance only as the
+# dimension grows (Roberts et al., 1997). HMC's settings are hand-set, not tuned. HMC's step
+# size is jittered by ±20% from iteration to iteration: with a fixed trajectory length, a
+# direction whose oscillation period matches it returns to its start every time and its ESS
+# collapses (measured below).
 
 # %%
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 cov2 = torch.tensor([[1.0, 0.95], [0.95, 1.0]], dtype=f64)
 prec2 = torch.linalg.inv(cov2)
 sigma100 = torch.linspace(0.1, 1.0, 100, dtype=f64)
@@ -1330,89 +1430,145 @@ def banana_log_p(x):
     return -(x[..., 0] ** 2) / 8 - (x[..., 1] - x[..., 0] ** 2 / 4) ** 2 / 0.5
 
 
-targets = {  # log density, dimension, HMC settings, RWM steps to try
-    "2-D Gaussian, rho = 0.95": (
+@dataclass(frozen=True)
+class Target:
+    log_prob: Callable[[torch.Tensor], torch.Tensor]
+    dim: int
+    hmc: dict = field(default_factory=dict)  # HMC's hand-set step_size and n_leapfrog
+    rwm_steps: tuple = ()  # the grid of RWM step sizes to try
+
+
+targets = {
+    "2-D Gaussian, rho = 0.95": Target(
         lambda x: -0.5 * ((x @ prec2) * x).sum(-1),
-        2,
-        dict(step_size=0.25, n_leapfrog=10),
-        [0.7, 1.0, 1.4, 2.0],
+        dim=2,
+        hmc=dict(step_size=0.25, n_leapfrog=10),
+        rwm_steps=(0.7, 1.0, 1.4, 2.0),
     ),
-    "banana": (banana_log_p, 2, dict(step_size=0.3, n_leapfrog=15), [1.4, 2.0, 2.8, 4.0]),
-    "100-D Gaussian": (
+    "banana": Target(
+        banana_log_p, dim=2, hmc=dict(step_size=0.3, n_leapfrog=15), rwm_steps=(1.4, 2.0, 2.8, 4.0)
+    ),
+    "100-D Gaussian": Target(
         lambda x: -0.5 * ((x / sigma100) ** 2).sum(-1),
-        100,
-        dict(step_size=0.1, n_leapfrog=15),
-        [0.05, 0.07],
+        dim=100,
+        hmc=dict(step_size=0.1, n_leapfrog=15),
+        rwm_steps=(0.05, 0.07, 0.08, 0.1),
     ),
 }
 N_SEEDS = 5
+# RWM's asymptotically optimal step on independent Gaussian coordinates (Roberts et al., 1997)
+rwm_optimal_100 = 2.38 / math.sqrt((sigma100**-2).sum().item())
+print(
+    f"100-D Gaussian: optimal-scaling RWM step 2.38 / sqrt(sum 1/sigma_i^2) = {rwm_optimal_100:.3f}"
+)
 
 
-def ess_per_evaluation(samples, evaluations_per_iteration):
-    """Per seed: smallest ESS over coordinates (summed over 4 chains), per evaluation."""
+def ess_per_iteration(samples):
+    """Per seed (4 chains): the slowest coordinate's ESS of x and of x^2, per iteration."""
     kept = samples[len(samples) // 10 :]  # drop 10% burn-in
     n, chains, dim = kept.shape
-    ess = MC.effective_sample_size(kept.reshape(n, N_SEEDS, chains // N_SEEDS, dim))
-    return ess.sum(1).min(-1).values / (n * chains // N_SEEDS * evaluations_per_iteration)
+    per_seed = kept.reshape(n, N_SEEDS, chains // N_SEEDS, dim)
+    draws = n * chains // N_SEEDS
+    ess_x = MC.effective_sample_size(per_seed).sum(1).min(-1).values / draws
+    ess_x2 = MC.effective_sample_size(per_seed**2).sum(1).min(-1).values / draws
+    return ess_x, ess_x2
+
+
+@dataclass
+class Run:
+    acceptance: float
+    ess_x: torch.Tensor  # per seed, per iteration
+    ess_x2: torch.Tensor
+    evaluations: int  # per iteration: gradients (HMC) or densities (RWM)
+    samples: torch.Tensor
+
+    @property
+    def ess(self):  # per seed: min(ESS of x, ESS of x^2) per evaluation
+        return torch.minimum(self.ess_x, self.ess_x2) / self.evaluations
+
+
+def make_run(samples, acceptance, evaluations):
+    return Run(acceptance.mean().item(), *ess_per_iteration(samples), evaluations, samples)
 
 
 # %%
 mcmc, rwm_step = {}, {}
-for name, (log_prob, dim, hmc_args, steps) in hamlib.progress(targets.items(), desc="sampling"):
-    x0 = torch.zeros(4 * N_SEEDS, dim, dtype=f64)
+for name, target in hamlib.progress(targets.items(), desc="sampling"):
+    x0 = torch.zeros(4 * N_SEEDS, target.dim, dtype=f64)
     s, acc = MC.hmc(
-        log_prob,
+        target.log_prob,
         x0,
         n_samples=400,
         generator=torch.Generator().manual_seed(1),
         jitter=0.2,
-        **hmc_args,
+        **target.hmc,
     )
-    mcmc[name, "HMC"] = (acc.mean().item(), ess_per_evaluation(s, hmc_args["n_leapfrog"]), s)
-    for step in steps:  # keep the step with the best mean ESS
+    mcmc[name, "HMC"] = make_run(s, acc, target.hmc["n_leapfrog"])
+    for step in target.rwm_steps:  # keep the step with the best mean ESS
         s, acc = MC.random_walk_metropolis(
-            log_prob, x0, step, 4000, generator=torch.Generator().manual_seed(2)
+            target.log_prob, x0, step, 4000, generator=torch.Generator().manual_seed(2)
         )
-        ess = ess_per_evaluation(s, 1)
-        if (name, "RWM") not in mcmc or ess.mean() > mcmc[name, "RWM"][1].mean():
-            mcmc[name, "RWM"], rwm_step[name] = (acc.mean().item(), ess, s), step
-print(f"{'target':26s}{'sampler':>8s}{'step':>6s}{'acceptance':>11s}{'ESS per evaluation':>22s}")
-for (name, sampler), (acc, ess, _) in mcmc.items():
-    step = rwm_step[name] if sampler == "RWM" else targets[name][2]["step_size"]
-    print(f"{name:26s}{sampler:>8s}{step:6.2f}{acc:11.2f}{ess.mean():14.4f} ± {ess.std():.4f}")
+        run = make_run(s, acc, 1)
+        if (name, "RWM") not in mcmc or run.ess.mean() > mcmc[name, "RWM"].ess.mean():
+            mcmc[name, "RWM"], rwm_step[name] = run, step
+print(
+    f"{'target':26s}{'sampler':>8s}{'step':>6s}{'acceptance':>11s}"
+    f"{'ESS/iteration: x':>18s}{'x^2':>7s}{'min(x, x^2) per evaluation':>30s}"
+)
+for (name, sampler), run in mcmc.items():
+    step = rwm_step[name] if sampler == "RWM" else targets[name].hmc["step_size"]
+    print(
+        f"{name:26s}{sampler:>8s}{step:6.2f}{hamlib.approx(run.acceptance, '11.2f')}"
+        f"{hamlib.approx(run.ess_x.mean().item(), '18.3f')}"
+        f"{hamlib.approx(run.ess_x2.mean().item(), '7.3f')}"
+        f"{hamlib.approx(run.ess.mean().item(), '20.4f')} ± "
+        f"{hamlib.approx(run.ess.std().item(), '.4f')}"
+    )
+print(f"RWM steps tried on the 100-D Gaussian: {targets['100-D Gaussian'].rwm_steps}")
 
 # %%
-banana = mcmc["banana", "HMC"][2][50:].reshape(-1, 2)
+banana = mcmc["banana", "HMC"].samples[50:].reshape(-1, 2)
 print(
-    f"banana, HMC: mean of x2 = {banana[:, 1].mean().item():.2f} (exact 1.00), "
-    f"var of x1 = {banana[:, 0].var().item():.1f} (exact 4.0)"
+    f"banana, HMC: mean of x2 = {hamlib.approx(banana[:, 1].mean().item(), '.2f')} (exact 1.00), "
+    f"var of x1 = {hamlib.approx(banana[:, 0].var().item(), '.1f')} (exact 4.0)"
 )
-edge = {n: (mcmc[n, "HMC"][1].mean() / mcmc[n, "RWM"][1].mean()).item() for n in targets}
+edge = {n: (mcmc[n, "HMC"].ess.mean() / mcmc[n, "RWM"].ess.mean()).item() for n in targets}
 for n, r in edge.items():
-    print(f"{n:26s} HMC's ESS per gradient / RWM's ESS per density: {r:.1f}")
-# 20 chains of 360 kept draws: the standard error of the mean of x2 is about 0.05
+    print(f"{n:26s} HMC's ESS per gradient / RWM's ESS per density: {hamlib.approx(r, '.1f')}")
+# 20 chains of 350 kept draws: the standard error of the mean of x2 is about 0.05
 hamlib.check(
     "HMC's banana samples have E[x2] near the exact 1",
     measured=banana[:, 1].mean().item(),
     target=1.0,
     tol=0.15,
     spec=".2f",
+    machine_dependent=True,
 )
 # the ratios' seed-to-seed spread (printed above) is 10-30%: the bounds leave that margin
 hamlib.check(
-    "on the 100-D Gaussian HMC's edge per evaluation exceeds 4",
+    "on the 100-D Gaussian HMC's edge per evaluation exceeds 2",
     measured=edge["100-D Gaussian"],
-    above=4,
+    above=2,
     spec=".1f",
+    machine_dependent=True,
+)
+hamlib.check(
+    "but not the 5 densities that a gradient costs in operations",
+    measured=edge["100-D Gaussian"],
+    below=5,
+    spec=".1f",
+    machine_dependent=True,
 )
 hamlib.check(
     "on the banana, against RWM tuned for ESS, it is below 2",
     measured=edge["banana"],
     below=2,
     spec=".1f",
+    machine_dependent=True,
 )
 
 # %%
+EVALS = 3000  # the same number of evaluations for both samplers
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True, sharey=True)
 grid_x1, grid_x2 = np.meshgrid(np.linspace(-6, 6, 200), np.linspace(-3, 10, 200))
 banana_grid = banana_log_p(torch.tensor(np.stack([grid_x1, grid_x2], -1))).numpy()
@@ -1425,80 +1581,132 @@ for ax, sampler in zip(axes, ["RWM", "HMC"], strict=True):
         colors=COLORS["muted"],
         linewidths=0.7,
     )
-    pts = mcmc["banana", sampler][2][:, 0]
-    ax.plot(pts[:300, 0], pts[:300, 1], ".-", lw=0.4, ms=2)
-    ax.set(title=f"banana, {sampler}: first 300 iterations of one chain", xlabel="$x_1$")
+    run = mcmc["banana", sampler]
+    n_it = EVALS // run.evaluations
+    pts = run.samples[:n_it, 0]
+    ax.plot(pts[:, 0], pts[:, 1], ".-", lw=0.4, ms=2)
+    ax.set(title=f"{sampler}: {n_it:,} iterations of one chain", xlabel="$x_1$")
 axes[0].set_ylabel("$x_2$ (grey: contours of the log density)")
+fig.suptitle(f"Banana: {EVALS:,} evaluations each (densities for RWM, gradients for HMC)")
 plt.show()
 
 # %% [markdown]
 # **The verdict, as a break-even cost.** The table charges HMC one unit per gradient and RWM one
-# per density. HMC wins only if a gradient costs less than its edge, in densities. By
-# reverse-mode automatic differentiation a gradient costs a small multiple of a density (at most
-# about 4-5 in operations; Griewank & Walther, 2008); measured on these tiny targets in torch,
-# where the overhead of a call dominates, it is more (the cell after the next prints it; it is a
-# timing and is not compared). The edge printed above is therefore the break-even cost of a
-# gradient. On the correlated 2-D Gaussian it is of the size of a gradient's cost, so neither
-# sampler clearly wins; on the banana, against an RWM tuned for ESS (whose best acceptance here
-# is well below 0.234), the edge is about 1 within the seed-to-seed spread: RWM wins as soon as
-# a gradient costs more than a density. Only in 100 dimensions is the edge clearly larger than
-# any plausible cost, and it grows with dimension: RWM's step must shrink like $d^{-1/2}$ to
-# keep being accepted, leapfrog's only like $d^{-1/4}$ (Beskos et al., 2013). (We did not
-# measure the scaling over $d$.)
+# per density. This hand-set HMC wins only if a gradient costs less than its edge, in densities.
+# By reverse-mode automatic differentiation a gradient costs a small multiple of a density (at
+# most about 4-5 in operations; Griewank & Walther, 2008); measured on these tiny targets in
+# torch, where the overhead of a call dominates, it is more (the cell after the next prints it;
+# it is a timing and is not compared). The edge printed above is therefore the break-even cost
+# of a gradient. Counted by $\min(\text{ESS of } x, \text{ESS of } x^2)$, it is below the 4-5 of
+# the operation count on all three targets, so RWM wins against this hand-set, unit-mass HMC. On
+# the correlated 2-D Gaussian HMC's ESS of $x$ exceeds one per iteration (anticorrelated draws)
+# while its ESS of $x^2$ does not: counting the mean alone would have flattered it. On the
+# banana, against an RWM tuned for ESS (whose best acceptance here is well below 0.234), the
+# edge is about 1 within the seed-to-seed spread. In 100 dimensions the edge is larger, but
+# below both the operation count and the wall-time cost measured below (a timing: between 5 and
+# 9 densities in our runs); theory says it grows with $d$: RWM's step must shrink like
+# $d^{-1/2}$ to keep being accepted, leapfrog's only like $d^{-1/4}$ (Beskos et al., 2013). (We
+# did not measure the scaling over $d$.) RWM's best step there is 0.08, inside the grid and next
+# to the optimal-scaling value printed above.
 #
 # **Two more settings.** The 100-D target is badly scaled: the step must suit $\sigma = 0.1$,
 # while the trajectory must be long enough for $\sigma = 1$. A *mass matrix* fixes this (Neal,
-# 2011, section 4.1): with $p \sim \mathcal N(0, M)$ and kinetic energy $\tfrac12 p^\top
-# M^{-1}p$, choosing $M^{-1} = \mathrm{diag}(\sigma_i^2)$ is exactly HMC on the rescaled
-# $x_i/\sigma_i$, where every direction has scale 1 and a step of 0.8 is stable. And without
-# the jitter the fixed trajectory length $15 \times 0.1$ resonates with some coordinates:
+# 2011, section 5.4.1): with $p \sim \mathcal N(0, M)$ and kinetic energy
+# $\tfrac12 p^\top M^{-1}p$, choosing $M^{-1} = \mathrm{diag}(\sigma_i^2)$ is exactly HMC on the
+# rescaled $x_i/\sigma_i$, where every direction has scale 1 and period $2\pi$. We compare at a
+# matched trajectory fraction: 4 steps of 0.4 cover about a quarter period
+# ($4 \times 0.4 = 1.6 \approx \pi/2$), as the unit-mass run's $15 \times 0.1 = 1.5$ does for
+# its widest coordinate. With steps of 0.8, 4 steps cover half a period, $x \mapsto \approx -x$:
+# the draws are antithetic, and, since half a period also brings each coordinate's energy error
+# back near its start, accepted far more often than at 2 steps of 0.8 (printed below). And
+# without the jitter the fixed trajectory length $15 \times 0.1$ resonates with some coordinates
+# (Neal, 2011, section 5.4.2.3). (RWM can be preconditioned by the same $\sigma_i$; we did not
+# run that comparison.)
 
 # %%
-log_p100 = targets["100-D Gaussian"][0]
+log_p100 = targets["100-D Gaussian"].log_prob
 x0_100 = torch.zeros(4 * N_SEEDS, 100, dtype=f64)
+mass = dict(n_leapfrog=4, jitter=0.2, inv_mass=sigma100**2)
 variants = {
-    "unit mass, jitter 0.2 (above)": (mcmc["100-D Gaussian", "HMC"][1], 15),
-    "unit mass, no jitter": (dict(step_size=0.1, n_leapfrog=15, jitter=0.0), 15),
-    "mass diag(1/sigma^2), step 0.8": (
-        dict(step_size=0.8, n_leapfrog=4, jitter=0.2, inv_mass=sigma100**2),
-        4,
-    ),
+    "unit mass, jitter 0.2 (above)": mcmc["100-D Gaussian", "HMC"],
+    "unit mass, no jitter": dict(step_size=0.1, n_leapfrog=15, jitter=0.0),
+    "mass diag(sigma^2), 4 x 0.4 (~pi/2)": dict(step_size=0.4, **mass),
+    "mass diag(sigma^2), 4 x 0.8 (~pi)": dict(step_size=0.8, **mass),
 }
 ess100 = {}
-for name, (args, n_lf) in variants.items():
+print(f"{'':38s}{'ESS/iteration: x':>17s}{'x^2':>7s}{'min(x, x^2) per gradient':>28s}")
+for name, args in variants.items():
     if isinstance(args, dict):
-        s, _ = MC.hmc(
+        s, acc = MC.hmc(
             log_p100, x0_100, n_samples=400, generator=torch.Generator().manual_seed(1), **args
         )
-        args = ess_per_evaluation(s, n_lf)
+        args = make_run(s, acc, args["n_leapfrog"])
     ess100[name] = args
-    print(f"{name:32s} ESS per gradient {args.mean():.4f} ± {args.std():.4f}")
-unit = ess100["unit mass, jitter 0.2 (above)"].mean()
+    print(
+        f"{name:38s}{hamlib.approx(args.ess_x.mean().item(), '17.3f')}"
+        f"{hamlib.approx(args.ess_x2.mean().item(), '7.3f')}"
+        f"{hamlib.approx(args.ess.mean().item(), '18.4f')} ± "
+        f"{hamlib.approx(args.ess.std().item(), '.4f')}"
+    )
+_, acc_quarter = MC.hmc(
+    log_p100,
+    x0_100,
+    0.8,
+    2,
+    400,
+    torch.Generator().manual_seed(1),
+    jitter=0.2,
+    inv_mass=sigma100**2,
+)
+print(
+    "mass diag(sigma^2), 2 x 0.8 (~pi/2): acceptance "
+    f"{hamlib.approx(acc_quarter.mean().item(), '.2f')}; at 4 x 0.8: "
+    f"{hamlib.approx(ess100['mass diag(sigma^2), 4 x 0.8 (~pi)'].acceptance, '.2f')}"
+)
+unit = ess100["unit mass, jitter 0.2 (above)"].ess.mean()
+half = ess100["mass diag(sigma^2), 4 x 0.8 (~pi)"]
+# seed-to-seed spread of each ESS is 10-30% (printed): the bounds leave a factor of 2 or more
 hamlib.check(
-    "on the 100-D Gaussian the mass matrix multiplies HMC's ESS per gradient by",
-    measured=(ess100["mass diag(1/sigma^2), step 0.8"].mean() / unit).item(),
+    "at a matched trajectory fraction (~pi/2) the mass matrix multiplies the ESS per gradient by",
+    measured=(ess100["mass diag(sigma^2), 4 x 0.4 (~pi/2)"].ess.mean() / unit).item(),
     above=10,
     spec=".0f",
+    machine_dependent=True,
+)
+hamlib.check(
+    "at ~pi the draws are antithetic: ESS of x per iteration above 1",
+    measured=half.ess_x.mean().item(),
+    above=1,
+    spec=".2f",
+    machine_dependent=True,
+)
+hamlib.check(
+    "but the ESS of x^2 per iteration is below 1",
+    measured=half.ess_x2.mean().item(),
+    below=1,
+    spec=".2f",
+    machine_dependent=True,
 )
 hamlib.check(
     "without jitter the ESS collapses: divided by",
-    measured=(unit / ess100["unit mass, no jitter"].mean()).item(),
+    measured=(unit / ess100["unit mass, no jitter"].ess.mean()).item(),
     above=3,
     spec=".1f",
+    machine_dependent=True,
 )
 
 # %% tags=["nbval-ignore-output"]
-for name, (log_prob, dim, _, _) in targets.items():
-    x_t = torch.randn(20, dim, dtype=f64, generator=torch.Generator().manual_seed(0))
+for name, target in targets.items():
+    x_t = torch.randn(20, target.dim, dtype=f64, generator=torch.Generator().manual_seed(0))
     t0 = time.perf_counter()
     for _ in range(300):
         with torch.no_grad():
-            log_prob(x_t)
+            target.log_prob(x_t)
     t_density = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(300):
         x_g = x_t.clone().requires_grad_(True)
-        torch.autograd.grad(log_prob(x_g).sum(), x_g)
+        torch.autograd.grad(target.log_prob(x_g).sum(), x_g)
     print(
         f"{name:26s} a gradient costs {(time.perf_counter() - t0) / t_density:.1f} densities "
         f"(wall time); HMC's edge: {edge[name]:.1f}"
@@ -1542,8 +1750,10 @@ print(f"slope of the log-log line: {slope:.2f} (Euler's order: -1)")
 # particles on a sphere (the normalization keeps them there) moved by self-attention. With
 # $Q = K = V = I$ the dynamics is
 # $\dot x_i = P_{x_i}\big(\sum_j \mathrm{softmax}_j(\beta\langle x_i, x_j\rangle)\, x_j\big)$;
-# they prove that the tokens cluster as time goes on (to a single point, for almost every
-# start). That for large $\beta$ they linger for a long time in states of several clusters
+# they prove that the tokens converge to a single cluster, for almost every start, in some
+# regimes of $\beta$ (small $\beta$, and $\beta$ large compared with the number of tokens),
+# and conjecture it in general; our $\beta = 9$ with 32 tokens is in neither proven regime.
+# That for large $\beta$ they linger for a long time in states of several clusters
 # first, *metastability*, is later work: Geshkovski, Koubbi, Polyanskiy & Rigollet (2024) and
 # Bruno, Pasqualotto & Agazzi (ICLR 2025). We simulate 32 tokens in $\mathbb R^3$ and count
 # clusters (tokens whose cosine exceeds 0.999):
@@ -1565,9 +1775,9 @@ def count_clusters(x, threshold=0.999):
 
 tokens0 = torch.randn(32, 3, generator=torch.Generator().manual_seed(0), dtype=f64)
 snapshots = np.unique(np.round(np.logspace(0, math.log10(3000), 60)).astype(int))
-clustering = {}
+clustering, paths = {}, {}
 for beta_att in [1.0, 9.0]:
-    xs = hm.attention_particles(tokens0, beta_att, 0.1, 3000)
+    xs = paths[beta_att] = hm.attention_particles(tokens0, beta_att, 0.1, 3000)
     clustering[beta_att] = [count_clusters(xs[i]) for i in snapshots]
     at = {t: count_clusters(xs[round(t / 0.1)]) for t in (10, 50, 100, 300)}
     print(f"beta = {beta_att:g}: clusters at t = " + ", ".join(f"{t}: {c}" for t, c in at.items()))
@@ -1586,10 +1796,10 @@ ax.set(
 ax.legend()
 plt.show()
 hamlib.check(
-    "with beta = 1 all 32 tokens form one cluster by t = 10",
-    clustering[1.0][int(np.searchsorted(snapshots, 100))] == 1,
+    "with beta = 1 all 32 tokens form one cluster by t = 10 (step 100)",
+    count_clusters(paths[1.0][100]) == 1,
 )
-plateau = clustering[9.0][int(np.searchsorted(snapshots, 500)) :]
+plateau = [count_clusters(paths[9.0][i]) for i in range(500, 3001, 50)]  # t = 50, 55, ..., 300
 hamlib.check(
     "with beta = 9 the same number (> 1) of clusters persists from t = 50 to t = 300",
     len(set(plateau)) == 1 and plateau[0] > 1,
@@ -1599,8 +1809,8 @@ hamlib.check(
 # The count is what the check uses: with $\beta = 1$ one cluster by $t = 10$; with $\beta = 9$
 # a few clusters that stay put over the last 250 time units. A plateau over a finite horizon is
 # what metastability looks like, but it cannot by itself tell a long-lived state from a final
-# one; the theory above says the final state is one cluster, reached after a time that grows
-# with $\beta$.
+# one; the conjecture above says the final state is one cluster, reached after a time that
+# grows with $\beta$.
 #
 # ## 5.7 Claims in circulation
 #
@@ -1608,8 +1818,9 @@ hamlib.check(
 # is established, and cited above: residual networks are Euler discretizations of ODEs (E, 2017;
 # Haber & Ruthotto, 2017; Chen et al., 2018, where the limit is trained directly as a *neural
 # ODE*); Transformers can be read as interacting particle systems (Lu et al., 2019; Sander et
-# al., 2022) whose simplified dynamics provably cluster (Geshkovski et al., 2023), which section
-# 5.6 reproduces. The nearest real ICLR 2025 work is Bruno, Pasqualotto & Agazzi's analysis of
+# al., 2022) whose simplified dynamics cluster (Geshkovski et al., 2023, prove a single cluster
+# in some regimes of $\beta$ and conjecture it in general), which section 5.6 simulates. The
+# nearest real ICLR 2025 work is Bruno, Pasqualotto & Agazzi's analysis of
 # metastable clustering in mean-field Transformer models. None of this says a trained
 # Transformer solves a given ODE. The seed's own `TransformerODE` code is a *neural ODE* (Chen
 # et al., 2018) whose field is one attention layer and one MLP with weights shared over all
@@ -1627,8 +1838,9 @@ hamlib.check(
 #
 # **"Dynamic Evolution Layer"** (seed 002): $Q \leftarrow Q + f_\theta(Q, p)$,
 # $p \leftarrow p + g_\theta(Q, p)$ with two MLPs. This is an Euler step of a learned vector
-# field: exactly the `MLPField` baseline of section 5.4, whose true energy drifted (by the
-# factor measured there) where the HNN's did not. A Hamiltonian version would derive both
+# field: the same kind of model as the `MLPField` baseline of section 5.4 (a learned field with
+# no energy), stepped by Euler; that baseline's true energy drifted (by the factor measured
+# there) where the HNN's did not. A Hamiltonian version would derive both
 # updates from one learned scalar and integrate them symplectically.
 #
 # **"Attention is a gauge transformation (NeurIPS 2024)"** and **"LoRA is a fibre bundle (arXiv
@@ -1708,12 +1920,11 @@ print(
     f"nonzero Jacobian entries: {int((jac_q != 0).sum() + (jac_k != 0).sum())} of "
     f"{jac_q.numel() + jac_k.numel()}: each output is one input entry (a copy)"
 )
-hamlib.check(
-    "the seed's 'symplectic attention' mixes no tokens: every cross-token derivative is 0",
-    mixing == 0.0,
-)
 
 # %% [markdown]
+# Both numbers are facts of the construction (column slicing selects entries and cannot mix
+# tokens); the Jacobian shows them rather than tests them.
+#
 # **Verdict.** The "Hamiltonian attention" formula is ordinary attention with a different
 # temperature and a key-norm bias; the name adds nothing that the formula does. The
 # "symplectic attention" copies entries: every output token depends on its own query and key
@@ -1741,22 +1952,24 @@ print(f"chapter run time: {hamlib.elapsed():.1f} s")
 # - S. Greydanus, M. Dzamba, J. Yosinski. Hamiltonian neural networks. *NeurIPS*, 2019.
 # - S. Duane, A. D. Kennedy, B. J. Pendleton, D. Roweth. Hybrid Monte Carlo. *Physics Letters B*
 #   195(2), 1987.
-# - R. M. Neal. MCMC using Hamiltonian dynamics. In *Handbook of Markov Chain Monte Carlo*, 2011.
+# - R. M. Neal. MCMC using Hamiltonian dynamics. In *Handbook of Markov Chain Monte Carlo*,
+#   chapter 5, 2011.
 # - G. O. Roberts, A. Gelman, W. R. Gilks. Weak convergence and optimal scaling of random walk
 #   Metropolis algorithms. *Annals of Applied Probability* 7(1), 1997.
 # - A. Beskos, N. Pillai, G. Roberts, J.-M. Sanz-Serna, A. Stuart. Optimal tuning of the hybrid
 #   Monte Carlo algorithm. *Bernoulli* 19(5A), 2013.
 # - C. J. Geyer. Practical Markov chain Monte Carlo. *Statistical Science* 7(4), 1992.
-# - W. E. A proposal on machine learning via dynamical systems. *Communications in Mathematics and
-#   Statistics* 5, 2017.
+# - W. E. A proposal on machine learning via dynamical systems. *Communications in Mathematics
+#   and Statistics* 5, 2017.
 # - E. Haber, L. Ruthotto. Stable architectures for deep neural networks. *Inverse Problems* 34,
 #   2017.
 # - R. T. Q. Chen, Y. Rubanova, J. Bettencourt, D. Duvenaud. Neural ordinary differential
 #   equations. *NeurIPS*, 2018.
-# - Y. Lu, Z. Li, D. He, Z. Sun, B. Dong, T. Qin, L. Wang, T.-Y. Liu. Understanding and improving
-#   Transformer from a multi-particle dynamic system point of view. arXiv:1906.02762, 2019.
-# - M. E. Sander, P. Ablin, M. Blondel, G. Peyré. Sinkformers: Transformers with doubly stochastic
-#   attention. *AISTATS*, 2022.
+# - Y. Lu, Z. Li, D. He, Z. Sun, B. Dong, T. Qin, L. Wang, T.-Y. Liu. Understanding and
+#   improving Transformer from a multi-particle dynamic system point of view. arXiv:1906.02762,
+#   2019.
+# - M. E. Sander, P. Ablin, M. Blondel, G. Peyré. Sinkformers: Transformers with doubly
+#   stochastic attention. *AISTATS*, 2022.
 # - B. Geshkovski, C. Letrouit, Y. Polyanskiy, P. Rigollet. A mathematical perspective on
 #   Transformers. arXiv:2312.10794, 2023.
 # - B. Geshkovski, H. Koubbi, Y. Polyanskiy, P. Rigollet. Dynamic metastability in the
@@ -1860,7 +2073,7 @@ hamlib.check(
 # ```
 
 # %% tags=["hide-cell"]
-log_p100 = targets["100-D Gaussian"][0]
+log_p100 = targets["100-D Gaussian"].log_prob
 
 
 def acceptance(step):
@@ -1886,11 +2099,12 @@ hamlib.check(
 # :class: dropdown
 # The step is $q' = (1 - h^2/2)q + hp$, $p' = -h(1 - h^2/4)q + (1 - h^2/2)p$, a matrix
 # $\begin{pmatrix} a & b \\ c & a \end{pmatrix}$ with $a^2 - bc = 1$, which conserves
-# $-cq^2 + bp^2$. Divided by $2h$: $\tilde H_{\rm exact} = p^2/2 + (1 - h^2/4)\,q^2/2
-# = H - h^2q^2/8$. It is not the expansion, but a function of it: backward error analysis fixes
-# $\tilde H$ only up to functions of itself, and indeed $(1 + h^2/6)(H - h^2q^2/8) = H +
-# h^2(p^2/12 - q^2/24) + O(h^4)$. Along the path the exact form is constant to round-off, the
-# expansion varies at $O(h^4)$, and $H$ at $O(h^2)$: the cell prints the three ranges.
+# $-cq^2 + bp^2$. Divided by $2h$:
+# $\tilde H_{\rm exact} = p^2/2 + (1 - h^2/4)\,q^2/2 = H - h^2q^2/8$. It is not the expansion,
+# but a function of it: backward error analysis fixes $\tilde H$ only up to functions of itself,
+# and indeed $(1 + h^2/6)(H - h^2q^2/8) = H + h^2(p^2/12 - q^2/24) + O(h^4)$. Along the path the
+# exact form is constant to round-off, the expansion varies at $O(h^4)$, and $H$ at $O(h^2)$:
+# the cell prints the three ranges.
 # ```
 
 # %% tags=["hide-cell"]

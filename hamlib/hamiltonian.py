@@ -199,7 +199,7 @@ def leapfrog_modified_energy(
 
     :func:`leapfrog` (kick–drift–kick) with step h is, up to :math:`O(h^{r+1})` per step for any
     r, the exact flow of a modified Hamiltonian whose expansion starts so (Hairer, Lubich &
-    Wanner, 2006, section IX.3; from the symmetric Baker–Campbell–Hausdorff formula). Along a
+    Wanner, 2006, chapter IX; from the symmetric Baker–Campbell–Hausdorff formula). Along a
     leapfrog trajectory H therefore varies by :math:`O(h^2)`, this truncated
     :math:`\tilde H` only by :math:`O(h^4)`. ``V`` maps positions ``(..., dim)`` to
     potentials ``(...)``; q and p have shape ``(..., dim)``; returns ``(...)``. The gradient
@@ -280,8 +280,10 @@ def conformal_symplectic_euler(
     r"""Conformal symplectic Euler for :math:`\dot q = H_p`, :math:`\dot p = -H_q - \gamma p`.
 
     Each step first applies the exact flow of the friction, :math:`p \leftarrow e^{-\gamma h} p`,
-    then a symplectic Euler step. It contracts phase-space volume by exactly
-    :math:`e^{-\gamma h}` per step, as the true flow does (França, Sulam, Robinson & Vidal,
+    then a symplectic Euler step. It contracts the symplectic form by exactly
+    :math:`e^{-\gamma h}` per step, :math:`J^\top\Omega J = e^{-\gamma h}\,\Omega`, and so
+    the volume of the 2n-dimensional phase space (n degrees of freedom) by
+    :math:`e^{-n\gamma h}`, as the true flow does (França, Sulam, Robinson & Vidal,
     "Conformal symplectic and relativistic optimization", NeurIPS 2020). With
     :math:`H = |p|^2/2 + L(q)`, learning rate :math:`\eta = h^2` and momentum
     :math:`\beta = e^{-\gamma h}` it *is* Polyak's heavy-ball method, with velocity :math:`v = hp`.

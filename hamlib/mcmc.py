@@ -92,11 +92,11 @@ def hmc(
     ``inv_mass`` is the diagonal of :math:`M^{-1}`, shape ``(dim,)``; ``None`` means
     :math:`M = I`. With :math:`M^{-1} = \mathrm{diag}(\sigma_i^2)`, the target's variances,
     HMC on x is exactly unit-mass HMC on the rescaled :math:`y_i = x_i/\sigma_i`, whose
-    coordinates all have scale 1 (Neal, 2011, section 4.1).
+    coordinates all have scale 1 (Neal, 2011, section 5.4.1).
 
     ``jitter`` draws each iteration's step size uniformly from ``step_size * (1 +- jitter)``.
     A fixed trajectory length can be a whole period of some direction of the target, which then
-    barely moves; randomizing the step breaks that resonance (Neal, 2011, section 5.4.2.2).
+    barely moves; randomizing the step breaks that resonance (Neal, 2011, section 5.4.2.3).
     """
     step_size, n_samples = _check_sampler_args(log_prob, x0, step_size, n_samples, generator)
     n_leapfrog = check.integer("n_leapfrog", n_leapfrog, minimum=1)

@@ -460,6 +460,27 @@ def test_conformal_symplectic_euler_contracts_volume_by_exp_minus_gamma_h():
         hm.conformal_symplectic_euler(pend_q, osc_p, f64(0.0), f64(0.0), 0.1, 1, gamma=None)
 
 
+def test_conformal_symplectic_euler_in_2d_contracts_form_by_exp_minus_gamma_h():
+    # n = 2 degrees of freedom, a coupled potential: the symplectic form shrinks by e^{-gamma h},
+    # the 4-D volume by e^{-2 gamma h} (each of the two momenta is scaled by e^{-gamma h})
+    def dV(q, p):
+        return torch.stack([torch.sin(q[0]) + 0.5 * q[1], q[1] ** 3 + 0.5 * q[0]])
+
+    gamma, h = 0.7, 0.3
+
+    def step(z):
+        q, p = hm.conformal_symplectic_euler(dV, osc_p, z[:2], z[2:], h, 1, gamma=gamma)
+        return torch.cat([q[-1], p[-1]])
+
+    J = torch.autograd.functional.jacobian(step, f64(0.3, -0.4, 0.2, 0.5))
+    omega = torch.zeros(4, 4, dtype=torch.float64)
+    omega[:2, 2:], omega[2:, :2] = torch.eye(2), -torch.eye(2)
+    decay = math.exp(-gamma * h)
+    assert torch.allclose(J.T @ omega @ J, decay * omega, atol=1e-14)
+    assert torch.linalg.det(J).item() == pytest.approx(decay**2, abs=1e-14)
+    assert torch.linalg.det(J).item() != pytest.approx(decay, abs=1e-3)
+
+
 def test_attention_particles_stay_on_the_sphere_and_cluster():
     x0 = torch.randn(16, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     xs = hm.attention_particles(x0, 1.0, 0.1, 300)
