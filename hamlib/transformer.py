@@ -141,7 +141,7 @@ class MultiHeadAttention(nn.Module):
             h = self.alpha * qq[..., :, None] + self.beta * kk[..., None, :] + self.gamma * qk
             return qk / math.sqrt(self.head_dim) - self.lam * h
         if q.shape[-2] != k.shape[-2]:
-            raise ValueError("the seed's code needs the query of every key's position: no KV cache")
+            raise ValueError("hamlib does not cache the seed's per-key bias: no KV cache")
         h = self.alpha * qq + self.beta * kk + self.gamma * (q * k).sum(-1)
         return qk / math.sqrt(self.d_model) - self.lam * h.unsqueeze(-2)
 
