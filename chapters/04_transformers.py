@@ -993,14 +993,14 @@ with torch.no_grad():
 for hook in hooks:
     hook.remove()
 chars = [{"\n": "⏎", " ": "␣"}.get(c, c) for c in tok.decode(ids[0])]
-fig, axes = plt.subplots(2, 4, figsize=(13, 7), layout="constrained")
+fig, axes = plt.subplots(2, 4, figsize=(15, 8.6), layout="constrained")
 for layer, row in enumerate(axes):
     for head, ax in enumerate(row):
         im = ax.imshow(maps[layer][head], cmap="Blues", vmin=0, vmax=1)
         ax.grid(False)
         ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=9)
-        ax.set_xticks(range(n_show), chars if layer == 1 else [], fontsize=6)
-        ax.set_yticks(range(n_show), chars if head == 0 else [], fontsize=6)
+        ax.set_xticks(range(n_show), chars if layer == 1 else [], fontsize=6.5)
+        ax.set_yticks(range(n_show), chars if head == 0 else [], fontsize=6.5)
 fig.colorbar(im, ax=axes, shrink=0.6, label="attention weight")
 fig.suptitle("Attention weights of the trained GPT (row: query character, column: key)")
 plt.show()
