@@ -78,7 +78,7 @@ hamlib.check(
 # and $\eta$ is the time step, so it disappears in the limit ($\theta(k\eta) \approx \theta_k$).
 # It also writes $\nabla L = -\partial U/\partial\theta$ with $U = L$, which is the same sign
 # slip again: with $U = L$, $\nabla L = +\partial U/\partial\theta$, and the force is
-# $-\nabla L$. Section 5.3 tests its central claim, that training "is a Hamiltonian system".
+# $-\nabla L$. Section 5.3 examines its central claim, that training "is a Hamiltonian system".
 
 # %% [markdown]
 # ## 5.2 Momentum is a Hamiltonian with friction
@@ -641,7 +641,8 @@ print(
 # $L = \tfrac12(q^2 - p^2)$ on $\theta = (q, p)$ gives $-\nabla L = (-q, p)$, which *is* the
 # Hamiltonian field of $H = -qp$. The argument that holds is about equilibria. A Hamiltonian
 # flow preserves volume, so it can have no attracting equilibrium. Gradient flow makes every
-# strict minimum an attractor ($\mathrm{div} = -\Delta L < 0$ there), and GD with
+# nondegenerate minimum ($\nabla^2 L \succ 0$) an attractor ($\mathrm{div} = -\Delta L < 0$
+# there), and GD with
 # $\eta\lambda_i < 2$ does too ($|\det J| < 1$ near it). So training near a minimum is not
 # Hamiltonian, whatever one calls $\dot\theta$. What is true is the construction of section 5.2:
 # add a momentum as a *second* variable, and frictionless dynamics is Hamiltonian; it then never
@@ -1105,7 +1106,8 @@ def rollout(model, q0, p0, method=hm.rk4, h=0.1, n_steps=500):
 hnn_results = {}
 for system, (_, _, H, _) in systems.items():
     q_test, p_test, dq_test, dp_test = (x.double() for x in make_data(system, 20, seed=1))
-    q_start, p_start = q_test[::30], p_test[::30]  # the first point of each test trajectory
+    # t = 0 of each of the 20 test trajectories (make_data's rows are time-major: 30 x 20)
+    q_start, p_start = (x.reshape(30, 20, 1)[0] for x in (q_test, p_test))
     for kind in ("HNN", "MLPField"):
         model = models[system, kind]
         fq, fp = model.vector_field(q_test, p_test)
@@ -1341,13 +1343,15 @@ hamlib.check(
 # %% [markdown]
 # At $h = 0.1$ RK4's change of $H_\theta$ is the smallest over this horizon, and growing; the
 # implicit midpoint's is larger (second order against fourth) and bounded; explicit leapfrog's
-# is of the size of the energy itself. This is the Chapter's lesson about integrators applied to
-# a learned model: only a method that is symplectic *for the $H$ it is given* inherits the
+# is the largest (≈8e-2 on the spring; ≈5 on the pendulum, the size of the energy itself) and
+# grows (2nd/1st half ≈2.1 to 2.6). This is the Chapter's lesson about integrators applied to a
+# learned model: only a method that is symplectic *for the $H$ it is given* inherits the
 # guarantees of section 5.3. The HNN's *true*-energy error, measured along the implicit-midpoint
 # paths, averages the same over both halves as along the RK4 paths (printed above): over this
-# horizon RK4's growing drift of $H_\theta$ is still far below the gap between $H_\theta$ and
-# $H$. The bounded error of the RK4 rollouts is therefore a statement about $t \le 50$; over a
-# horizon long enough for RK4's drift to reach that gap, only the symplectic rollout keeps it.
+# horizon RK4's growing drift of $H_\theta$ is still several times smaller than the gap between
+# $H_\theta$ and $H$ (on the pendulum ≈6e-3 against ≈2.5e-2). The bounded error of the RK4
+# rollouts is therefore a statement about $t \le 50$; over a horizon long enough for RK4's drift
+# to reach that gap, only the symplectic rollout keeps it.
 #
 # **What we measured against what the paper reports.** Greydanus et al. report test losses of
 # the two models that are close on the ideal spring and pendulum, and an energy error along
@@ -1355,7 +1359,7 @@ hamlib.check(
 # pendulum (their README's energy MSE: $1.7\cdot10^{-1}$ against $3.8\cdot10^{-4}$ on the
 # spring, $4.2\cdot10^{-2}$ against $2.5\cdot10^{-2}$ on the pendulum). The first part
 # reproduces: the vector-field errors above are of the same size. For the second we measure
-# the ratios printed above, about 38x on the spring and 14x on the pendulum (of the mean
+# the ratios printed above, about 36x on the spring and 17x on the pendulum (of the mean
 # $|\Delta E|$ at $t = 50$, not an MSE along the path): smaller than the paper's on the spring,
 # and *larger* than the paper's on the pendulum. The ratio is sensitive to the horizon
 # (measured: the baseline's error grows with time, the HNN's does not, so the ratio grows with
@@ -1408,9 +1412,10 @@ hamlib.show_source(MC.hmc)
 # Three targets: a 2-D Gaussian with correlation 0.95, a banana-shaped density
 # ($x_1 \sim \mathcal N(0, 2^2)$, $x_2 \mid x_1 \sim \mathcal N(x_1^2/4, 0.5^2)$), and a badly
 # scaled 100-D Gaussian after Neal's (his standard deviations run from 0.01 to 1, ours from 0.1
-# to 1). Each sampler runs 4 chains from the mode, for each of 5 seeds (20 chains in one batched
-# call). We report the ESS per iteration, and per gradient evaluation for HMC and per density
-# evaluation for random-walk Metropolis (RWM), as mean ± standard deviation over the seeds.
+# to 1). Each sampler runs 20 chains from the mode in one batched call (one random generator),
+# split into 5 independent groups of 4 chains, called seeds below. We report the ESS per
+# iteration, and per gradient evaluation for HMC and per density evaluation for random-walk
+# Metropolis (RWM), as mean ± standard deviation over the 5 groups.
 # RWM's step is tuned for the best ESS on a grid: 0.234 is the optimal acceptance only as the
 # dimension grows (Roberts et al., 1997). HMC's settings are hand-set, not tuned. HMC's step
 # size is jittered by ±20% from iteration to iteration: with a fixed trajectory length, a
@@ -1595,19 +1600,19 @@ plt.show()
 # per density. This hand-set HMC wins only if a gradient costs less than its edge, in densities.
 # By reverse-mode automatic differentiation a gradient costs a small multiple of a density (at
 # most about 4-5 in operations; Griewank & Walther, 2008); measured on these tiny targets in
-# torch, where the overhead of a call dominates, it is more (the cell after the next prints it;
-# it is a timing and is not compared). The edge printed above is therefore the break-even cost
-# of a gradient. Counted by $\min(\text{ESS of } x, \text{ESS of } x^2)$, it is below the 4-5 of
-# the operation count on all three targets, so RWM wins against this hand-set, unit-mass HMC. On
-# the correlated 2-D Gaussian HMC's ESS of $x$ exceeds one per iteration (anticorrelated draws)
-# while its ESS of $x^2$ does not: counting the mean alone would have flattered it. On the
-# banana, against an RWM tuned for ESS (whose best acceptance here is well below 0.234), the
-# edge is about 1 within the seed-to-seed spread. In 100 dimensions the edge is larger, but
-# below both the operation count and the wall-time cost measured below (a timing: between 5 and
-# 9 densities in our runs); theory says it grows with $d$: RWM's step must shrink like
-# $d^{-1/2}$ to keep being accepted, leapfrog's only like $d^{-1/4}$ (Beskos et al., 2013). (We
-# did not measure the scaling over $d$.) RWM's best step there is 0.08, inside the grid and next
-# to the optimal-scaling value printed above.
+# torch, where the overhead of a call dominates, it is of the same order or more (the cell after
+# the next prints it; it is a timing and is not compared). The edge printed above is therefore
+# the break-even cost of a gradient. Counted by $\min(\text{ESS of } x, \text{ESS of } x^2)$, it
+# is below the 4-5 of the operation count on all three targets, so RWM wins against this
+# hand-set, unit-mass HMC. On the correlated 2-D Gaussian HMC's ESS of $x$ exceeds one per
+# iteration (anticorrelated draws) while its ESS of $x^2$ does not: counting the mean alone
+# would have flattered it. On the banana, against an RWM tuned for ESS (whose best acceptance
+# here is well below 0.234), the edge is about 1 within the seed-to-seed spread. In 100
+# dimensions the edge is larger, but below both the operation count and the wall-time cost
+# measured below (a timing: about 4.5 to 9 densities in our runs); theory says it grows with
+# $d$: RWM's step must shrink like $d^{-1/2}$ to keep being accepted, leapfrog's only like
+# $d^{-1/4}$ (Beskos et al., 2013). (We did not measure the scaling over $d$.) RWM's best step
+# there is 0.08, inside the grid and next to the optimal-scaling value printed above.
 #
 # **Two more settings.** The 100-D target is badly scaled: the step must suit $\sigma = 0.1$,
 # while the trajectory must be long enough for $\sigma = 1$. A *mass matrix* fixes this (Neal,
@@ -1630,8 +1635,8 @@ mass = dict(n_leapfrog=4, jitter=0.2, inv_mass=sigma100**2)
 variants = {
     "unit mass, jitter 0.2 (above)": mcmc["100-D Gaussian", "HMC"],
     "unit mass, no jitter": dict(step_size=0.1, n_leapfrog=15, jitter=0.0),
-    "mass diag(sigma^2), 4 x 0.4 (~pi/2)": dict(step_size=0.4, **mass),
-    "mass diag(sigma^2), 4 x 0.8 (~pi)": dict(step_size=0.8, **mass),
+    "M^-1 = diag(sigma^2), 4 x 0.4 (~pi/2)": dict(step_size=0.4, **mass),
+    "M^-1 = diag(sigma^2), 4 x 0.8 (~pi)": dict(step_size=0.8, **mass),
 }
 ess100 = {}
 print(f"{'':38s}{'ESS/iteration: x':>17s}{'x^2':>7s}{'min(x, x^2) per gradient':>28s}")
@@ -1659,16 +1664,16 @@ _, acc_quarter = MC.hmc(
     inv_mass=sigma100**2,
 )
 print(
-    "mass diag(sigma^2), 2 x 0.8 (~pi/2): acceptance "
+    "M^-1 = diag(sigma^2), 2 x 0.8 (~pi/2): acceptance "
     f"{hamlib.approx(acc_quarter.mean().item(), '.2f')}; at 4 x 0.8: "
-    f"{hamlib.approx(ess100['mass diag(sigma^2), 4 x 0.8 (~pi)'].acceptance, '.2f')}"
+    f"{hamlib.approx(ess100['M^-1 = diag(sigma^2), 4 x 0.8 (~pi)'].acceptance, '.2f')}"
 )
 unit = ess100["unit mass, jitter 0.2 (above)"].ess.mean()
-half = ess100["mass diag(sigma^2), 4 x 0.8 (~pi)"]
+half = ess100["M^-1 = diag(sigma^2), 4 x 0.8 (~pi)"]
 # seed-to-seed spread of each ESS is 10-30% (printed): the bounds leave a factor of 2 or more
 hamlib.check(
     "at a matched trajectory fraction (~pi/2) the mass matrix multiplies the ESS per gradient by",
-    measured=(ess100["mass diag(sigma^2), 4 x 0.4 (~pi/2)"].ess.mean() / unit).item(),
+    measured=(ess100["M^-1 = diag(sigma^2), 4 x 0.4 (~pi/2)"].ess.mean() / unit).item(),
     above=10,
     spec=".0f",
     machine_dependent=True,
@@ -1833,8 +1838,9 @@ hamlib.check(
 # **"AI is a dynamical system, not a probabilistic model"** (seed 000). The dichotomy is false:
 # HMC (section 5.5) *is* a dynamical system built to sample a probability model, and the GPT of
 # Chapter 4 is a probabilistic model trained by maximum likelihood with a discrete dynamical
-# system (its optimizer). Section 5.3 measured that gradient descent, the seed's example, is not
-# Hamiltonian.
+# system (its optimizer). Section 5.3 showed that gradient descent, the seed's example, is not
+# Hamiltonian near a minimum: it makes the minimum an attractor, which no volume-preserving flow
+# has.
 #
 # **"Dynamic Evolution Layer"** (seed 002): $Q \leftarrow Q + f_\theta(Q, p)$,
 # $p \leftarrow p + g_\theta(Q, p)$ with two MLPs. This is an Euler step of a learned vector
