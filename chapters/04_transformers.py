@@ -390,7 +390,7 @@ hamlib.check(
 
 
 # %% tags=["nbval-ignore-output"]
-def decode_step_seconds(n_kv, expand=False, heads=32, head_dim=128, context=4096, repeats=5):
+def decode_step_seconds(n_kv, expand=False, heads=32, head_dim=128, context=4096, repeats=10):
     g = torch.Generator().manual_seed(0)
     q = torch.randn(1, n_kv, heads // n_kv, head_dim, generator=g)  # one new token's queries
     k, v = (torch.randn(1, n_kv, context, head_dim, generator=g) for _ in range(2))
@@ -556,9 +556,12 @@ for d_small in (16, 64):
     torch.manual_seed(0)
     cfg_small = T.GPTConfig(tok.vocab_size, block_size=512, d_model=d_small, n_layers=2, n_heads=4)
     small = T.GPT(cfg_small).eval()
-    t0 = time.perf_counter()
-    small.generate(prompt, 256, temperature=0)
-    per_step[d_small] = (time.perf_counter() - t0) / 256
+    runs_s = []
+    for _ in range(3):  # best of 3: a timing measures the machine, and the minimum the least load
+        t0 = time.perf_counter()
+        small.generate(prompt, 128, temperature=0)
+        runs_s.append((time.perf_counter() - t0) / 128)
+    per_step[d_small] = min(runs_s)
 print(f"cached step: d = 16 {per_step[16] * 1e3:.2f} ms, d = 64 {per_step[64] * 1e3:.2f} ms")
 hamlib.check(
     "a cached step costs less than 2x more at d = 64 than at d = 16 (14x the FLOPs per token)",
