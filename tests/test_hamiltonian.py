@@ -53,16 +53,14 @@ def test_batched_equals_one_by_one(method):
         assert torch.allclose(pb[:, i], pi[:, 0], rtol=0, atol=1e-14)
 
 
-def _pendulum_reference(q0, p0, T):
-    sol = solve_ivp(
-        lambda t, z: [z[1], -math.sin(z[0])],
-        (0, T),
-        [q0, p0],
-        method="DOP853",
-        rtol=1e-13,
-        atol=1e-13,
-    )
+def _dop853(rhs, q0, p0, T):
+    """(q, p) at time T of dz/dt = rhs(z), by scipy's DOP853 at tolerance 1e-13."""
+    sol = solve_ivp(lambda t, z: rhs(z), (0, T), [q0, p0], method="DOP853", rtol=1e-13, atol=1e-13)
     return sol.y[:, -1]
+
+
+def _pendulum_reference(q0, p0, T):
+    return _dop853(lambda z: [z[1], -math.sin(z[0])], q0, p0, T)
 
 
 @pytest.mark.parametrize("method", INTEGRATORS)
@@ -577,15 +575,7 @@ def _toy_nonseparable():
 
 
 def _toy_reference(q0, p0, T):
-    sol = solve_ivp(
-        lambda t, z: [z[1] * (1 + z[0] ** 2), -z[0] * (1 + z[1] ** 2)],
-        (0, T),
-        [q0, p0],
-        method="DOP853",
-        rtol=1e-13,
-        atol=1e-13,
-    )
-    return sol.y[:, -1]
+    return _dop853(lambda z: [z[1] * (1 + z[0] ** 2), -z[0] * (1 + z[1] ** 2)], q0, p0, T)
 
 
 @pytest.mark.parametrize("method,order", [(hm.leapfrog, 1), (hm.implicit_midpoint, 2)])

@@ -187,10 +187,12 @@ def run_part(part: str, cfg: dict) -> list[dict]:
                     **recipe,
                 )
                 rows.append(log(part, name, row))
-    elif part == "warmup":
+    elif part in ("warmup", "longer_warmup"):  # longer_warmup: the same stacks, 25% warming up
         w = cfg["warmup"]
-        for norm in w["norms"]:
-            for warm in w["warmups"]:
+        norms = cfg[part]["norms"]
+        warmups = w["warmups"] if part == "warmup" else [cfg[part]["warmup"]]
+        for norm in norms:
+            for warm in warmups:
                 for seed in cfg["seeds"]:
                     extra = {"norm": norm, "n_layers": w["n_layers"]}
                     rec = recipe | {"warmup": warm}
@@ -198,16 +200,6 @@ def run_part(part: str, cfg: dict) -> list[dict]:
                         tok.vocab_size, train_ids, val_ids, extra, seed, w["steps"], every, **rec
                     )
                     rows.append(log(part, f"{norm}-norm, warm-up {warm}", row | {"warmup": warm}))
-    elif part == "longer_warmup":  # the warmup part's stacks with a quarter of the run warming up
-        w, warm = cfg["warmup"], cfg["longer_warmup"]["warmup"]
-        for norm in cfg["longer_warmup"]["norms"]:
-            for seed in cfg["seeds"]:
-                extra = {"norm": norm, "n_layers": w["n_layers"]}
-                rec = recipe | {"warmup": warm}
-                _, row = train(
-                    tok.vocab_size, train_ids, val_ids, extra, seed, w["steps"], every, **rec
-                )
-                rows.append(log(part, f"{norm}-norm, warm-up {warm}", row | {"warmup": warm}))
     elif part == "control":  # the Hamiltonian formula's gamma term alone, at both rates
         for lr in cfg["control"]["lrs"]:
             for seed in cfg["seeds"]:
