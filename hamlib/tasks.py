@@ -27,6 +27,7 @@ __all__ = [
     "digits",
     "digits_mlp",
     "modular_addition",
+    "modular_split",
     "train_modular",
     "train_student",
 ]
@@ -61,6 +62,16 @@ class ModularMLP(torch.nn.Module):
         return float(torch.cat([q.detach().flatten() for q in self.parameters()]).norm())
 
 
+def modular_split(p: int = 97, train_frac: float = 0.4, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """The indices (into :func:`modular_addition`'s rows) of the training and the test pairs that
+    :func:`train_modular` uses for this ``p``, ``train_frac`` and ``seed``."""
+    p = check.integer("p", p, minimum=2)
+    check.probability("train_frac", train_frac, open_low=True, open_high=True)
+    perm = torch.randperm(p * p, generator=torch.Generator().manual_seed(check.seed("seed", seed)))
+    n_train = int(round(train_frac * p * p))
+    return perm[:n_train], perm[n_train:]
+
+
 def _check_train_modular_args(
     p: Any,
     train_frac: Any,
@@ -73,6 +84,7 @@ def _check_train_modular_args(
     every: Any,
     stop_at: Any,
     progress: Any,
+    callback: Any = None,
 ) -> None:
     """Raise on bad input; the values themselves work as given (a NumPy int is an int)."""
     check.integer("p", p, minimum=2)
@@ -88,6 +100,8 @@ def _check_train_modular_args(
         check.probability("stop_at", stop_at)
     if progress is not None:
         check.function("progress", progress)
+    if callback is not None:
+        check.function("callback", callback)
 
 
 def train_modular(
@@ -102,18 +116,21 @@ def train_modular(
     every: int = 100,
     stop_at: float | None = None,
     progress: Any = None,
+    callback: Callable[[int, ModularMLP], None] | None = None,
 ) -> Tracker:
     """Full-batch AdamW (betas 0.9, 0.98) on a random ``train_frac`` of the pairs of
     :func:`modular_addition`. Logs every ``every`` steps: train_loss, train_acc, test_acc,
     weight_norm and the effective rank of the embedding table. ``stop_at``: stop once test
-    accuracy reaches it (for sweeps)."""
+    accuracy reaches it (for sweeps). ``callback(step, model)``, if given, runs at every logged
+    step, before the update: the place to keep snapshots (it must not change the model).
+
+    The training pairs are the first ``round(train_frac * p**2)`` of a permutation drawn from
+    ``seed``; :func:`modular_split` returns the same split."""
     _check_train_modular_args(
-        p, train_frac, weight_decay, steps, lr, d, hidden, seed, every, stop_at, progress
+        p, train_frac, weight_decay, steps, lr, d, hidden, seed, every, stop_at, progress, callback
     )
     x, y = modular_addition(p)
-    perm = torch.randperm(p * p, generator=torch.Generator().manual_seed(seed))
-    n_train = int(round(train_frac * p * p))
-    train, test = perm[:n_train], perm[n_train:]
+    train, test = modular_split(p, train_frac, seed)
     torch.manual_seed(seed)
     model = ModularMLP(p, d, hidden)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
@@ -133,6 +150,8 @@ def train_modular(
                     weight_norm=model.weight_norm(),
                     embed_rank=effective_rank(model.embed.weight.detach()),
                 )
+            if callback is not None:
+                callback(step, model)
             if stop_at is not None and test_acc >= stop_at:
                 break
         if step == steps:

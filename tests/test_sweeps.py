@@ -14,10 +14,13 @@ def test_quick_sweep_writes_a_complete_report(tmp_path):
     out = tmp_path / "phase.json"
     assert sweeps.main(["--quick", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert len(report["phase"]) == 4
-    assert report["provenance"]["phase"]["commit"] and report["provenance"]["seeds"]["commit"]
+    assert len(report["phase"]) == 8  # 2 x 2 cells x 2 seeds
+    assert all(report["provenance"][part]["commit"] for part in sweeps.PARTS)
     row = report["phase"][0]
-    assert set(row) >= {"train_frac", "weight_decay", "grokked", "step_test_95", "final_test_acc"}
+    assert set(row) >= {"train_frac", "weight_decay", "seed", "grokked", "step_test_95"}
+    assert {(r["p"], r["train_frac"]) for r in report["fss"]} == {
+        (p, f) for p in (11, 23) for f in (0.4, 0.7)
+    }
     assert [s["seed"] for s in report["seeds"]] == [0, 1]
     assert len(report["seeds"][0]["steps"]) == len(report["seeds"][0]["weight_norm"])
     # one part re-run, the other kept
@@ -27,6 +30,7 @@ def test_quick_sweep_writes_a_complete_report(tmp_path):
     assert sweeps.main(["--quick", "--out", str(out), "--part", "seeds"]) == 0
     again = json.loads(out.read_text())
     assert again["phase"] == before and len(again["seeds"]) == 2
+    assert again["fss"] == report["fss"]
 
 
 def test_one_part_is_refused_on_top_of_another_configuration(tmp_path):

@@ -46,6 +46,27 @@ def test_train_modular_memorizes_and_logs() -> None:
     np.testing.assert_array_equal(same["train_loss"], tr["train_loss"])
 
 
+def test_train_modular_callback_sees_the_logged_model_and_the_split_is_modular_split() -> None:
+    """The callback runs at each logged step with the model as logged; modular_split returns the
+    pairs train_modular trains on (the train accuracy recomputed from them matches the log)."""
+    seen: dict[int, float] = {}
+    x, y = tasks.modular_addition(11)
+    train, test = tasks.modular_split(11, 0.5, seed=3)
+    assert len(train) == round(0.5 * 121) and len(set(train.tolist()) | set(test.tolist())) == 121
+
+    def keep(step: int, model: tasks.ModularMLP) -> None:
+        with torch.no_grad():
+            seen[step] = (model(x[train]).argmax(1) == y[train]).float().mean().item()
+
+    tr = tasks.train_modular(p=11, train_frac=0.5, steps=60, every=20, seed=3, callback=keep)
+    assert sorted(seen) == tr.steps == [0, 20, 40, 60]
+    np.testing.assert_allclose([seen[s] for s in tr.steps], tr["train_acc"])
+    plain = tasks.train_modular(p=11, train_frac=0.5, steps=60, every=20, seed=3)
+    np.testing.assert_array_equal(plain["train_loss"], tr["train_loss"])  # callback changes nothing
+    with pytest.raises(ValueError, match="train_frac must be in"):
+        tasks.modular_split(11, 0.0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
@@ -61,6 +82,7 @@ def test_train_modular_memorizes_and_logs() -> None:
         ({"every": 0}, ValueError, "every must be >= 1"),
         ({"stop_at": 1.5}, ValueError, "stop_at must be in"),
         ({"progress": "tqdm"}, TypeError, "progress must be callable"),
+        ({"callback": 3}, TypeError, "callback must be callable"),
         ({"p": 1}, ValueError, "p must be >= 2"),
     ],
 )

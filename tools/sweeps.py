@@ -2,7 +2,12 @@
 their results where the chapters read them; the files are committed with the code that made
 them, and each chapter re-runs one point live to check it against its file.
 
-    python -m tools.sweeps [--quick] [--part all|phase|seeds] [--out book/data/grokking_phase.json]
+    python -m tools.sweeps [--quick] [--part all|phase|seeds|fss] [--threads N]
+                           [--out book/data/grokking_phase.json]
+
+Parts (Chapter 7): ``phase``, the 5 x 5 grid of training fraction x weight decay, three seeds per
+cell; ``seeds``, 16 seeds at the chapter's point with their logged curves; ``fss``, the training
+fraction swept for p = 23, 47 and 97 (finite-size scaling). About 45 minutes on one thread.
 """
 
 from __future__ import annotations
@@ -35,8 +40,16 @@ GROK = {
     "seed": 0,
     "every": 25,
     "grokked_at": 0.95,
-    "seeds": [0, 1, 2, 3, 4, 5, 6, 7],
+    "phase_seeds": [0, 1, 2],
+    "seeds": list(range(16)),
     "seed_point": {"train_frac": 0.4, "weight_decay": 1.0},
+    # finite-size scaling: the same network and budget, the training fraction swept for 3 sizes
+    "fss": {
+        "ps": [23, 47, 97],
+        "train_fracs": [round(0.1 + 0.05 * i, 2) for i in range(15)],  # 0.1 to 0.8
+        "weight_decay": 1.0,
+        "seeds": [0, 1, 2, 3],
+    },
 }
 
 
@@ -47,9 +60,9 @@ def first(values: list[float], steps: list[int], level: float) -> int | None:
 CURVES = ("train_acc", "test_acc", "weight_norm", "embed_rank")
 
 
-def run(cfg: dict, frac: float, wd: float, seed: int) -> dynamics.Tracker:
+def run(cfg: dict, frac: float, wd: float, seed: int, p: int | None = None) -> dynamics.Tracker:
     return tasks.train_modular(
-        p=cfg["p"],
+        p=cfg["p"] if p is None else p,
         train_frac=frac,
         weight_decay=wd,
         steps=cfg["steps"],
@@ -80,27 +93,51 @@ def grokking_seeds(cfg: dict) -> list[dict]:
     return rows
 
 
+def summary(cfg: dict, tr: dynamics.Tracker, seconds: float) -> dict:
+    """What a phase classification needs from one run: when the training pairs were fitted, when
+    the test pairs were, and how far each got."""
+    test, train = tr.values["test_acc"], tr.values["train_acc"]
+    return {
+        "grokked": max(test) >= cfg["grokked_at"],
+        "step_train_99": first(train, tr.steps, 0.99),
+        "step_test_95": first(test, tr.steps, 0.95),
+        "last_step": tr.steps[-1],
+        "max_test_acc": round(max(test), 4),
+        "final_train_acc": round(train[-1], 4),
+        "final_test_acc": round(test[-1], 4),
+        "seconds": round(seconds, 1),
+    }
+
+
 def grokking_phase(cfg: dict) -> list[dict]:
     rows = []
     for frac in cfg["train_fracs"]:
         for wd in cfg["weight_decays"]:
-            t0 = time.perf_counter()
-            tr = run(cfg, frac, wd, cfg["seed"])
-            test, train = tr.values["test_acc"], tr.values["train_acc"]
-            row = {
-                "train_frac": frac,
-                "weight_decay": wd,
-                "grokked": max(test) >= cfg["grokked_at"],
-                "step_train_99": first(train, tr.steps, 0.99),
-                "step_test_95": first(test, tr.steps, 0.95),
-                "last_step": tr.steps[-1],
-                "final_train_acc": round(train[-1], 4),
-                "final_test_acc": round(test[-1], 4),
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for seed in cfg["phase_seeds"]:
+                t0 = time.perf_counter()
+                tr = run(cfg, frac, wd, seed)
+                row = {"train_frac": frac, "weight_decay": wd, "seed": seed}
+                rows.append(row | summary(cfg, tr, time.perf_counter() - t0))
+                print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def finite_size(cfg: dict) -> list[dict]:
+    """The training fraction swept at several p: where generalization appears within the budget,
+    and how sharply, as the problem grows."""
+    fss, rows = cfg["fss"], []
+    for p in fss["ps"]:
+        for frac in fss["train_fracs"]:
+            for seed in fss["seeds"]:
+                t0 = time.perf_counter()
+                tr = run(cfg, frac, fss["weight_decay"], seed, p=p)
+                row = {"p": p, "train_frac": frac, "seed": seed}
+                rows.append(row | summary(cfg, tr, time.perf_counter() - t0))
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+PARTS = {"phase": grokking_phase, "seeds": grokking_seeds, "fss": finite_size}
 
 
 def provenance() -> dict:
@@ -126,21 +163,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a 2 x 2 grid, for testing")
     parser.add_argument(
         "--part",
-        choices=["all", "phase", "seeds"],
+        choices=["all", *PARTS],
         default="all",
-        help="re-run one part and keep the other from the existing --out file",
+        help="re-run one part and keep the others from the existing --out file",
     )
+    parser.add_argument("--threads", type=int, default=None, help="default: hamlib.setup's")
     args = parser.parse_args(argv)
-    hamlib.setup()
+    hamlib.setup() if args.threads is None else hamlib.setup(threads=args.threads)
     cfg = dict(GROK)
     if args.quick:
         cfg.update(p=23, train_fracs=[0.3, 0.6], weight_decays=[0.0, 1.0], steps=200, every=50)
-        cfg.update(seeds=[0, 1])
+        cfg.update(seeds=[0, 1], phase_seeds=[0, 1])
+        fss = {"ps": [11, 23], "train_fracs": [0.4, 0.7], "weight_decay": 1.0, "seeds": [0]}
+        cfg.update(fss=fss)
     old = json.loads(args.out.read_text()) if args.part != "all" else {}
     if old and old["config"] != cfg:
         raise SystemExit(f"{args.out} was made with another configuration: use --part all")
     report = {"config": cfg, "provenance": old.get("provenance", {})}
-    for part, make in (("phase", grokking_phase), ("seeds", grokking_seeds)):
+    for part, make in PARTS.items():
         if args.part in ("all", part):
             t0 = time.perf_counter()
             report[part] = make(cfg)
