@@ -30,7 +30,7 @@ def test_quick_sweep_writes_a_complete_report(tmp_path):
     assert sweeps.main(["--quick", "--out", str(out), "--part", "seeds"]) == 0
     again = json.loads(out.read_text())
     assert again["phase"] == before and len(again["seeds"]) == 2
-    assert again["fss"] == report["fss"]
+    assert again["fss"] == report["fss"] and len(again["fss_fine"]) == 2
 
 
 def test_one_part_is_refused_on_top_of_another_configuration(tmp_path):

@@ -7,7 +7,8 @@ them, and each chapter re-runs one point live to check it against its file.
 
 Parts (Chapter 7): ``phase``, the 5 x 5 grid of training fraction x weight decay, three seeds per
 cell; ``seeds``, 16 seeds at the chapter's point with their logged curves; ``fss``, the training
-fraction swept for p = 23, 47 and 97 (finite-size scaling). About 45 minutes on one thread.
+fraction swept for p = 23, 47 and 97 (finite-size scaling), and ``fss_fine``, a 1% grid across
+each of those transitions. About an hour on one thread (``phase`` is two thirds of it).
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ GROK = {
         "train_fracs": [round(0.1 + 0.05 * i, 2) for i in range(15)],  # 0.1 to 0.8
         "weight_decay": 1.0,
         "seeds": [0, 1, 2, 3],
+    },
+    # then steps of 1% across each transition, placed after the coarse grid above had found it
+    # (between the last fraction where no seed passed 10% and the first where all passed 95%)
+    "fss_fine_fracs": {
+        "23": [0.46, 0.47, 0.48, 0.49, 0.51, 0.52, 0.53, 0.54, 0.56, 0.57, 0.58, 0.59],
+        "47": [0.31, 0.32, 0.33, 0.34, 0.36, 0.37, 0.38, 0.39],
+        "97": [0.21, 0.22, 0.23, 0.24, 0.26, 0.27, 0.28, 0.29],
     },
 }
 
@@ -122,12 +130,13 @@ def grokking_phase(cfg: dict) -> list[dict]:
     return rows
 
 
-def finite_size(cfg: dict) -> list[dict]:
+def finite_size(cfg: dict, fine: bool = False) -> list[dict]:
     """The training fraction swept at several p: where generalization appears within the budget,
-    and how sharply, as the problem grows."""
+    and how sharply, as the problem grows. ``fine``: the 1% grid across each transition."""
     fss, rows = cfg["fss"], []
     for p in fss["ps"]:
-        for frac in fss["train_fracs"]:
+        fracs = cfg["fss_fine_fracs"][str(p)] if fine else fss["train_fracs"]
+        for frac in fracs:
             for seed in fss["seeds"]:
                 t0 = time.perf_counter()
                 tr = run(cfg, frac, fss["weight_decay"], seed, p=p)
@@ -137,7 +146,16 @@ def finite_size(cfg: dict) -> list[dict]:
     return rows
 
 
-PARTS = {"seeds": grokking_seeds, "fss": finite_size, "phase": grokking_phase}  # fastest first
+def finite_size_fine(cfg: dict) -> list[dict]:
+    return finite_size(cfg, fine=True)
+
+
+PARTS = {  # fastest first
+    "seeds": grokking_seeds,
+    "fss": finite_size,
+    "fss_fine": finite_size_fine,
+    "phase": grokking_phase,
+}
 
 
 def provenance() -> dict:
@@ -175,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.update(p=23, train_fracs=[0.3, 0.6], weight_decays=[0.0, 1.0], steps=200, every=50)
         cfg.update(seeds=[0, 1], phase_seeds=[0, 1])
         fss = {"ps": [11, 23], "train_fracs": [0.4, 0.7], "weight_decay": 1.0, "seeds": [0]}
-        cfg.update(fss=fss)
+        cfg.update(fss=fss, fss_fine_fracs={"11": [0.5], "23": [0.5]})
     old = json.loads(args.out.read_text()) if args.part != "all" else {}
     if old and old["config"] != cfg:
         raise SystemExit(f"{args.out} was made with another configuration: use --part all")
