@@ -11,6 +11,12 @@ transitions and scaling laws in what was logged.
 - :func:`fit_chinchilla`, :func:`chinchilla_loss`, :func:`compute_optimal`: the two-variable law
   :math:`L(N, D) = E + A N^{-\alpha} + B D^{-\beta}` of Hoffmann et al. (2022), its parameters a
   :class:`ChinchillaLaw` (the printed ones are :data:`CHINCHILLA`), a fit a :class:`ChinchillaFit`.
+- :func:`fourier_power`, :func:`sum_frequency_power`, :func:`key_frequencies`,
+  :func:`restrict_logits`, :func:`gini`: what a network trained on :math:`(a + b) \bmod p`
+  learned, in the Fourier basis of :math:`\mathbb Z_p`, with Nanda et al.'s (2023) progress
+  measures.
+- :func:`cusum_flags`, :func:`inflection_flags`: the "critical point" detectors of source 004,
+  reproduced as written so that they can be tested on curves whose answer is known.
 
 The tasks these are measured on (grokking, a teacher and its students) live in
 :mod:`hamlib.tasks`; the gradient noise scale and the top Hessian eigenvalue in
@@ -20,6 +26,7 @@ The tasks these are measured on (grokking, a teacher and its students) live in
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 from scipy import special
-from scipy.optimize import curve_fit, minimize
+from scipy.optimize import OptimizeWarning, curve_fit, minimize
 from torch import Tensor
 
 from hamlib import _checks as check
@@ -42,10 +49,17 @@ __all__ = [
     "change_points",
     "chinchilla_loss",
     "compute_optimal",
+    "cusum_flags",
     "effective_rank",
     "fit_chinchilla",
     "fit_power_law",
     "fit_sigmoid_transition",
+    "fourier_power",
+    "gini",
+    "inflection_flags",
+    "key_frequencies",
+    "restrict_logits",
+    "sum_frequency_power",
 ]
 
 
@@ -175,7 +189,9 @@ def fit_sigmoid_transition(
     mid0 = float(t[np.argmin(np.abs(v - (low + high) / 2))])
     width0 = max(float(np.ptp(t)) / 20, 1e-12)
     try:
-        params, cov = curve_fit(_sigmoid, t, v, p0=[low, high, mid0, width0], maxfev=20000)
+        with warnings.catch_warnings():  # an undetermined covariance gives midpoint_se = nan
+            warnings.simplefilter("ignore", OptimizeWarning)
+            params, cov = curve_fit(_sigmoid, t, v, p0=[low, high, mid0, width0], maxfev=20000)
     except RuntimeError as exc:
         raise ValueError(f"the sigmoid fit did not converge: {exc}") from exc
     low, high, mid, width = (float(p) for p in params)
@@ -421,3 +437,150 @@ def fit_chinchilla(
         huber=float(best.fun),
         converged=bool(best.success),
     )
+
+
+# --- Fourier measures of modular arithmetic (Nanda et al., 2023) -------------------------------
+
+
+def fourier_power(table: Tensor | np.ndarray) -> np.ndarray:
+    r"""How a (p, d) table indexed by a residue (an embedding, or the output weights) spreads over
+    the frequencies of :math:`\mathbb Z_p`: the DFT along the first axis, power summed over the
+    d columns, frequencies k and p - k combined. Returns the shares of frequencies 1 .. p // 2
+    (the constant, k = 0, is left out), which sum to 1."""
+    e = check.array("table", table, ndim=2, min_rows=3)
+    p = e.shape[0]
+    power = (np.abs(np.fft.fft(e, axis=0)) ** 2).sum(1)
+    half = p // 2
+    shares = power[1 : half + 1] + power[p - half :][::-1]
+    if p % 2 == 0:  # the Nyquist frequency p / 2 is its own mirror
+        shares[-1] = power[half]
+    if shares.sum() <= 1e-20 * power.sum():  # round-off of a constant table
+        raise ValueError("table is constant along its first axis: it has no Fourier spectrum")
+    return shares / shares.sum()
+
+
+def sum_frequency_power(logits: Tensor | np.ndarray) -> tuple[np.ndarray, float]:
+    r"""How much of a model of :math:`(a + b) \bmod p` is a function of :math:`a + b`, and at
+    which frequencies. ``logits``: shape (p, p, p) indexed [a, b, c], or (p*p, p) in
+    :func:`~hamlib.tasks.modular_addition`'s row order.
+
+    In the 2-D Fourier transform over (a, b), a function of :math:`a + b` lives on the diagonal
+    :math:`(k, k)`; its entries there are p times the 1-D transform over s of the class means
+    :math:`g(s, c)`, the mean logit over the pairs with :math:`a + b \equiv s`. Returns (the
+    diagonal's shares of frequencies 1 .. p // 2, k and -k combined, summing to 1; the fraction
+    of all non-constant power, over (a, b) and for every c, that the diagonal holds)."""
+    x = _logit_cube(logits)
+    g_hat = np.fft.fft(_class_means(x), axis=0)  # (p, p): frequency k of s, output c
+    power = (np.abs(g_hat) ** 2).sum(1)
+    p = x.shape[0]
+    half = p // 2
+    shares = power[1 : half + 1] + power[p - half :][::-1]
+    if p % 2 == 0:  # the Nyquist frequency p / 2 is its own mirror
+        shares[-1] = power[half]
+    rest = float((x**2).sum() - power[0])  # Parseval: all the power less the constant's
+    if rest <= 1e-12 * max(float((x**2).sum()), 1e-300):
+        raise ValueError("logits do not depend on (a, b): there is no spectrum to measure")
+    return shares / shares.sum(), float(shares.sum() / rest)
+
+
+def _logit_cube(logits: Tensor | np.ndarray) -> np.ndarray:
+    x = check.array("logits", logits, ndim=None)
+    if x.ndim == 2:
+        p = x.shape[1]
+        if x.shape[0] != p * p:
+            raise ValueError(f"logits must have shape (p*p, p) or (p, p, p), got {x.shape}")
+        x = x.reshape(p, p, p)
+    if x.ndim != 3 or len(set(x.shape)) != 1 or x.shape[0] < 3:
+        raise ValueError(f"logits must have shape (p*p, p) or (p, p, p) with p >= 3, got {x.shape}")
+    return x
+
+
+def _sum_index(p: int) -> np.ndarray:
+    return (np.arange(p)[:, None] + np.arange(p)[None, :]) % p  # [a, b] -> a + b mod p
+
+
+def _class_means(x: np.ndarray) -> np.ndarray:
+    """g[s, c]: the mean of x[a, b, c] over the p pairs with a + b = s (mod p)."""
+    p = x.shape[0]
+    s = _sum_index(p).ravel()
+    g = np.zeros((p, p))
+    np.add.at(g, s, x.reshape(p * p, p))
+    return g / p
+
+
+def key_frequencies(shares: Sequence[float] | np.ndarray, share: float = 0.95) -> list[int]:
+    """The fewest frequencies (1-based, as :func:`fourier_power` and :func:`sum_frequency_power`
+    number them) whose shares add up to at least ``share``, largest first."""
+    s = check.array("shares", shares, ndim=1, min_rows=1)
+    share = check.probability("share", share, open_low=True)
+    order = np.argsort(s)[::-1]
+    n = int(np.searchsorted(np.cumsum(s[order]), share * s.sum() - 1e-12)) + 1
+    return [int(k) + 1 for k in order[: min(n, s.size)]]
+
+
+def restrict_logits(
+    logits: Tensor | np.ndarray, freqs: Sequence[int], keep: bool = True
+) -> np.ndarray:
+    r"""Nanda et al.'s two ablations in Fourier space, for logits shaped as
+    :func:`sum_frequency_power` takes them; returns (p*p, p) logits in the same row order.
+
+    ``keep=True`` (*restricted* logits): only the constant and the functions of :math:`a + b`
+    at frequencies ``freqs`` are kept (every other Fourier component over (a, b) is removed).
+    ``keep=False`` (*excluded* logits): exactly those functions of :math:`a + b` are removed."""
+    x = _logit_cube(logits)
+    p = x.shape[0]
+    ks = [check.integer("freqs", k, minimum=1, maximum=p // 2) for k in freqs]
+    keep = check.boolean("keep", keep)
+    mask = np.zeros(p, dtype=bool)
+    for k in ks:
+        mask[k] = mask[p - k] = True
+    g_hat = np.fft.fft(_class_means(x), axis=0)
+    if keep:
+        mask[0] = True
+    part = np.fft.ifft(g_hat * mask[:, None], axis=0).real[_sum_index(p)]  # (p, p, p)
+    return (part if keep else x - part).reshape(p * p, p)
+
+
+def gini(values: Sequence[float] | np.ndarray) -> float:
+    """The Gini coefficient of nonnegative values: 0 when all are equal, (n - 1) / n when one
+    holds everything. Nanda et al. use it for how sparse a Fourier spectrum is."""
+    v = np.sort(check.array("values", values, ndim=1, min_rows=1))
+    if np.any(v < 0) or v.sum() == 0:
+        raise ValueError("values must be nonnegative and not all zero")
+    n = v.size
+    return float((2 * np.arange(1, n + 1) - n - 1) @ v / (n * v.sum()))
+
+
+# --- the "critical point" detectors of source 004, reproduced to be tested ---------------------
+
+
+def cusum_flags(values: Sequence[float] | np.ndarray) -> list[int]:
+    r"""Source 004's change detector, as written there: standardize the series, accumulate
+    :math:`S_i = S_{i-1} + z_i - \bar z_{<i}` (the running mean of the points before i), and flag
+    every interior i where :math:`|S_i - S_{i-1}| > 2\,\mathrm{sd}(|S|)`. Fewer than 10 points:
+    no flags (as there). Reproduced so that it can be run on curves with no transition."""
+    v = check.array("values", values, ndim=1, min_rows=1)
+    n = v.size
+    if n < 10:
+        return []
+    if np.std(v) == 0:
+        raise ValueError("values are constant: the detector standardizes by their spread")
+    z = (v - v.mean()) / v.std()
+    steps = np.array([0.0] + [z[i] - z[:i].mean() for i in range(1, n)])
+    s = np.cumsum(steps)
+    threshold = 2.0 * np.std(np.abs(s))
+    return [i for i in range(1, n - 1) if abs(steps[i]) > threshold]
+
+
+def inflection_flags(
+    x: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray
+) -> list[int]:
+    r"""Source 004's inflection detector, as written there: first and second derivatives by
+    ``np.gradient`` against :math:`\log_{10} x`, and a flag at every interior i where the second
+    derivative changes sign between i - 1 and i + 1 and :math:`|v''_i| < 0.1`."""
+    xs, v = _samples(3, x=x, values=values)
+    if np.any(xs <= 0):
+        raise ValueError("x must be positive (its log10 is the axis)")
+    lx = np.log10(xs)
+    d2 = np.gradient(np.gradient(v, lx), lx)
+    return [i for i in range(1, v.size - 1) if d2[i - 1] * d2[i + 1] < 0 and abs(d2[i]) < 0.1]

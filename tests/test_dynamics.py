@@ -327,3 +327,138 @@ def test_fit_chinchilla_rejects_bad_input() -> None:
         D.fit_chinchilla(n, d, loss, gtol=-1.0)
     with pytest.raises(ValueError, match="n needs at least 5"):
         D.fit_chinchilla(n[:3], d[:3], loss[:3])
+
+
+# --- Fourier measures of modular arithmetic and the source's detectors ----------------------
+
+
+def _brute_force_2d(logits: np.ndarray, freqs: list[int], keep: bool) -> np.ndarray:
+    """The definition, directly: mask the 2-D transform over (a, b) and transform back."""
+    p = logits.shape[0]
+    f = np.fft.fft2(logits, axes=(0, 1))
+    mask = np.zeros((p, p), dtype=bool)
+    for k in freqs:
+        mask[k, k] = mask[p - k, p - k] = True
+    if keep:
+        mask[0, 0] = True
+        f = f * mask[:, :, None]
+    else:
+        f = f * ~mask[:, :, None]
+    return np.fft.ifft2(f, axes=(0, 1)).real.reshape(p * p, p)
+
+
+@pytest.mark.parametrize("p", [7, 8, 11])
+def test_fourier_power_puts_a_cosine_table_on_its_frequency(p: int) -> None:
+    a = np.arange(p)
+    table = np.stack([np.cos(2 * np.pi * 2 * a / p), 3 * np.sin(2 * np.pi * 2 * a / p) + 5], 1)
+    shares = D.fourier_power(table)
+    assert shares.shape == (p // 2,) and shares.sum() == pytest.approx(1.0)
+    assert shares[1] == pytest.approx(1.0)  # frequency 2 is entry 1
+    rng = np.random.default_rng(0)  # Parseval: shares of a random table add up its power
+    t = rng.normal(size=(p, 3))
+    t -= t.mean(0)
+    expected = (np.abs(np.fft.fft(t, axis=0)) ** 2).sum(1)[1 : p // 2 + 1]
+    if p % 2 == 1:
+        assert D.fourier_power(t) == pytest.approx(2 * expected / (t**2).sum() / p)
+    with pytest.raises(ValueError, match="constant along its first axis"):
+        D.fourier_power(np.ones((p, 2)))
+    with pytest.raises(ValueError, match="table must be 2-D"):
+        D.fourier_power(np.ones(p))
+
+
+def test_sum_frequency_power_sees_functions_of_a_plus_b_only() -> None:
+    p = 11
+    a, b, c = np.meshgrid(np.arange(p), np.arange(p), np.arange(p), indexing="ij")
+    w = 2 * np.pi / p
+    nanda = np.cos(w * 3 * (a + b - c)) + 0.5 * np.cos(w * 5 * (a + b - c))  # their readout
+    shares, on_diagonal = D.sum_frequency_power(nanda)
+    assert on_diagonal == pytest.approx(1.0)
+    assert shares[2] == pytest.approx(0.8) and shares[4] == pytest.approx(0.2)  # 1 : 0.25
+    assert D.key_frequencies(shares, 0.95) == [3, 5] and D.key_frequencies(shares, 0.7) == [3]
+    only_a = np.cos(w * 2 * a) * np.cos(w * c)  # depends on a, not on a + b
+    assert D.sum_frequency_power(only_a)[1] == pytest.approx(0.0, abs=1e-12)
+    rows = D.sum_frequency_power(nanda.reshape(p * p, p))  # modular_addition's row order
+    np.testing.assert_allclose(rows[0], shares)
+    with pytest.raises(ValueError, match="do not depend on"):
+        D.sum_frequency_power(np.ones((p, p, p)) * np.arange(p))
+    with pytest.raises(ValueError, match=r"shape \(p\*p, p\)"):
+        D.sum_frequency_power(np.ones((10, 3)))
+
+
+def test_restrict_logits_matches_the_2d_fourier_definition() -> None:
+    p = 13
+    logits = np.random.default_rng(1).normal(size=(p, p, p))
+    for freqs in ([1], [2, 6], list(range(1, 7))):
+        for keep in (True, False):
+            np.testing.assert_allclose(
+                D.restrict_logits(logits, freqs, keep=keep),
+                _brute_force_2d(logits, freqs, keep),
+                atol=1e-12,
+            )
+    # the two ablations split the logits: kept + removed = all, plus the constant counted twice
+    kept, removed = D.restrict_logits(logits, [2, 6]), D.restrict_logits(logits, [2, 6], False)
+    constant = logits.mean(axis=(0, 1))
+    np.testing.assert_allclose(kept + removed, logits.reshape(p * p, p) + constant, atol=1e-12)
+    with pytest.raises(ValueError, match="freqs must be <= 6"):
+        D.restrict_logits(logits, [7])
+    with pytest.raises(TypeError, match="keep must be True or False"):
+        D.restrict_logits(logits, [1], keep="yes")  # type: ignore[arg-type]
+
+
+def test_gini_and_key_frequencies() -> None:
+    assert D.gini([1, 1, 1, 1]) == pytest.approx(0.0)
+    assert D.gini([0, 0, 0, 5]) == pytest.approx(0.75)
+    assert D.key_frequencies([0.1, 0.6, 0.3], 0.95) == [2, 3, 1]
+    assert D.key_frequencies([0.1, 0.6, 0.3], 0.6) == [2]
+    with pytest.raises(ValueError, match="nonnegative and not all zero"):
+        D.gini([0, -1, 2])
+    with pytest.raises(ValueError, match="share must be in"):
+        D.key_frequencies([0.5, 0.5], 0.0)
+
+
+def _source_cusum(values: np.ndarray) -> list[int]:
+    """Source 004's _detect_changepoints, line by line."""
+    n = len(values)
+    if n < 10:
+        return []
+    values_norm = (values - np.mean(values)) / np.std(values)
+    cusum = np.zeros(n)
+    for i in range(1, n):
+        cusum[i] = cusum[i - 1] + values_norm[i] - np.mean(values_norm[:i])
+    change_points = []
+    threshold = 2.0 * np.std(np.abs(cusum))
+    for i in range(1, n - 1):
+        if abs(cusum[i] - cusum[i - 1]) > threshold:
+            change_points.append(i)
+    return change_points
+
+
+def _source_inflections(sizes: np.ndarray, values: np.ndarray) -> list[int]:
+    """Source 004's inflection test inside detect_critical_points, line by line."""
+    log_sizes = np.log10(sizes)
+    first_derivative = np.gradient(values, log_sizes)
+    second_derivative = np.gradient(first_derivative, log_sizes)
+    inflection_points = []
+    for i in range(1, len(second_derivative) - 1):
+        if (
+            second_derivative[i - 1] * second_derivative[i + 1] < 0
+            and abs(second_derivative[i]) < 0.1
+        ):
+            inflection_points.append(i)
+    return inflection_points
+
+
+def test_source_detectors_are_reproduced_as_written() -> None:
+    rng = np.random.default_rng(2)
+    for n in (5, 12, 40, 200):
+        v = rng.normal(size=n) + np.linspace(0, 3, n) * rng.integers(0, 2)
+        assert D.cusum_flags(v) == _source_cusum(v)
+        x = np.logspace(1, 3, n)
+        assert D.inflection_flags(x, v) == _source_inflections(x, v)
+    spike = np.zeros(40)
+    spike[20] = 5.0
+    assert D.cusum_flags(spike) == [20] and D.cusum_flags(np.r_[np.zeros(20), np.ones(20)]) == []
+    with pytest.raises(ValueError, match="x must be positive"):
+        D.inflection_flags([0.0, 1.0, 2.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="values are constant"):
+        D.cusum_flags(np.ones(12))
