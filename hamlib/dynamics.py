@@ -499,13 +499,20 @@ def _sum_index(p: int) -> np.ndarray:
     return (np.arange(p)[:, None] + np.arange(p)[None, :]) % p  # [a, b] -> a + b mod p
 
 
-def _class_means(x: np.ndarray) -> np.ndarray:
-    """g[s, c]: the mean of x[a, b, c] over the p pairs with a + b = s (mod p)."""
+def _class_means(x: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """g[s, c]: the mean of x[a, b, c] over the pairs with a + b = s (mod p), all p of them or
+    only those among ``rows`` (indices into the p*p pairs)."""
     p = x.shape[0]
     s = _sum_index(p).ravel()
+    flat = x.reshape(p * p, p)
+    if rows is not None:
+        s, flat = s[rows], flat[rows]
     g = np.zeros((p, p))
-    np.add.at(g, s, x.reshape(p * p, p))
-    return g / p
+    np.add.at(g, s, flat)
+    counts = np.bincount(s, minlength=p)
+    if np.any(counts == 0):
+        raise ValueError("rows must include at least one pair of every class a + b = s")
+    return g / counts[:, None]
 
 
 def key_frequencies(shares: Sequence[float] | np.ndarray, share: float = 0.95) -> list[int]:
@@ -519,22 +526,36 @@ def key_frequencies(shares: Sequence[float] | np.ndarray, share: float = 0.95) -
 
 
 def restrict_logits(
-    logits: Tensor | np.ndarray, freqs: Sequence[int], keep: bool = True
+    logits: Tensor | np.ndarray,
+    freqs: Sequence[int],
+    keep: bool = True,
+    rows: Sequence[int] | np.ndarray | Tensor | None = None,
 ) -> np.ndarray:
     r"""Nanda et al.'s two ablations in Fourier space, for logits shaped as
     :func:`sum_frequency_power` takes them; returns (p*p, p) logits in the same row order.
 
     ``keep=True`` (*restricted* logits): only the constant and the functions of :math:`a + b`
     at frequencies ``freqs`` are kept (every other Fourier component over (a, b) is removed).
-    ``keep=False`` (*excluded* logits): exactly those functions of :math:`a + b` are removed."""
+    ``keep=False`` (*excluded* logits): exactly those functions of :math:`a + b` are removed.
+
+    The functions of :math:`a + b` are estimated from the class means of the logits over the
+    pairs with the same :math:`a + b`: over all pairs (``rows=None``, the exact projection), or
+    over ``rows`` only. Estimated from held-out pairs only, the restriction cannot carry
+    labels memorized on the training pairs over to the test pairs (a lookup table of the
+    training labels is itself partly a function of :math:`a + b`)."""
     x = _logit_cube(logits)
     p = x.shape[0]
     ks = [check.integer("freqs", k, minimum=1, maximum=p // 2) for k in freqs]
     keep = check.boolean("keep", keep)
+    if rows is not None:
+        idx = check.array("rows", rows, ndim=1, min_rows=1)
+        if np.any(idx != np.round(idx)) or idx.min() < 0 or idx.max() >= p * p:
+            raise ValueError(f"rows must be indices of pairs, integers in [0, {p * p})")
+        rows = idx.astype(np.int64)
     mask = np.zeros(p, dtype=bool)
     for k in ks:
         mask[k] = mask[p - k] = True
-    g_hat = np.fft.fft(_class_means(x), axis=0)
+    g_hat = np.fft.fft(_class_means(x, rows), axis=0)
     if keep:
         mask[0] = True
     part = np.fft.ifft(g_hat * mask[:, None], axis=0).real[_sum_index(p)]  # (p, p, p)

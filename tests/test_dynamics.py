@@ -401,6 +401,25 @@ def test_restrict_logits_matches_the_2d_fourier_definition() -> None:
     np.testing.assert_allclose(kept + removed, logits.reshape(p * p, p) + constant, atol=1e-12)
     with pytest.raises(ValueError, match="freqs must be <= 6"):
         D.restrict_logits(logits, [7])
+    # estimated from some rows only: a function of a + b alone is recovered exactly all the same
+    a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+    pure = np.cos(2 * np.pi * 2 * ((a + b)[:, :, None] - np.arange(p)) / p)
+    rows = np.random.default_rng(3).permutation(p * p)[: p * p // 2]
+    np.testing.assert_allclose(
+        D.restrict_logits(pure, [2], rows=rows), pure.reshape(p * p, p), atol=1e-12
+    )
+    # ...while labels memorized on the other rows do not leak into it
+    memorized = np.zeros((p * p, p))
+    train = np.setdiff1d(np.arange(p * p), rows)
+    memorized[train, (a + b).ravel()[train] % p] = 10.0
+    leak_all = D.restrict_logits(memorized, [1, 2, 3])[rows].argmax(1)
+    leak_held = D.restrict_logits(memorized, [1, 2, 3], rows=rows)[rows]
+    assert np.mean(leak_all == (a + b).ravel()[rows] % p) > 0.5  # all-pairs projection: it leaks
+    np.testing.assert_allclose(leak_held, 0.0, atol=1e-12)  # the held-out one does not
+    with pytest.raises(ValueError, match="every class"):
+        D.restrict_logits(logits, [1], rows=[0, 1])
+    with pytest.raises(ValueError, match="rows must be indices"):
+        D.restrict_logits(logits, [1], rows=[0.5])
     with pytest.raises(TypeError, match="keep must be True or False"):
         D.restrict_logits(logits, [1], keep="yes")  # type: ignore[arg-type]
 
