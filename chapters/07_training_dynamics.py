@@ -1320,14 +1320,16 @@ hamlib.check(
 )
 
 # %% [markdown]
-# What the figure shows, and what it does not. The dotted lines sit on the measured points, but
-# that agreement is not a finding: the evaluation inputs are drawn independently, so whether one
-# input of a group is answered right says nothing about the next, and exact match over $L$
-# inputs *is* $p^L$ up to sampling error. (In a real model the $L$ tokens of one answer are not
-# independent; errors cluster, and $p^L$ then underestimates exact match.) Nor do these students
-# show emergence: their exact match over 20 inputs stays near zero for all seven, and the
-# largest rise in absolute accuracy is the per-token curve's. The mechanism is the synthetic one
-# above, seen at a scale too small to reach the jump.
+# What the figure shows, and what it does not. For $L = 5$ the dotted lines sit on the measured
+# points; for $L = 20$ the measured values are a handful of groups of the 1,000 (printed above),
+# too few to compare closely. Either way agreement would not be a finding: the evaluation inputs
+# are drawn independently, so whether one input of a group is answered right says nothing about
+# the next, and exact match over $L$ inputs *is* $p^L$ up to sampling error. (In a real model
+# the $L$ tokens of one answer are not independent; errors cluster, and $p^L$ then
+# underestimates exact match.) Nor do these students show emergence: their exact match over 20
+# inputs stays near zero for all seven, and the largest rise in absolute accuracy is the
+# per-token curve's. The mechanism is the synthetic one above, seen at a scale too small to
+# reach the jump.
 #
 # Schaeffer et al. make two more points that apply here. A thresholded metric needs a large
 # evaluation set to resolve small values: with 1,000 groups of 20, anything below 0.001 reads
