@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from hamlib import _checks as check
+from hamlib import ode
 
 __all__ = [
     "HNN",
@@ -76,6 +77,22 @@ def _prepare(
     return _check_step(h, n_steps)
 
 
+def _stacked(
+    one_step: Callable[..., Tensor], dH_dq: Field, dH_dp: Field, h: float
+) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """A step of a general integrator of :mod:`hamlib.ode` on :math:`z = (q, p)`, stacked, with
+    :math:`\\dot z = (H_p, -H_q)`."""
+
+    def field(_t: float, z: Tensor) -> Tensor:
+        return torch.stack((dH_dp(z[0], z[1]), -dH_dq(z[0], z[1])))
+
+    def step(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        z = one_step(field, 0.0, torch.stack((q, p)), h)
+        return z[0], z[1]
+
+    return step
+
+
 # ----------------------------------------------------------------------------- integrators
 def euler(
     dH_dq: Field, dH_dp: Field, q0: Tensor, p0: Tensor, h: float, n_steps: int
@@ -86,11 +103,7 @@ def euler(
     :math:`1 + h^2` at every step, so the energy grows exponentially in time.
     """
     h, n_steps = _prepare(dH_dq, dH_dp, q0, p0, h, n_steps)
-
-    def step(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-        return q + h * dH_dp(q, p), p - h * dH_dq(q, p)
-
-    return _integrate(step, q0, p0, n_steps)
+    return _integrate(_stacked(ode.euler_step, dH_dq, dH_dp, h), q0, p0, n_steps)
 
 
 def symplectic_euler(
@@ -257,21 +270,7 @@ def rk4(
     :math:`1 - h^6/72 + O(h^8)`).
     """
     h, n_steps = _prepare(dH_dq, dH_dp, q0, p0, h, n_steps)
-
-    def f(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-        return dH_dp(q, p), -dH_dq(q, p)
-
-    def step(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-        k1q, k1p = f(q, p)
-        k2q, k2p = f(q + 0.5 * h * k1q, p + 0.5 * h * k1p)
-        k3q, k3p = f(q + 0.5 * h * k2q, p + 0.5 * h * k2p)
-        k4q, k4p = f(q + h * k3q, p + h * k3p)
-        return (
-            q + h / 6 * (k1q + 2 * k2q + 2 * k3q + k4q),
-            p + h / 6 * (k1p + 2 * k2p + 2 * k3p + k4p),
-        )
-
-    return _integrate(step, q0, p0, n_steps)
+    return _integrate(_stacked(ode.rk4_step, dH_dq, dH_dp, h), q0, p0, n_steps)
 
 
 def conformal_symplectic_euler(

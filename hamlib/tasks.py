@@ -268,3 +268,14 @@ def digits_mlp(seed: int = 0, hidden: int = 16) -> torch.nn.Sequential:
     return torch.nn.Sequential(
         torch.nn.Linear(64, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 10)
     ).double()
+
+
+def digits_classifier(x: Tensor, y: Tensor) -> Any:
+    """A multinomial logistic regression (scikit-learn, L2, C = 1) fitted to digits ``x`` (rows
+    of 64 pixels in [0, 1]) with labels ``y``: the judge of generated digits in Chapter 8 (its
+    accuracy on the held-out digits is printed there)."""
+    from sklearn.linear_model import LogisticRegression
+
+    check.tensor("x", x, floating=True, shape=(None, 64))
+    check.tensor("y", y, shape=(x.shape[0],))
+    return LogisticRegression(max_iter=2000).fit(x.double().numpy(), y.numpy())

@@ -1,0 +1,237 @@
+"""Chapter 8's models trained at several budgets over seeds: too slow for the chapter's minute.
+`make sweeps` runs it and writes book/data/diffusion_runs.json; the chapter trains the first seed
+at one budget live, with the configuration read from that file, and checks it against the spread
+stored here.
+
+Parts (each rewritable alone with --part, the others kept from the existing file):
+- ``testbed``: on the 2-D mixture, a diffusion model (VP, predicts ε), a flow-matching model
+  (straight path, predicts the velocity) and its reflow, at equal network and training budget;
+  the kernel two-sample distance of their samples to the exact distribution at 1-32 steps.
+- ``digits``: class-conditional diffusion on scikit-learn's 8x8 digits, in pixel space and in the
+  latent space of a VAE (Chapter 2's), at two training lengths: a digits classifier's accuracy
+  on the samples per guidance scale, and their distance to the nearest training image.
+
+    python -m tools.sweep_diffusion [--quick --out FILE] [--part all|PART] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import hamlib
+from hamlib import diffusion as D
+from hamlib import tasks, vi
+from tools.sweeps import ROOT, provenance
+
+RUNS = {
+    "testbed": {
+        "mixture": {"k": 6, "radius": 2.0, "std": 0.15},
+        "n_data": 20000,
+        "data_seed": 1,
+        "net": {"hidden": 64, "depth": 3},
+        "batch": 128,
+        "lr": 3e-3,
+        "t_min": 1e-3,
+        "budgets": [500, 1000, 2000, 4000, 8000],
+        "live_budget": 2000,
+        "nfes": [1, 2, 4, 8, 16, 32],
+        "n_eval": 2000,
+        "eval_seed": 5,
+        "bandwidth": 0.3,
+        "reflow_pairs": 20000,
+        "reflow_steps": 64,
+    },
+    "digits": {
+        "n_train": 1500,
+        "net": {"hidden": 256, "depth": 3},
+        "batch": 128,
+        "lr": 2e-3,
+        "steps": [1500, 6000],
+        "live_steps": 1500,
+        "latent": 8,
+        "vae_epochs": 60,
+        "guidance": [0.0, 1.0, 2.0, 3.0, 5.0],
+        "per_class": 20,
+        "sample_steps": 50,
+        "eval_seed": 1,
+    },
+    "seeds": [0, 1, 2],
+}
+
+
+# ----------------------------------------------------------------------------- the 2-D testbed
+def testbed_models(cfg: dict, steps: int, seed: int) -> dict[str, torch.nn.Module]:
+    """The three models of the testbed at one budget: 'diffusion', 'flow', 'reflow' (the flow
+    model trained ``steps`` more on its own (sample, noise) pairs)."""
+    mix = D.ring_mixture(**cfg["mixture"])
+    data = mix.sample(cfg["n_data"], torch.Generator().manual_seed(cfg["data_seed"])).float()
+    vp, line = D.Schedule.vp(), D.Schedule.linear()
+    common = {"steps": steps, "batch": cfg["batch"], "lr": cfg["lr"], "t_min": cfg["t_min"]}
+    models = {}
+    for name, schedule, kind in (("diffusion", vp, "eps"), ("flow", line, "velocity")):
+        torch.manual_seed(seed)
+        net = D.TimeMLP(2, **cfg["net"])
+        D.train(net, data, schedule, kind, generator=torch.Generator().manual_seed(seed), **common)
+        models[name] = net
+    models["reflow"] = D.reflow(
+        models["flow"], cfg["reflow_pairs"], cfg["reflow_steps"], seed=seed, **common
+    )
+    return models
+
+
+def testbed_scores(cfg: dict, models: dict[str, torch.nn.Module]) -> dict[str, list[float]]:
+    """MMD² of each model's samples to the exact distribution, at each number of steps."""
+    mix = D.ring_mixture(**cfg["mixture"])
+    vp, line = D.Schedule.vp(), D.Schedule.linear()
+    t_min, n = cfg["t_min"], cfg["n_eval"]
+    gen = torch.Generator().manual_seed(cfg["eval_seed"])
+    ref_vp = mix.noised(vp, t_min).sample(n, gen).float()
+    ref_0 = mix.sample(n, gen).float()
+    x1 = torch.randn(n, 2, generator=gen)
+    out: dict[str, list[float]] = {name: [] for name in models}
+    with torch.no_grad():
+        for nfe in cfg["nfes"]:
+            x = D.ddim(models["diffusion"], vp, x1, torch.linspace(1, t_min, nfe + 1))
+            out["diffusion"].append(D.mmd2(x, ref_vp, cfg["bandwidth"]))
+            for name in ("flow", "reflow"):
+                x = D.sample_ode(models[name], "velocity", line, x1, torch.linspace(1, 0, nfe + 1))
+                out[name].append(D.mmd2(x, ref_0, cfg["bandwidth"]))
+    return out
+
+
+# ----------------------------------------------------------------------------- digits
+def digits_models(cfg: dict, steps: int, seed: int) -> dict:
+    """A class-conditional ε-model on pixels in [-1, 1] and one on the standardized means of a
+    VAE's encoder; returns both, the VAE, the latent standardization and the training seconds."""
+    x_train, y_train, _, _ = tasks.digits(cfg["n_train"], 0)
+    vp = D.Schedule.vp()
+    common = {"steps": steps, "batch": cfg["batch"], "lr": cfg["lr"], "labels": y_train}
+    out: dict = {}
+    torch.manual_seed(seed)
+    net = D.TimeMLP(64, n_classes=10, **cfg["net"])
+    t0 = time.perf_counter()
+    D.train(
+        net, (2 * x_train - 1).float(), vp, generator=torch.Generator().manual_seed(seed), **common
+    )
+    out["pixel"], out["pixel_seconds"] = net, time.perf_counter() - t0
+    torch.manual_seed(seed)
+    vae = vi.VAE(64, cfg["latent"], 128)
+    t0 = time.perf_counter()
+    vi.train_vae(
+        vae, x_train.float(), cfg["vae_epochs"], generator=torch.Generator().manual_seed(seed)
+    )
+    vae_seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        mu, _ = vae.encode(x_train.float())
+    shift, scale = mu.mean(0), mu.std(0)
+    torch.manual_seed(seed)
+    lnet = D.TimeMLP(cfg["latent"], n_classes=10, **cfg["net"])
+    t0 = time.perf_counter()
+    D.train(lnet, (mu - shift) / scale, vp, generator=torch.Generator().manual_seed(seed), **common)
+    out |= {"latent": lnet, "latent_seconds": time.perf_counter() - t0, "vae": vae}
+    out |= {"vae_seconds": vae_seconds, "shift": shift, "scale": scale}
+    return out
+
+
+def digits_samples(
+    cfg: dict, models: dict, space: str, w: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_class`` samples of every class at guidance w, as pixels in [0, 1], and their
+    classes; DDIM with ``sample_steps`` steps."""
+    vp = D.Schedule.vp()
+    c = torch.arange(10).repeat(cfg["per_class"])
+    gen = torch.Generator().manual_seed(cfg["eval_seed"])
+    dim = 64 if space == "pixel" else cfg["latent"]
+    x1 = torch.randn(len(c), dim, generator=gen)
+    ts = torch.linspace(1, 1e-3, cfg["sample_steps"] + 1)
+    with torch.no_grad():
+        x = D.ddim(D.guided(models[space], c, w), vp, x1, ts)
+        if space == "pixel":
+            return ((x + 1) / 2).clamp(0, 1).double(), c
+        z = x * models["scale"] + models["shift"]
+        return torch.sigmoid(models["vae"].decode(z)).double(), c
+
+
+def digits_scores(cfg: dict, models: dict) -> dict:
+    x_train, y_train, _, _ = tasks.digits(cfg["n_train"], 0)
+    clf = tasks.digits_classifier(x_train, y_train)
+    out: dict = {}
+    for space in ("pixel", "latent"):
+        acc, near = [], []
+        for w in cfg["guidance"]:
+            pix, c = digits_samples(cfg, models, space, w)
+            acc.append(float((clf.predict(pix.numpy()) == c.numpy()).mean()))
+            near.append(torch.cdist(pix, x_train).min(1).values.median().item())
+        out[space] = {"accuracy": acc, "nearest_train": near}
+        out[space]["train_seconds"] = models[f"{space}_seconds"]
+    out["vae_seconds"] = models["vae_seconds"]
+    return out
+
+
+# ----------------------------------------------------------------------------- driver
+def run_part(part: str, cfg: dict) -> list[dict]:
+    rows = []
+    for seed in cfg["seeds"]:
+        if part == "testbed":
+            for steps in cfg["testbed"]["budgets"]:
+                models = testbed_models(cfg["testbed"], steps, seed)
+                row = {"seed": seed, "steps": steps} | testbed_scores(cfg["testbed"], models)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+        else:
+            for steps in cfg["digits"]["steps"]:
+                models = digits_models(cfg["digits"], steps, seed)
+                row = {"seed": seed, "steps": steps} | digits_scores(cfg["digits"], models)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    return rows
+
+
+PARTS = ("testbed", "digits")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    default = ROOT / "book" / "data" / "diffusion_runs.json"
+    parser.add_argument("--out", type=Path, default=None, help=f"default: {default}")
+    parser.add_argument("--quick", action="store_true", help="a few steps of everything, for tests")
+    parser.add_argument("--part", choices=("all", *PARTS), default="all")
+    parser.add_argument("--threads", type=int, default=None, help="default: hamlib.setup's")
+    args = parser.parse_args(argv)
+    if args.out is None:
+        if args.quick:  # never overwrite the chapter's data with a test run
+            raise SystemExit("--quick writes a test file: give it --out")
+        args.out = default
+    hamlib.setup() if args.threads is None else hamlib.setup(threads=args.threads)
+    cfg = json.loads(json.dumps(RUNS))
+    if args.quick:
+        cfg["testbed"].update(budgets=[20], n_eval=200, reflow_pairs=200, reflow_steps=4)
+        cfg["testbed"].update(n_data=500, nfes=[1, 4])
+        cfg["digits"].update(steps=[20], vae_epochs=1, per_class=2, sample_steps=4)
+        cfg["digits"].update(guidance=[1.0, 2.0])
+        cfg["seeds"] = [0]
+    report = json.loads(args.out.read_text()) if args.part != "all" and args.out.exists() else {}
+    if report and any(cfg.get(key) != value for key, value in report["config"].items()):
+        raise SystemExit(f"{args.out} was made with another configuration: run --part all")
+    report["config"] = cfg
+    for part in PARTS if args.part == "all" else (args.part,):
+        t0 = time.perf_counter()
+        report[part] = run_part(part, cfg)
+        report.setdefault("provenance", {})[part] = provenance() | {
+            "made_by": f"python -m tools.sweep_diffusion --part {part} (make sweeps)",
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
