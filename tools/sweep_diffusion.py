@@ -26,7 +26,6 @@ import torch
 
 import hamlib
 from hamlib import diffusion as D
-from hamlib import tasks, vi
 from tools.sweeps import ROOT, provenance
 
 RUNS = {
@@ -105,73 +104,22 @@ def testbed_scores(cfg: dict, models: dict[str, torch.nn.Module]) -> dict[str, l
     return out
 
 
-# ----------------------------------------------------------------------------- digits
-def digits_models(cfg: dict, steps: int, seed: int) -> dict:
-    """A class-conditional ε-model on pixels in [-1, 1] and one on the standardized means of a
-    VAE's encoder; returns both, the VAE, the latent standardization and the training seconds."""
-    x_train, y_train, _, _ = tasks.digits(cfg["n_train"], 0)
-    vp = D.Schedule.vp()
-    common = {"steps": steps, "batch": cfg["batch"], "lr": cfg["lr"], "labels": y_train}
-    out: dict = {}
-    torch.manual_seed(seed)
-    net = D.TimeMLP(64, n_classes=10, **cfg["net"])
-    t0 = time.perf_counter()
-    D.train(
-        net, (2 * x_train - 1).float(), vp, generator=torch.Generator().manual_seed(seed), **common
+def digits_run(cfg: dict, steps: int, seed: int) -> dict:
+    """Train the two digits models (hamlib.diffusion.train_digits) and score them."""
+    models = D.train_digits(
+        steps,
+        seed,
+        cfg["n_train"],
+        cfg["net"]["hidden"],
+        cfg["net"]["depth"],
+        cfg["batch"],
+        cfg["lr"],
+        cfg["latent"],
+        cfg["vae_epochs"],
     )
-    out["pixel"], out["pixel_seconds"] = net, time.perf_counter() - t0
-    torch.manual_seed(seed)
-    vae = vi.VAE(64, cfg["latent"], 128)
-    t0 = time.perf_counter()
-    vi.train_vae(
-        vae, x_train.float(), cfg["vae_epochs"], generator=torch.Generator().manual_seed(seed)
+    return D.score_digits(
+        models, cfg["guidance"], cfg["per_class"], cfg["sample_steps"], cfg["eval_seed"]
     )
-    vae_seconds = time.perf_counter() - t0
-    with torch.no_grad():
-        mu, _ = vae.encode(x_train.float())
-    shift, scale = mu.mean(0), mu.std(0)
-    torch.manual_seed(seed)
-    lnet = D.TimeMLP(cfg["latent"], n_classes=10, **cfg["net"])
-    t0 = time.perf_counter()
-    D.train(lnet, (mu - shift) / scale, vp, generator=torch.Generator().manual_seed(seed), **common)
-    out |= {"latent": lnet, "latent_seconds": time.perf_counter() - t0, "vae": vae}
-    out |= {"vae_seconds": vae_seconds, "shift": shift, "scale": scale}
-    return out
-
-
-def digits_samples(
-    cfg: dict, models: dict, space: str, w: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``per_class`` samples of every class at guidance w, as pixels in [0, 1], and their
-    classes; DDIM with ``sample_steps`` steps."""
-    vp = D.Schedule.vp()
-    c = torch.arange(10).repeat(cfg["per_class"])
-    gen = torch.Generator().manual_seed(cfg["eval_seed"])
-    dim = 64 if space == "pixel" else cfg["latent"]
-    x1 = torch.randn(len(c), dim, generator=gen)
-    ts = torch.linspace(1, 1e-3, cfg["sample_steps"] + 1)
-    with torch.no_grad():
-        x = D.ddim(D.guided(models[space], c, w), vp, x1, ts)
-        if space == "pixel":
-            return ((x + 1) / 2).clamp(0, 1).double(), c
-        z = x * models["scale"] + models["shift"]
-        return torch.sigmoid(models["vae"].decode(z)).double(), c
-
-
-def digits_scores(cfg: dict, models: dict) -> dict:
-    x_train, y_train, _, _ = tasks.digits(cfg["n_train"], 0)
-    clf = tasks.digits_classifier(x_train, y_train)
-    out: dict = {}
-    for space in ("pixel", "latent"):
-        acc, near = [], []
-        for w in cfg["guidance"]:
-            pix, c = digits_samples(cfg, models, space, w)
-            acc.append(float((clf.predict(pix.numpy()) == c.numpy()).mean()))
-            near.append(torch.cdist(pix, x_train).min(1).values.median().item())
-        out[space] = {"accuracy": acc, "nearest_train": near}
-        out[space]["train_seconds"] = models[f"{space}_seconds"]
-    out["vae_seconds"] = models["vae_seconds"]
-    return out
 
 
 # ----------------------------------------------------------------------------- driver
@@ -186,8 +134,7 @@ def run_part(part: str, cfg: dict) -> list[dict]:
                 rows.append(row)
         else:
             for steps in cfg["digits"]["steps"]:
-                models = digits_models(cfg["digits"], steps, seed)
-                row = {"seed": seed, "steps": steps} | digits_scores(cfg["digits"], models)
+                row = {"seed": seed, "steps": steps} | digits_run(cfg["digits"], steps, seed)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     return rows
