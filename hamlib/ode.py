@@ -68,6 +68,8 @@ def integrate(
     check.function("f", f)
     check.tensor("x0", x0, floating=True)
     step, _ = METHODS[check.one_of("method", method, METHODS)]
+    if isinstance(ts, Tensor) and ts.ndim != 1 or not isinstance(ts, Tensor | list | tuple):
+        raise TypeError(f"ts must be a 1-D tensor or a list of times, got {type(ts).__name__}")
     times = [float(t) for t in (ts.tolist() if isinstance(ts, Tensor) else ts)]
     if len(times) < 2:
         raise ValueError(f"ts must hold at least two times, got {len(times)}")

@@ -90,3 +90,32 @@ def test_quick_gpt_sweep_writes_every_part_the_chapter_reads(tmp_path):
     first = report["variants"]
     assert sweep_gpt.main(["--quick", "--out", str(out), "--part", "stability"]) == 0
     assert json.loads(out.read_text())["variants"] == first
+
+
+@pytest.mark.slow
+def test_quick_diffusion_sweep_writes_what_chapter_8_reads(tmp_path):
+    """Chapter 8 reads both parts of diffusion_runs.json and the samples of the shown run; a run
+    of one part keeps the other, and a changed configuration of a kept part is refused."""
+    from tools import sweep_diffusion
+
+    out = tmp_path / "runs.json"
+    with pytest.raises(SystemExit, match="--out"):
+        sweep_diffusion.main(["--quick"])
+    assert sweep_diffusion.main(["--quick", "--out", str(out), "--threads", "1"]) == 0
+    report = json.loads(out.read_text())
+    for part in sweep_diffusion.PARTS:
+        assert report[part] and report["provenance"][part]["commit"]
+    row = report["testbed"][0]
+    assert {"diffusion", "flow", "reflow"} <= set(row)
+    assert len(row["flow"]) == len(report["config"]["testbed"]["nfes"])
+    digits = report["digits"][0]
+    assert len(digits["pixel"]["samples"][0]) == 10 * 64
+    assert len(digits["latent"]["precision"]) == len(report["config"]["digits"]["guidance"])
+    first = report["testbed"]
+    assert sweep_diffusion.main(["--quick", "--out", str(out), "--part", "digits"]) == 0
+    assert json.loads(out.read_text())["testbed"] == first
+    stored = json.loads(out.read_text())
+    stored["config"]["testbed"]["batch"] += 1
+    out.write_text(json.dumps(stored))
+    with pytest.raises(SystemExit, match="another configuration"):
+        sweep_diffusion.main(["--quick", "--out", str(out), "--part", "digits"])

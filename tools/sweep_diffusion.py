@@ -6,7 +6,8 @@ stored here.
 Parts (each rewritable alone with --part, the others kept from the existing file):
 - ``testbed``: on the 2-D mixture, a diffusion model (VP, predicts ε), a flow-matching model
   (straight path, predicts the velocity) and its reflow, at equal network and training budget;
-  the kernel two-sample distance of their samples to the exact distribution at 1-32 steps.
+  the kernel two-sample distance of their samples to the exact distribution at 1-32 steps (the
+  diffusion model both on its own uniform grid and on the flow's noise levels).
 - ``digits``: class-conditional diffusion on scikit-learn's 8x8 digits, in pixel space and in the
   latent space of a VAE (Chapter 2's), at two training lengths: a digits classifier's accuracy
   on the samples per guidance scale, and their distance to the nearest training image.
@@ -85,26 +86,6 @@ def testbed_models(cfg: dict, steps: int, seed: int) -> dict[str, torch.nn.Modul
     return models
 
 
-def testbed_scores(cfg: dict, models: dict[str, torch.nn.Module]) -> dict[str, list[float]]:
-    """MMD² of each model's samples to the exact distribution, at each number of steps."""
-    mix = D.ring_mixture(**cfg["mixture"])
-    vp, line = D.Schedule.vp(), D.Schedule.linear()
-    t_min, n = cfg["t_min"], cfg["n_eval"]
-    gen = torch.Generator().manual_seed(cfg["eval_seed"])
-    ref_vp = mix.noised(vp, t_min).sample(n, gen).float()
-    ref_0 = mix.sample(n, gen).float()
-    x1 = torch.randn(n, 2, generator=gen)
-    out: dict[str, list[float]] = {name: [] for name in models}
-    with torch.no_grad():
-        for nfe in cfg["nfes"]:
-            x = D.ddim(models["diffusion"], vp, x1, torch.linspace(1, t_min, nfe + 1))
-            out["diffusion"].append(D.mmd2(x, ref_vp, cfg["bandwidth"]))
-            for name in ("flow", "reflow"):
-                x = D.sample_ode(models[name], "velocity", line, x1, torch.linspace(1, 0, nfe + 1))
-                out[name].append(D.mmd2(x, ref_0, cfg["bandwidth"]))
-    return out
-
-
 def digits_run(cfg: dict, steps: int, seed: int) -> dict:
     """Train the two digits models (hamlib.diffusion.train_digits) and score them; for the run
     the chapter shows, keep one sample per class and guidance scale (pixels, 2 decimals)."""
@@ -146,7 +127,17 @@ def run_part(part: str, cfg: dict) -> list[dict]:
         if part == "testbed":
             for steps in cfg["testbed"]["budgets"]:
                 models = testbed_models(cfg["testbed"], steps, seed)
-                row = {"seed": seed, "steps": steps} | testbed_scores(cfg["testbed"], models)
+                tb = cfg["testbed"]
+                scores = D.score_testbed(
+                    models,
+                    D.ring_mixture(**tb["mixture"]),
+                    tb["nfes"],
+                    tb["n_eval"],
+                    tb["eval_seed"],
+                    tb["bandwidth"],
+                    tb["t_min"],
+                )
+                row = {"seed": seed, "steps": steps} | scores
                 print(json.dumps(row), flush=True)
                 rows.append(row)
         else:
