@@ -196,20 +196,27 @@ plt.show()
 #
 # In $\lambda$ the weight is flat: the ELBO weights every log-SNR equally, and a schedule only
 # decides where the training samples fall. DDPM's "simple" loss (uniform $t$, weight 1)
-# therefore weights $\lambda$ by $1/(-\dot\lambda_t)$, which the figure shows for VP.
+# therefore weights $\lambda$ by $1/(-\dot\lambda_t)$, which the figure shows for VP, and
+# flow matching's velocity loss on its own straight path (uniform $t$) by
+# $\tfrac12 e^{-\lambda/2}$ (dotted): heavier than the $\varepsilon$ loss at high noise, lighter
+# near the data.
 
 # %%
 lam_t = vp.log_snr(ts)
 fig, ax = plt.subplots(figsize=(7, 3.8))
 for kind, color in zip(["eps", "x0", "v", "velocity"], CYCLE, strict=False):
-    ax.semilogy(lam_t, D.loss_weight(kind, ts, vp) / (-vp.d_log_snr(ts)), color=color, label=kind)
+    w = D.loss_weight(kind, ts, vp) / (-vp.d_log_snr(ts))
+    ax.semilogy(lam_t, w, color=color, label=kind + (" (VP clock)" if kind == "velocity" else ""))
+w_line = D.loss_weight("velocity", ts, line) / (-line.d_log_snr(ts))  # flow matching's own loss
+ax.semilogy(line.log_snr(ts), w_line, ":", color=CYCLE[3], label="velocity, straight path")
 ax.semilogy(lam_t, torch.full_like(ts, 0.5), "--", color=COLORS["theory"], label="ELBO (1/2)")
 ax.set(
     xlabel="log-SNR $\\lambda$",
     ylabel="weight per unit of $\\lambda$",
-    title="Uniform-t losses on VP, as weights on the log-SNR axis",
+    title="Uniform-t losses as weights on the log-SNR axis",
 )
-ax.legend()
+ax.set_xlim(-10, 10)
+ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
@@ -257,7 +264,7 @@ err, size = np.array(err), np.array(size)
 worst = lams[int(np.argmax(err / size))].item()
 print(
     f"relative error: median {hamlib.approx(np.median(err / size), '.3f')}, worst "
-    f"{hamlib.approx((err / size).max(), '.2f')} at lambda ≈ {worst:.0f}"
+    f"{hamlib.approx((err / size).max(), '.2f')} at lambda {hamlib.approx(worst, '.0f')}"
 )
 
 # %%
@@ -400,7 +407,8 @@ print(
 
 # %% [markdown]
 # The yardstick is the spread of the MMD² between two sets of exact draws, estimated from 20
-# pairs (so itself uncertain by about 16%: a bound of 4 of these units is at least 3.3 true ones).
+# pairs (so itself uncertain by about 16%: a bound of 4 of these units is about 3.3 to 4.6 true
+# ones).
 # The negative control shows what an error looks like on this scale: an ODE with the score term
 # doubled (the reverse SDE's drift, without its noise) lands tens of units away.
 
@@ -484,7 +492,7 @@ t_of_tau = lambda tau: vp.t_of_log_snr(-2 * math.log(tau)).item()  # noqa: E731
 
 def field(tau, y):
     t = t_of_tau(tau)
-    return exact_fn(vp.alpha(t) * y, torch.full((len(y),), t))
+    return exact_fn(vp.alpha(t) * y, torch.full((len(y),), t, dtype=torch.float64))
 
 
 y_end = ode.integrate(field, x1 / vp.alpha(1.0), taus, "euler")
@@ -493,14 +501,13 @@ ddim_gap = (vp.alpha(tb["t_min"]) * y_end - ddim_out).abs().max().item()
 euler_t_gap = (D.sample_ode(exact_fn, "eps", vp, x1, grid_t, "euler") - ddim_out).abs().max().item()
 print(
     "largest |DDIM - Euler in (y, tau)| over 400 samples, 10 steps: "
-    f"{hamlib.below(ddim_gap, 1e-6)}; "
+    f"{hamlib.below(ddim_gap, 1e-10)}; "
     f"|DDIM - Euler in (x, t)|: {hamlib.approx(euler_t_gap, '.2f')}"
 )
 
 # %% [markdown]
-# The two agree to round-off, amplified by ten large steps of a map whose sensitivity is
-# large where the modes separate; Euler in the original variables on the same grid differs from
-# both by order one (printed). The check's bound, $10^{-6}$, sits between the two. The
+# The two agree to round-off; Euler in the original variables on the same grid differs from
+# both by order one (printed). The check's bound, $10^{-10}$, sits far between the two. The
 # observation is in the DDIM paper itself (Song, Meng & Ermon, 2021, section 4.3).
 
 # %%
@@ -508,7 +515,7 @@ hamlib.check(
     "DDIM equals Euler's method on the ODE in y = x/alpha, tau = sigma/alpha (an identity, "
     "confirmed to round-off), and differs from Euler in (x, t)",
     measured=ddim_gap,
-    below=1e-6,
+    below=1e-10,
     machine_dependent=True,
 )
 hamlib.check("Euler in (x, t) on the same grid is a different method", euler_t_gap > 1e-2)
@@ -561,11 +568,11 @@ for nfe in NFES:
 
 # %% [markdown]
 # Each method spends its evaluations differently: NFE = steps for Euler and DDIM, 2 per step for
-# Heun, 4 for RK4, and $2n - 1$ for EDM with $n$ noise levels before the last (its final Euler
-# step to $\tau = 0$ is the denoiser, which every sampler here ends with). "DDIM, EDM grid"
-# is DDIM on EDM's noise levels: compared with DDIM it isolates the grid, compared with EDM
-# it isolates the integrator (Euler against Heun, same variables, same grid). The slopes over
-# the last three points measure the order each method reaches.
+# Heun, 4 for RK4, and $2(n - 1)$ for EDM with $n$ nonzero noise levels, not counting its final
+# Euler step to $\tau = 0$, which is the denoiser that every sampler here ends with. "DDIM, EDM
+# grid" is DDIM on EDM's noise levels: compared with DDIM it isolates the grid, compared with
+# EDM it isolates the integrator (Euler against Heun, same variables, same grid). The slopes
+# over the last three points measure the order each method reaches.
 
 
 # %%
@@ -573,7 +580,7 @@ def slope(nfes, errors):
     return np.polyfit(np.log(nfes[-3:]), np.log(errors[-3:]), 1)[0]
 
 
-true_nfe = {name: NFES if name != "EDM" else [n - 1 for n in NFES] for name in sampler_error}
+true_nfe = dict.fromkeys(sampler_error, NFES)
 fig, ax = plt.subplots(figsize=(7.5, 4.5))
 colors = [CYCLE[0], CYCLE[1], CYCLE[3], CYCLE[4], CYCLE[4], CYCLE[5]]
 for (name, errs), color in zip(sampler_error.items(), colors, strict=True):
@@ -677,7 +684,8 @@ for n in STEPS:
         D.mmd2(D.euler_maruyama(exact_fn, vp, x1, grid_t, gen), ref, H)
     )
 print(
-    "MMD² in null sd; the 99th percentile of 40 exact-vs-exact draws is "
+    "MMD² in null sd; the threshold (99th percentile of 40 exact-vs-exact draws, close to their "
+    "largest) is "
     f"{hamlib.approx(null_q99 / null_sd, '.1f')}"
 )
 print("steps:            " + "".join(f"{n:>6d}" for n in STEPS))
@@ -695,19 +703,21 @@ def first_within(vals):
 reach = {name: first_within(vals) for name, vals in stochastic.items()}
 print("fewest steps indistinguishable from exact draws:", reach)
 hamlib.check(
-    "all three samplers reach the exact distribution within 200 steps, and ancestral sampling "
-    "needs more steps than DDIM",
-    None not in reach.values() and reach["DDIM"] < reach["ancestral (DDPM)"],
+    "all three samplers reach the exact distribution (by this test) within 200 steps, and DDIM "
+    "needs no more steps than ancestral sampling",
+    None not in reach.values() and reach["DDIM"] <= reach["ancestral (DDPM)"],
 )
 
 # %% [markdown]
-# (The step grid is coarse, so each "fewest steps" is known to within one grid interval, and
-# it rests on one set of draws.) The deterministic sampler gets there in the fewest steps, but
-# not by much; at 10 steps Euler–Maruyama is far worse than the other two, and from 30 steps
-# all three are indistinguishable from exact draws. With the exact score there is no learning
-# error for the injected noise to correct, which Karras et al. (2022) identify as the benefit of
-# stochastic sampling with a learned model; this testbed measures only the discretization.
-# Claim 8.7(c) turns this into a speed-up factor.
+# (The step grid is coarse, so each "fewest steps" is known to within one grid interval, and it
+# rests on one set of draws.) The deterministic sampler gets there in the fewest steps, but not
+# by much; at 10 steps Euler–Maruyama is far worse than the other two, and from 30 steps this
+# test cannot tell any of the three from exact draws. That is a statement about the test's power
+# too: ancestral sampling at 200 steps still narrows the modes by about 7% (exercise 2), an
+# error this MMD, at this bandwidth and sample size, does not see. With the exact score there is
+# no learning error for the injected noise to correct, which Karras et al. (2022) identify as
+# the benefit of stochastic sampling with a learned model; this testbed measures only the
+# discretization. Claim 8.7(c) turns this into a speed-up factor.
 #
 # ## 8.4 Flow matching
 #
@@ -903,7 +913,7 @@ def gap(model_a, model_b, nfe, steps):
 
 
 print("MMD² minus flow matching's, per seed, in null sd (positive: flow matching is closer)")
-for steps in budgets[2:]:
+for steps in budgets[1:]:
     for a in ("diffusion", "diffusion_flowgrid"):
         print(
             f"  {steps:5d} training steps, {a:18s}: "
@@ -915,8 +925,10 @@ for steps in budgets[2:]:
         )
 
 # %% [markdown]
-# What the file shows, over three seeds, in units of the null's spread. At 4 sampling steps
-# flow matching beats the diffusion model at every budget, by far more than the noise. Given the
+# What the file shows, over three seeds, in units of the null's spread (the spread of an MMD²
+# estimate away from zero is larger, a few of these units at the values here). At 4 sampling
+# steps flow matching beats the diffusion model from 1,000 training steps on, by far more than
+# that. Given the
 # flow's noise levels the diffusion model closes part of that gap, but only part: unlike the
 # exact field, a learned $\varepsilon$-predictor is poor at the two ends of the noise range,
 # and few steps expose both ends. Its first step computes $\hat x_0 = (x - \sigma_1
@@ -945,12 +957,12 @@ hamlib.check(
     and exact_few["DDIM, VP, uniform t"][2] > exact_few["Euler, straight path"][2] + 20 * null_eval,
 )
 hamlib.check(
-    "at 4 sampling steps and 2,000-8,000 training steps flow matching beats the diffusion model "
-    "by more than 4 null sd in every seed, on the diffusion model's grid and on its own",
+    "at 4 sampling steps and 1,000-8,000 training steps flow matching beats the diffusion model "
+    "by more than 10 null sd in every seed, on the diffusion model's grid and on its own",
     all(
-        v > 4
+        v > 10
         for a in ("diffusion", "diffusion_flowgrid")
-        for b in budgets[2:]
+        for b in budgets[1:]
         for v in gap(a, "flow", 4, b)
     ),
 )
@@ -1073,7 +1085,7 @@ hamlib.check(
 # the score error). On these points they differ by the amount printed; both lie above the
 # entropy by the amounts printed, the price of the score error that 8.2 located (the ELBO is
 # evaluated here on draws of $p_{t_{\min}}$ as if they were data, a mismatch of a noise level
-# of 0.014 against modes of width 0.15). Hutchinson's
+# $\sigma/\alpha \approx 0.01$ against modes of width 0.15). Hutchinson's
 # estimator is unbiased, but a single probe gives it a spread per point of the size printed:
 # fine for training, where it averages over a batch, poor for reporting one sample's likelihood.
 #
@@ -1102,7 +1114,8 @@ judge = tasks.digits_classifier(x_train, y_train)
 judge_acc = judge.score(x_held.numpy(), y_held.numpy())
 real_near = torch.cdist(x_held, x_train).min(1).values.median().item()
 print(
-    f"judge accuracy on {len(x_held)} held-out real digits: {judge_acc:.3f}; median distance "
+    f"judge accuracy on {len(x_held)} held-out real digits: {hamlib.approx(judge_acc, '.3f')}; "
+    "median distance "
     f"of a held-out digit to its nearest training digit: {real_near:.2f}"
 )
 
@@ -1203,10 +1216,11 @@ plt.show()
 # %% [markdown]
 # Guidance does what it is used for: at $w = 0$ the judge agrees with the (ignored) intended
 # class about one time in ten, as chance would; at $w = 1$, the conditional model, more often;
-# at $w = 2$–3 nearly always, and the samples also move closer to real digits (precision rises).
-# Training longer helps the pixel model most. The latent model, limited by what its VAE can
-# decode, produces smooth, prototype-like digits that sit about as close to the training set as
-# real held-out digits do: that is the decoder's smoothness, not copying.
+# at $w = 2$–3 nearly always in pixel space, where the samples also move closer to real digits
+# (precision rises). Training longer helps the pixel model most. The latent model, limited by
+# what its VAE can decode, produces smooth, prototype-like digits that sit about as close to the
+# training set as real held-out digits do (that is the decoder's smoothness, not copying); its
+# accuracy peaks at $w = 2$ and falls beyond, and its precision falls slightly with guidance.
 #
 # **Checks.** The live 400-step model must agree with the sweep's three seeds at 400 steps (it
 # is scored at $w$ = 1 and 3 only, to save time): each accuracy and precision within the seeds'
@@ -1233,10 +1247,17 @@ hamlib.check(
 w3 = dg["guidance"].index(3.0)
 longest = dg["steps"][-1]
 acc = {s: sweep_mean(s, longest, "accuracy") for s in ("pixel", "latent")}
+two_se = 2 * np.sqrt(0.25 / (3 * 10 * dg["per_class"]))  # a mean over 3 seeds x 200 samples
+best_guided = {s: max(acc[s][2:]) - acc[s][1] for s in acc}
+print(
+    "best guided accuracy (w > 1) minus w = 1, mean of 3 seeds: "
+    + ", ".join(f"{s} {v:.3f}" for s, v in best_guided.items())
+    + f" (2 standard errors: {two_se:.3f})"
+)
 hamlib.check(
-    f"guidance helps ({longest:,} steps, 3 seeds): in both spaces accuracy at w = 3 beats w = 1, "
-    "which beats chance by far",
-    all(acc[s][w3] > acc[s][1] > 0.5 for s in ("pixel", "latent")),
+    f"guidance helps ({longest:,} steps, 3 seeds): in both spaces the best guided accuracy beats "
+    "w = 1 by more than 2 standard errors, and w = 1 beats chance by far",
+    all(best_guided[s] > two_se and acc[s][1] > 0.5 for s in acc),
 )
 pixel_near = sweep_mean("pixel", longest, "nearest_train")[w3]
 pixel_prec = sweep_mean("pixel", longest, "precision")[w3]
@@ -1267,9 +1288,10 @@ hamlib.check("unguided samples cover every class", bool((counts > 0).all()))
 # **Pixel against latent.** What the latent model saves is the size of what the denoiser
 # reads and writes: its first and last layers shrink from 64 to 8 numbers; the hidden layers,
 # most of its cost at this width, do not. What it pays is the VAE's reconstruction error, which
-# no amount of diffusion training removes. The judge cannot show that ceiling: guided latent
-# samples are prototype-like digits it classifies *better* than the VAE's own reconstructions
-# (printed below and in the table above); it measures class identity, not detail.
+# no amount of diffusion training removes. The judge barely shows that ceiling: at $w = 2$ the
+# latent samples are prototype-like digits it classifies about as well as, or better than, the
+# VAE's own reconstructions (printed below; the table above), because it measures class identity,
+# not detail.
 
 
 # %%
@@ -1294,7 +1316,7 @@ print(
 print(
     f"judge accuracy on the VAE's reconstructions of the training digits: "
     f"{hamlib.approx(recon_acc, '.3f')}; on the training digits themselves: "
-    f"{judge.score(x_train.numpy(), y_train.numpy()):.3f}"
+    f"{hamlib.approx(judge.score(x_train.numpy(), y_train.numpy()), '.3f')}"
 )
 hamlib.check(
     "at this width the latent denoiser costs 80-100% of the pixel one per evaluation, not a tenth",
@@ -1371,8 +1393,8 @@ hamlib.check(
 # distribution; the network fits that gradient field."** The exact score is a gradient, so its
 # Jacobian is symmetric; nothing in an MLP that outputs two numbers makes its field a gradient.
 # The cell measures the learned field's asymmetry,
-# $\lVert J - J^\top\rVert_F / \lVert J \rVert_F$ (0 for a gradient field), averaged over draws of
-# $p_t$ at five times.
+# $\lVert (J - J^\top)/2\rVert_F / \lVert J \rVert_F$ (0 for a gradient field), averaged over
+# draws of $p_t$ at five times.
 
 
 # %%
@@ -1436,19 +1458,19 @@ hamlib.check(
 # %% [markdown]
 # Verdict: true as stated against 1,000 steps, misleading as a measure. The 1,000 steps were
 # never needed for quality on this problem; the real gain of DDIM over ancestral sampling, at
-# equal quality, is the factor printed (within the resolution of the step grid): small,
-# not tens; and a stochastic sampler of another kind (Euler–Maruyama) needed about as few steps
-# as DDIM. This is one testbed with an exact score; with a learned score, stochastic sampling
-# can correct errors that a deterministic one carries (Karras et al., 2022, who also make the
-# general point that samplers should be compared each at its best).
+# equal quality by this test, is the factor printed: small (between 1 and 2 within the
+# resolution of the step grid), not tens. This is one testbed with an exact score; with a
+# learned score, stochastic sampling can correct errors that a deterministic one carries (Karras
+# et al., 2022, who also make the general point that samplers should be compared each at its
+# best).
 #
 # **(d) "Flow matching makes the path straight, so one or two steps suffice; it is more
 # intuitive and efficient than diffusion, and has replaced it."** From 8.4: the exact
 # flow-matching paths are not straight (both measures), and by shape they are less straight
 # than VP's; plain flow matching at one step collapses the samples (below); its few-step
 # advantage over VP diffusion with exact fields is the time grid, which a diffusion sampler can
-# adopt; with learned models at equal budget it kept a large margin at 4 steps at every budget,
-# and a margin at 32 steps that faded into the noise with longer training.
+# adopt; with learned models at equal budget it kept a large margin at 4 steps from 1,000
+# training steps on, and a margin at 32 steps that faded into the noise with longer training.
 
 # %%
 with torch.no_grad():
@@ -1475,18 +1497,19 @@ hamlib.check(
 # "More efficient" splits in two. The sampling grid: the straight path's uniform grid visits
 # better noise levels than VP's uniform grid, but the equivalence of all Gaussian paths in
 # $(y, \tau)$ means any diffusion model can sample on it (8.4's exact-field table). The training
-# target: at 4 steps the velocity model stayed far ahead at every budget even on the same noise
-# levels, because the $\varepsilon$-model's errors are amplified at the ends of the noise range;
-# at 32 steps its advantage faded into the noise with training. The efficiency is real at few
-# steps, and it belongs to the target and the grid, both of which a "diffusion" model can adopt
-# (Salimans & Ho's $v$ is one such target). "Replaced" is a statement about fashion, not
-# something a measurement can confirm.
+# target: at 4 steps the velocity model stayed far ahead from 1,000 training steps on, even on
+# the same noise levels, because the $\varepsilon$-model's errors are amplified at the ends of
+# the noise range; at 32 steps its advantage faded into the noise with training. The efficiency
+# is real at few steps, and it belongs to the target and the grid, both of which a "diffusion"
+# model can adopt (Salimans & Ho's $v$ is one such target). "Replaced" is a statement about
+# fashion, not something a measurement can confirm.
 #
 # **(e) "Latent diffusion: diffusion in pixel space is too expensive; in a VAE's latent space
 # the computation drops by an order of magnitude, and the lossy VAE is why details blur."** On
 # 8x8 digits, from 8.6: the denoiser's cost per evaluation fell by only the fraction printed
-# (a 64-to-8 reduction of the input touches two of four layers); the VAE's reconstructions set a
-# ceiling on the latent samples' quality, printed there too. At 512x512x3 images with a
+# (a 64-to-8 reduction of the input touches two of four layers); the VAE's reconstruction error
+# bounds the latent samples' detail, which a class judge does not measure (8.6). At 512x512x3
+# images with a
 # convolutional U-Net whose cost scales with the number of pixels, the 48x reduction of Stable
 # Diffusion's autoencoder does cut the cost by an order of magnitude: the claim depends on an
 # architecture whose cost is proportional to the input size, which an MLP's is not.
@@ -1565,7 +1588,7 @@ print(
 # %% [markdown]
 # Guidance does move mass towards the class's favoured modes, but not to the tilted weights:
 # both samplers give the first two modes nearly equal shares where tilting gives the first about
-# twice the second, and the two samplers disagree with each other too. The ODE keeps each mode's
+# twice the second. The ODE keeps each mode's
 # width; the ancestral sampler's narrower modes are its own discretization error at 200 steps
 # (it narrows them as much without guidance, exercise 2). The reason for the wrong weights is
 # visible in the formula: guidance uses
@@ -1574,7 +1597,8 @@ print(
 # convolution), so the guided field is the score of no single diffusion path, and the ODE and
 # the SDE built on it need not share marginals. The mass is assigned while the modes are still
 # merged, at high noise, where the tilt acts on blurred densities. The sampling error here is
-# the integrators' on an exact field, far below these differences; the yardstick is the total
+# the integrators' on an exact field, far below these differences (exercise 2 measures it
+# without guidance, for both samplers, on the same yardstick); the yardstick is the total
 # variation that 2,000 exact draws from the tilted weights stay below 99% of the time. Verdict:
 # false, as the 2024 analyses of Chidambaram et al. and Bradley & Nakkiran argue.
 
@@ -1665,6 +1689,12 @@ print(f"chapter run time: {hamlib.elapsed():.1f} s")
 # - A. Gretton, K. M. Borgwardt, M. J. Rasch, B. Schölkopf, A. Smola. A kernel two-sample test.
 #   *JMLR* 13, 2012.
 # - C. Luo. Understanding diffusion models: a unified perspective. arXiv:2208.11970, 2022.
+# - P. Holderrieth, E. Erives. An introduction to flow matching and diffusion models. MIT
+#   6.S184 lecture notes, arXiv:2506.02070, 2025.
+# - T. Kynkäänniemi, T. Karras, S. Laine, J. Lehtinen, T. Aila. Improved precision and recall
+#   metric for assessing generative models. *NeurIPS*, 2019. (8.6 uses a simplified precision:
+#   one global radius from the real data's nearest-neighbour distances instead of per-point
+#   k-NN balls.)
 #
 # ## Exercises
 #
@@ -1719,6 +1749,7 @@ guide_1 = D.sample_ode(
 ancestral_1 = D.ancestral(
     lambda x, t: cls_a.eps(x, t, vp), vp, x1c, torch.linspace(1, t_min, 201), gen
 )
+tv_anc_1 = 0.5 * (mode_shares(ancestral_1) - cond_weights).abs().sum().item()
 print(
     f"spread around the modes without guidance: ODE {hamlib.approx(mode_spread(guide_1), '.3f')}, "
     f"ancestral with 200 steps {hamlib.approx(mode_spread(ancestral_1), '.3f')}"
@@ -1726,13 +1757,14 @@ print(
 tv_1 = 0.5 * (mode_shares(guide_1) - cond_weights).abs().sum().item()
 yard_1 = tv_q99(cond_weights)
 print(
-    f"total variation to pi_(k|c) at w = 1: {hamlib.approx(tv_1, '.3f')}; 99% of exact "
-    f"2,000-draw samples stay below {hamlib.approx(yard_1, '.3f')}"
+    f"total variation to pi_(k|c) at w = 1: ODE {hamlib.approx(tv_1, '.3f')}, ancestral "
+    f"{hamlib.approx(tv_anc_1, '.3f')}; 99% of exact 2,000-draw samples stay below "
+    f"{hamlib.approx(yard_1, '.3f')}"
 )
 hamlib.check(
-    "exercise 2: at w = 1 the guided samples' mode weights match the conditional's (total "
-    "variation below the 99th percentile of exact draws')",
-    measured=tv_1,
+    "exercise 2: at w = 1 the guided samples' mode weights match the conditional's, with the ODE "
+    "and with ancestral sampling (total variation below the 99th percentile of exact draws')",
+    measured=max(tv_1, tv_anc_1),
     below=yard_1,
     spec=".3f",
     machine_dependent=True,

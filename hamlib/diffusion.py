@@ -32,6 +32,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -438,6 +439,8 @@ class TimeMLP(nn.Module):
             layers += [nn.Linear(n_in if i == 0 else hidden, hidden), nn.SiLU()]
         self.net = nn.Sequential(*layers, nn.Linear(hidden, dim))
 
+    freqs: Tensor
+
     def forward(self, x: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
         tt = _times(t, x)
         parts = [x, torch.sin(tt * self.freqs), torch.cos(tt * self.freqs)]
@@ -489,6 +492,12 @@ def train(
             raise ValueError(f"{name} must be a tensor with one row per row of data")
     if noise is not None:
         check.like("noise", noise, "data", data)
+    null_class = 0
+    if labels is not None:  # the class index that means "no class": TimeMLP's n_classes
+        n_classes = getattr(net, "n_classes", None)
+        if not isinstance(n_classes, int) or n_classes < 1:
+            raise ValueError("labels need a class-conditional net (a TimeMLP with n_classes >= 1)")
+        null_class = n_classes
     if kind != "velocity" and s.kind == "linear":
         raise ValueError("the linear schedule trains kind='velocity' (alpha = 0 at t = 1)")
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -505,7 +514,7 @@ def train(
         args = [s.noise(x0, t, eps), t]
         if labels is not None:
             c = labels[idx].clone()
-            c[torch.rand(batch, generator=generator) < p_uncond] = net.n_classes
+            c[torch.rand(batch, generator=generator) < p_uncond] = null_class
             args.append(c)
         loss = ((net(*args) - target(kind, x0, eps, t, s)) ** 2).sum(1).mean()
         opt.zero_grad(set_to_none=True)
@@ -517,7 +526,7 @@ def train(
 
 
 def reflow(
-    flow: nn.Module, n_pairs: int, n_steps: int, seed: int = 0, **train_args: object
+    flow: nn.Module, n_pairs: int, n_steps: int, seed: int = 0, **train_args: Any
 ) -> nn.Module:
     """Reflow (Liu, Gong & Liu, 2023): draw ``n_pairs`` noises ε, carry each to a sample x0 with
     ``n_steps`` Euler steps of the velocity model ``flow`` (straight path, t from 1 to 0), and
@@ -969,7 +978,7 @@ def train_digits(
         raise ValueError(f"spaces must be a non-empty tuple of 'pixel', 'latent', got {spaces!r}")
     x_train, y_train, _, _ = tasks.digits(n_train, 0)
     vp = Schedule.vp()
-    common = {"steps": steps, "batch": batch, "lr": lr, "labels": y_train}
+    common: dict[str, Any] = {"steps": steps, "batch": batch, "lr": lr, "labels": y_train}
     out: dict = {"n_train": n_train, "latent_dim": latent, "spaces": tuple(spaces)}
     if "pixel" in spaces:
         torch.manual_seed(seed)

@@ -74,7 +74,7 @@ def testbed_models(cfg: dict, steps: int, seed: int) -> dict[str, torch.nn.Modul
     data = mix.sample(cfg["n_data"], torch.Generator().manual_seed(cfg["data_seed"])).float()
     vp, line = D.Schedule.vp(), D.Schedule.linear()
     common = {"steps": steps, "batch": cfg["batch"], "lr": cfg["lr"], "t_min": cfg["t_min"]}
-    models = {}
+    models: dict[str, torch.nn.Module] = {}
     for name, schedule, kind in (("diffusion", vp, "eps"), ("flow", line, "velocity")):
         torch.manual_seed(seed)
         net = D.TimeMLP(2, **cfg["net"])
