@@ -823,9 +823,11 @@ for name, vals in exact_few.items():
     print(f"{name:22s}" + "".join(f"{hamlib.approx(v, '.1e'):>10s}" for v in vals))
 
 # %% [markdown]
-# With exact fields the straight path's advantage at few steps is entirely its grid: DDIM on VP
-# given the same noise levels does as well (the small remaining difference is the last step,
-# which VP ends at $t_{\min}$ rather than at zero noise). Now the learned models at 1, 4 and 32
+# With exact fields the straight path's advantage at few steps is its grid: DDIM on VP given the
+# same noise levels does about as well (the check below: the share of the 4-step gap that the
+# grid closes, whose noise is about 2%, one MMD² estimate's spread over the gap; the small
+# remaining differences include the last step, which VP ends at $t_{\min}$ rather than at zero
+# noise). Now the learned models at 1, 4 and 32
 # steps, all on one set of draws, with the function the sweep uses ("diffusion_flowgrid" is the
 # diffusion model sampled at the straight path's noise levels):
 
@@ -946,15 +948,14 @@ for steps in budgets[1:]:
 # is plausible, not tested here).
 
 # %%
+own, matched, straight_4 = (exact_few[k][2] for k in exact_few)
 hamlib.check(
-    "on the same noise levels with exact fields, DDIM on VP matches Euler on the straight path at "
-    "4 and 8 steps (MMD² within 4 null sd of each other), while on its own grid it is far worse",
-    all(
-        abs(exact_few["DDIM, VP, flow's grid"][i] - exact_few["Euler, straight path"][i])
-        < 4 * null_eval
-        for i in (2, 3)
-    )
-    and exact_few["DDIM, VP, uniform t"][2] > exact_few["Euler, straight path"][2] + 20 * null_eval,
+    "with exact fields the grid explains the 4-step gap: sampled on the straight path's noise "
+    "levels, DDIM on VP closes more than 90% of its gap to Euler on the straight path",
+    measured=(own - matched) / (own - straight_4),
+    above=0.9,
+    spec=".3f",
+    machine_dependent=True,
 )
 hamlib.check(
     "at 4 sampling steps and 1,000-8,000 training steps flow matching beats the diffusion model "
