@@ -620,6 +620,23 @@ def _steps(ts: Tensor | list[float]) -> list[float]:
     return times
 
 
+Step = Callable[[Tensor, Tensor, float, float], Tensor]  # (x, eps_hat, t, s) -> x at s
+
+
+def _run(
+    eps_fn: EpsFn, schedule: Schedule, x1: Tensor, ts: Tensor | list[float], step: Step
+) -> Tensor:
+    """The loop every one-network-call-per-step sampler shares: from each t to the next time s,
+    evaluate ε̂(x, t) once and apply ``step``."""
+    _schedule("schedule", schedule)
+    times = _steps(ts)
+    _check_x("x1", x1)
+    x = x1
+    for t, u in zip(times, times[1:], strict=False):
+        x = step(x, eps_fn(x, torch.full((x.shape[0],), t, dtype=x.dtype)), t, u)
+    return x
+
+
 def ddim(
     eps_fn: EpsFn,
     schedule: Schedule,
@@ -633,19 +650,17 @@ def ddim(
     ``clip``: clamp :math:`\hat x_0` to [-clip, clip] at every step and recompute
     :math:`\hat\varepsilon` from it (the "static thresholding" of Ho et al.'s code and Saharia et
     al., 2022), for data known to lie in that box; it changes the sampler, not the model."""
-    s, times = _schedule("schedule", schedule), _steps(ts)
-    _check_x("x1", x1)
+    s = _schedule("schedule", schedule)
     clip = None if clip is None else check.positive("clip", clip)
-    x = x1
-    for t, u in zip(times, times[1:], strict=False):
-        tt = torch.full((x.shape[0],), t, dtype=x.dtype)
-        e = eps_fn(x, tt)
+
+    def step(x: Tensor, e: Tensor, t: float, u: float) -> Tensor:
         x0 = (x - s.sigma(t) * e) / s.alpha(t)
         if clip is not None:
             x0 = x0.clamp(-clip, clip)
             e = (x - s.alpha(t) * x0) / s.sigma(t)
-        x = s.alpha(u) * x0 + s.sigma(u) * e
-    return x
+        return s.alpha(u) * x0 + s.sigma(u) * e
+
+    return _run(eps_fn, s, x1, ts, step)
 
 
 def ancestral(
@@ -661,20 +676,19 @@ def ancestral(
     \hat x_0` and variance :math:`\sigma_{t|s}^2\sigma_s^2/\sigma_t^2`, with
     :math:`\alpha_{t|s} = \alpha_t/\alpha_s`, :math:`\sigma_{t|s}^2 = \sigma_t^2 -
     \alpha_{t|s}^2\sigma_s^2`."""
-    s, times = _schedule("schedule", schedule), _steps(ts)
-    _check_x("x1", x1)
+    s = _schedule("schedule", schedule)
     generator = check.generator("generator", generator)
-    x = x1
-    for t, u in zip(times, times[1:], strict=False):
-        tt = torch.full((x.shape[0],), t, dtype=x.dtype)
+
+    def step(x: Tensor, e: Tensor, t: float, u: float) -> Tensor:
         at, st, au, su = s.alpha(t), s.sigma(t), s.alpha(u), s.sigma(u)
-        x0 = (x - st * eps_fn(x, tt)) / at
+        x0 = (x - st * e) / at
         a_ts = at / au
         var_ts = st**2 - a_ts**2 * su**2
         mean = a_ts * su**2 / st**2 * x + au * var_ts / st**2 * x0
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-        x = mean + (var_ts * su**2 / st**2).sqrt() * z
-    return x
+        return mean + (var_ts * su**2 / st**2).sqrt() * z
+
+    return _run(eps_fn, s, x1, ts, step)
 
 
 def euler_maruyama(
@@ -687,19 +701,18 @@ def euler_maruyama(
     r"""Euler–Maruyama on the reverse-time SDE
     :math:`dx = [f - g^2\nabla\log p_t]\,dt + g\,d\bar w` (Song et al., 2021): from t to
     s = t − h, :math:`x \leftarrow x - h\,(f - g^2 s_\theta) + g\sqrt h\, z`."""
-    s, times = _schedule("schedule", schedule), _steps(ts)
-    _check_x("x1", x1)
+    s = _schedule("schedule", schedule)
     generator = check.generator("generator", generator)
-    x = x1
-    for t, u in zip(times, times[1:], strict=False):
+
+    def step(x: Tensor, e: Tensor, t: float, u: float) -> Tensor:
         h = t - u
-        tt = torch.full((x.shape[0],), t, dtype=x.dtype)
-        score = -eps_fn(x, tt) / s.sigma(t)
+        score = -e / s.sigma(t)
         g2 = -(s.sigma(t) ** 2) * s.d_log_snr(t)
         drift = s.d_alpha(t) / s.alpha(t) * x - g2 * score
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-        x = x - h * drift + (g2 * h).sqrt() * z
-    return x
+        return x - h * drift + (g2 * h).sqrt() * z
+
+    return _run(eps_fn, s, x1, ts, step)
 
 
 def edm_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
