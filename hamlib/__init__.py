@@ -61,6 +61,7 @@ _SUBJECTS = {
     "measure",
     "ode",
     "optim",
+    "parallel",
     "plotting",
     "repro",
     "tasks",
