@@ -61,10 +61,11 @@ print(f"{WORLD} worker processes in one gloo process group")
 #
 # The ring algorithm does each with messages to one neighbour. In a reduce-scatter, at step s
 # every rank passes one chunk of partial sums to the next rank, which adds its own term; after
-# N - 1 steps each rank holds one chunk with all N terms. Every rank sends N - 1 chunks of n/N
-# numbers, so an all-reduce sends $2(N-1)/N \cdot n$ per rank, which is within a factor
-# $(N-1)/N$ of the n that any all-reduce must send (each rank's sum needs the other ranks'
-# contribution to every element; Patarasuk & Yuan, 2009). Here is the code that runs:
+# N - 1 steps each rank holds one chunk with all N terms; an all-gather passes the finished
+# chunks round the ring the same way. Every rank sends N - 1 chunks of n/N numbers in each
+# half, so an all-reduce sends $2(N-1)/N \cdot n$ per rank, and no all-reduce can send less
+# (Patarasuk & Yuan, 2009; Chan et al., 2007): the ring is bandwidth-optimal. Here is the code
+# that runs:
 
 # %%
 hamlib.show_source(P.Comm._reduce_scatter)
@@ -75,14 +76,15 @@ hamlib.show_source(P.Comm._all_gather)
 # %% [markdown]
 # Each hand-written collective against `torch.distributed`'s on the same float64 data, and the
 # bytes each rank sent, counted at the `isend` calls. The all-reduce adds the same four terms in
-# another order than gloo does, so it may differ in the last bits: the bound is the worst case of
-# N - 1 roundings of partial sums no larger than N max|x|, that is N^2 max|x| 2^-53. The
-# all-gather and the broadcast only copy, so they must match exactly.
+# another order than gloo does, so it may differ in the last bits. Adding N terms no larger than
+# M one after another rounds N - 1 partial sums, the k-th no larger than kM, so each order is
+# within $u M (N(N+1)/2 - 1)$ of the exact sum ($u = 2^{-53}$) and two orders within twice that,
+# $u M (N(N+1) - 2)$. The all-gather and the broadcast only copy, so they must match exactly.
 
 # %%
 N_EL = 1000
 coll = cluster.run(P.collectives_check, N_EL)
-round_off = max(WORLD**2 * c["scale_all_reduce"] * 2.0**-53 for c in coll)
+round_off = max((WORLD * (WORLD + 1) - 2) * c["scale_all_reduce"] * 2.0**-53 for c in coll)
 worst = {k: max(c[k] for c in coll) for k in ("all_reduce", "all_reduce_vs_reduce_scatter")}
 print(
     f"all-reduce vs dist.all_reduce: {hamlib.below(worst['all_reduce'], round_off)}; "
@@ -112,9 +114,10 @@ hamlib.check(
 # How long does one take? The standard model (Hockney's; Thakur et al., 2005) charges $\alpha$
 # seconds per message and $\beta$ seconds per byte, so a ring all-reduce of n bytes costs
 # $2(N-1)\alpha + 2\frac{N-1}{N} n \beta$. Below, gloo's all-reduce on this machine's loopback,
-# timed from 4 kB to 4 MB and fitted. The numbers are this machine's, four processes sharing two
-# cores, so the cell's output is not compared and its check asks only that the cost grows with
-# the size.
+# timed from 4 kB to 4 MB and fitted in relative error. The numbers are this machine's, four
+# processes sharing two cores, where a message's cost is mostly waiting for a core: the fitted
+# alpha is the operating system's scheduling, not the network's. Nothing is checked on them, and
+# the cell's output is not compared.
 
 # %% tags=["nbval-ignore-output"]
 sizes = [1_000, 10_000, 100_000, 1_000_000]
@@ -123,13 +126,6 @@ alpha, beta = P.fit_alpha_beta([4 * s for s in sizes], timing["torch"], WORLD)
 for s, t_ring, t_torch in zip(sizes, timing["ring"], timing["torch"], strict=True):
     print(f"{4 * s:>9,} bytes: gloo {1e3 * t_torch:7.2f} ms, our ring {1e3 * t_ring:7.2f} ms")
 print(f"fit to gloo: alpha = {1e6 * alpha:.0f} us per message, 1/beta = {1e-9 / beta:.2f} GB/s")
-hamlib.check(
-    "on loopback an all-reduce of 4 MB takes longer than one of 4 kB (the fitted beta > 0)",
-    measured=beta,
-    above=0,
-    spec=".2e",
-    machine_dependent=True,
-)
 
 # %% [markdown]
 # The same model with published link speeds tells what matters on real hardware. Bandwidths per
@@ -200,58 +196,108 @@ hamlib.check(
 )
 hamlib.check(
     "without the all-reduce the ranks leave one process's path (the control; Adam moves each "
-    "weight by up to lr per step)",
+    "weight by about lr per step)",
     measured=control,
     above=1e-3,
     spec=".3f",
 )
 
 # %% [markdown]
-# The 1e-12 bound is far from both sides: float64 round-off through five Adam steps stays near
-# 1e-16 (each step's update is a ratio of gradient moments, which a relative error of 1e-16 moves
-# by about as much), while any error in the averaging, a sum instead of a mean or a rank's share
-# counted twice, moves some weight by a sizeable fraction of the learning rate, as the control
-# shows.
+# The 1e-12 bound is far from both sides. Summing the four ranks' gradients in another order
+# changes them by a relative $\delta$ of order $N^2 u \approx 10^{-15}$ (9.1). Adam's update
+# $\eta\,\hat m/(\sqrt{\hat v} + \epsilon)$ does not change when all gradients are scaled while
+# $|g| \gg \epsilon$, and is about $\eta \hat m/\epsilon$ when $|g| \lesssim \epsilon$; either way a
+# relative error $\delta$ in the gradients moves it by at most about $2\eta\delta \approx 2
+# \times 10^{-17}$ per step, so five steps stay below $10^{-15}$ unless something else is wrong.
+# Any error in the averaging, a sum instead of a mean or a rank's share counted twice, moves some
+# weight by a sizeable fraction of the learning rate, as the control shows.
 #
 # **DistributedDataParallel** does not wait for the backward pass to finish. It groups the
-# gradients into buckets (25 MB by default) in roughly the reverse order of the forward pass, and
-# launches each bucket's all-reduce the moment backward has produced all of its gradients, so
-# communication runs while the earlier layers are still differentiating. A communication hook
-# records when each bucket's all-reduce starts; the model is eight 256 x 256 layers and the bucket
-# 0.25 MB, so each layer is one bucket.
+# gradients into buckets (25 MB by default), in the order backward produces them, and launches
+# each bucket's all-reduce the moment all of its gradients are complete, so communication runs
+# while the earlier layers are still being differentiated (Li et al., 2020). Hooks record when
+# each layer's weight gradient is complete, when each bucket's all-reduce is launched and when it
+# has finished. The model is eight 128 x 128 tanh layers, run twice: with 64 kB buckets (one
+# layer each) and, as the control, with one 100 MB bucket.
 
 # %% tags=["nbval-ignore-output"]
-overlap = cluster.run(P.ddp_overlap)[0]
-fig, ax = plt.subplots(figsize=(7, 2.2))
-ax.barh(0, 1e3 * overlap["backward"], color=COLORS["muted"], alpha=0.4, label="backward pass")
-ax.vlines(
-    [1e3 * t for t in overlap["launch"]], -0.4, 0.4, color=COLORS["highlight"], label="bucket launched"
-)
+ddp_small = cluster.run(P.ddp_overlap)[0]
+ddp_one = cluster.run(P.ddp_overlap, bucket_cap_mb=100.0)[0]
+fig, ax = plt.subplots(figsize=(8, 2.6))
+for row, o in enumerate((ddp_small, ddp_one)):
+    ax.barh(row, 1e3 * o["backward"], color=COLORS["muted"], alpha=0.3)
+    ax.plot(
+        [1e3 * t for t in o["ready"]],
+        [row + 0.25] * len(o["ready"]),
+        "|",
+        ms=12,
+        color=COLORS["measured"],
+        label="a layer's gradient complete" if row == 0 else None,
+    )
+    ax.plot(
+        [1e3 * t for t in o["launch"]],
+        [row] * len(o["launch"]),
+        ">",
+        ms=7,
+        color=COLORS["highlight"],
+        label="all-reduce launched" if row == 0 else None,
+    )
+    ax.plot(
+        [1e3 * t for t in o["done"]],
+        [row - 0.25] * len(o["done"]),
+        "x",
+        ms=7,
+        color=COLORS["reference"],
+        label="all-reduce finished" if row == 0 else None,
+    )
 ax.set(
-    xlabel="time since backward began (ms)",
-    yticks=[],
-    title="DDP starts each bucket's all-reduce during the backward pass",
+    xlabel="time since backward began (ms); grey: until loss.backward() returned",
+    yticks=[0, 1],
+    yticklabels=["64 kB buckets", "one bucket"],
+    title="DDP launches each bucket's all-reduce while backward is still running",
 )
-ax.legend(loc="upper right", fontsize=8)
+ax.invert_yaxis()
+ax.legend(loc="lower right", fontsize=8)
 plt.show()
-print(
-    f"{len(overlap['launch'])} buckets; the first launched after "
-    f"{1e3 * overlap['launch'][0]:.1f} ms of a {1e3 * overlap['backward']:.1f} ms backward pass"
-)
+for name, o in (("64 kB buckets", ddp_small), ("one bucket", ddp_one)):
+    print(
+        f"{name}: {len(o['launch'])} all-reduce(s); first launched at "
+        f"{1e3 * o['launch'][0]:.1f} ms, "
+        f"last gradient complete at {1e3 * max(o['ready']):.1f} ms"
+    )
+
+# %% [markdown]
+# Whatever the timings, the order is fixed: the hooks run in the thread that computes the
+# gradients, so a launch recorded before the last gradient is complete really happened while
+# backward still had work to do.
+
+# %%
+print(f"{len(ddp_small['launch'])} buckets with 64 kB, {len(ddp_one['launch'])} with 100 MB")
 hamlib.check(
-    "DDP launches its first all-reduce before the backward pass ends (share of backward elapsed)",
-    measured=overlap["launch"][0] / overlap["backward"],
-    below=1,
-    spec=".2f",
-    machine_dependent=True,
+    "with small buckets DDP launches its first all-reduce before the last gradient exists; with "
+    "one bucket (the control) only after it",
+    ddp_small["launch"][0] < max(ddp_small["ready"])
+    and ddp_one["launch"][0] > max(ddp_one["ready"]),
 )
 
 # %% [markdown]
-# The backward pass "ends" here when `loss.backward()` returns, which DDP delays until every
-# bucket's all-reduce has finished: on the CPU the all-reduces and the gradient computation share
-# the same two cores, so this shows the order of events, not a speed-up. On GPUs the
-# communication runs on separate hardware (NVLink, the network card) and the overlap hides it.
-#
+# `loss.backward()` returns only when every bucket's all-reduce has finished. On the CPU the
+# all-reduces and the gradients share the same two cores, so this shows the order of events,
+# not a speed-up; on GPUs the communication runs on other hardware (NVLink, the network card)
+# and the overlap hides it, if there is enough computation to hide it behind. A GPU computes
+# $6\Psi T$ FLOPs per step for T tokens (2 per parameter and token forward, 4 backward), in
+# $6\Psi T/C$ seconds at C FLOP/s; its ring all-reduce of $2\Psi$ bytes of bf16 gradients sends
+# about $4\Psi$ bytes, in $4\Psi/W$ seconds at W bytes/s. So communication can hide only if
+# $T > 2C/(3W)$ tokens per GPU per step, whatever the model's size (Austin et al., 2025):
+
+# %%
+for name, c_peak, w_link in (
+    ("A100 + HDR (25 GB/s)", 312e12, 25e9),
+    ("H100 + NDR (50 GB/s)", 989e12, 50e9),
+):
+    print(f"{name}: at least {2 * c_peak / (3 * w_link):,.0f} tokens per GPU per step")
+
+# %% [markdown]
 # ## 9.3 ZeRO: sharding the optimizer, the gradients, the parameters
 #
 # Data parallelism keeps N copies of everything. With mixed-precision Adam each parameter costs
@@ -266,23 +312,34 @@ hamlib.check(
 # | ZeRO-2 | ... and 1/N of the gradients | $2 + (2 + K)/N$ |
 # | ZeRO-3 | ... and 1/N of the parameters | $(2 + 2 + K)/N$ |
 #
+# The paper's Figure 1 prints this accounting for a 7.5-billion-parameter model on N = 64 data
+# parallel ranks; `P.state_bytes_per_param` is the table above:
+
+# %%
+ZERO_FIG1 = {0: 120.0, 1: 31.4, 2: 16.6, 3: 1.9}  # GB per GPU, Rajbhandari et al. (2020), Fig. 1
+ours = {k: P.state_bytes_per_param(k, 64) * 7.5e9 / 1e9 for k in ZERO_FIG1}
+print("  ".join(f"stage {k}: {ours[k]:.2f} GB (paper {ZERO_FIG1[k]})" for k in ZERO_FIG1))
+hamlib.check(
+    "the accounting reproduces ZeRO's Figure 1 (7.5B parameters, N = 64) to its printed digits",
+    all(abs(ours[k] - v) <= 0.05 for k, v in ZERO_FIG1.items()),
+)
+
+# %% [markdown]
 # In ZeRO-1 the gradients are reduce-scattered instead of all-reduced (each rank needs the
 # averaged gradient only for the shard it updates), each rank updates its shard, and the updated
 # shards are all-gathered: the same traffic as one all-reduce. ZeRO-2 reduce-scatters each
 # gradient as soon as backward has produced it and frees it. ZeRO-3 all-gathers each layer's
 # parameters just before the layer runs, in the forward and again in the backward pass, and
 # frees them after: three passes over the parameters per step instead of two. Our versions
-# shard each layer's weight and bias as one flat, zero-padded unit (as FSDP does); ZeRO-3's
+# shard each layer's weight and bias as one flat, zero-padded unit (as the first FSDP does with
+# its flat parameters; FSDP2 shards each tensor along its first dimension instead). ZeRO-3's
 # layer is an autograd function:
 
 # %%
 hamlib.show_source(P._ShardedLinear)
 
 # %% [markdown]
-# All stages, ours and PyTorch's, on four ranks; the model here trains in float64 with plain
-# (not mixed-precision) Adam, so its accounting is 1 + 1 + 2 elements per parameter: weights,
-# gradients, two moments. The bytes are those of the tensors each rank actually holds at the end
-# of the last backward pass, when the most is alive, each storage counted once.
+# All stages, ours and PyTorch's, on four ranks, against one process:
 
 # %%
 for s in ("zero1", "zero2", "zero3", "torch-zero1", "fsdp2"):
@@ -292,6 +349,16 @@ hamlib.check(
     "parameters on every rank (float64, within 1e-12)",
     max(gap(r["params"]) for s in runs if s != "local" for r in runs[s]) < 1e-12,
 )
+
+# %% [markdown]
+# The model trains in float64 with plain (not mixed-precision) Adam, so its accounting is
+# 1 + 1 + 2 elements per parameter: weights, gradients, two moments. The bytes are those of the
+# tensors each rank holds after the last backward pass, each storage counted once, once the
+# pass's temporary buffers are freed. Those come on top, one layer at a time: ZeRO-3's gathered
+# layer (here the largest layer is 43% of the model, in a real model of many layers it is a few
+# percent) and ZeRO-2's full gradient of the layer being reduced, with its copies.
+
+# %%
 pad = sum(
     WORLD * math.ceil((w.numel() + b.numel()) / WORLD)
     for w, b in zip(ref["params"][::2], ref["params"][1::2], strict=True)
@@ -325,12 +392,31 @@ hamlib.check(
 )
 
 # %% [markdown]
-# PyTorch's two agree with the accounting in their own way. `ZeroRedundancyOptimizer` assigns
-# whole parameter tensors to ranks (so a rank's share of Adam's state is a sum of whole tensors
-# and the largest share, printed, is more than 1/N); FSDP2 shards every tensor along its first
-# dimension, as our flat units do.
-#
-# Traffic: the bytes each rank sent during one step, in units of the parameter bytes.
+# PyTorch's two follow the accounting in their own way. FSDP2 shards every tensor along its
+# first dimension; here every first dimension is a multiple of 4, so each rank holds exactly a
+# quarter of everything. `ZeroRedundancyOptimizer` gives whole parameter tensors to ranks: the
+# largest first, each to the rank with the least so far. Here that puts a 64 x 64 weight alone on
+# each of two ranks, so the largest share of Adam's state is 4,096 of 9,668 elements, 0.847 of
+# the 2 elements per parameter that plain data parallelism holds, not 0.5.
+
+# %%
+fsdp_exact = all(
+    r["held"] == {"params": 2 * PSI, "grads": 2 * PSI, "optimizer": 4 * PSI} for r in runs["fsdp2"]
+)
+loads = [0] * WORLD  # the greedy partition, largest tensor first
+for numel in sorted((p.numel() for p in ref["params"]), reverse=True):
+    loads[loads.index(min(loads))] += numel
+print(f"greedy partition of the 8 tensors over 4 ranks: {loads} elements")
+zero_opt = sorted(r["held"]["optimizer"] for r in runs["torch-zero1"])
+hamlib.check(
+    "FSDP2 holds exactly 1/4 of the weights, gradients and Adam state on every rank, and "
+    "ZeroRedundancyOptimizer's Adam state is the greedy whole-tensor partition's",
+    fsdp_exact and zero_opt == sorted(2 * 8 * n for n in loads),
+)
+
+# %% [markdown]
+# Traffic: the bytes each rank sent during one step, in units of the parameter bytes, for our
+# own strategies (their sends are counted; PyTorch's go through gloo's own collectives).
 
 # %%
 sent = {s: runs[s][0]["sent"] / (8 * pad) for s in ("dp", "zero1", "zero2", "zero3")}
@@ -371,7 +457,8 @@ hamlib.show_source(P.TensorParallelBlock.forward)
 
 # %%
 BLOCK = dict(vocab_size=16, d_model=64, n_heads=4, positions="rope")
-tpc = cluster.run(P.tensor_parallel_check, BLOCK)
+TP_BATCH, TP_SEQ = 2, 16
+tpc = cluster.run(P.tensor_parallel_check, BLOCK, TP_BATCH, TP_SEQ)
 tp_round_off = 1e-12
 tp_worst = max(max(c["output"], c["input_grad"], c["weight_grads"]) for c in tpc)
 print(
@@ -386,30 +473,50 @@ hamlib.check(
 c0 = tpc[0]
 print(
     f"all-reduces per block: {c0['forward_all_reduces']} in the forward pass, "
-    f"{c0['backward_all_reduces']} in the backward pass; all-gathers: 0"
+    f"{c0['backward_all_reduces']} in the backward pass; all-gathers: {c0['all_gathers']}"
 )
 hamlib.check(
     "one block needs 2 all-reduces forward and 2 backward, and no all-gather",
-    all(c["forward_all_reduces"] == 2 and c["backward_all_reduces"] == 2 for c in tpc),
-)
-act_share = c0["saved_rank"] / c0["saved_full"]
-print(
-    f"weights per rank: {c0['weights_rank'] / c0['weights_full']:.2f} of the block's; "
-    f"activations saved for backward per rank: {act_share:.2f} of the unsplit block's"
-)
-hamlib.check(
-    "each rank holds 1/4 of the weights but more than 1/4 of the activations",
-    c0["weights_rank"] * WORLD == c0["weights_full"] and 1 / WORLD < act_share < 1,
+    all(
+        (c["forward_all_reduces"], c["backward_all_reduces"], c["all_gathers"]) == (2, 2, 0)
+        for c in tpc
+    ),
 )
 
 # %% [markdown]
-# The weights split exactly; the activations do not. What is split is everything inside the two
-# parallel regions (each head's queries, keys, values and attention output; the 256-wide hidden
-# layer). What is not is everything on the residual stream: the layer norms' inputs and outputs,
-# which every rank computes in full. Korthikanti et al. (2022) count, per layer and 16-bit,
-# $sbh(10 + 24/t + 5as/(ht))$ bytes for sequence length s, batch b, width h, a heads: the 10 is
-# the replicated part, and their *sequence parallelism* splits it too, by replacing each
-# all-reduce with a reduce-scatter and an all-gather along the sequence (the same traffic).
+# The weights split exactly. The activations do not: what lies inside the two parallel regions
+# (each head's queries, keys, values and attention output; the 256-wide hidden layer) is split,
+# but what lies on the residual stream, the two layer norms' inputs and outputs, every rank
+# computes and keeps in full. If a rank saves $R + Q/t$ bytes, R replicated and Q split, the two
+# measurements give $R = (t S_t - S_1)/(t - 1)$, which should be exactly those four activations
+# of $bsh$ float64 numbers, the layer norms' means and inverse deviations ($bs$ numbers each) and
+# RoPE's cosine and sine tables ($s \times d_{head}$ each), which every rank also keeps.
+
+# %%
+b_, s_, h_ = TP_BATCH, TP_SEQ, BLOCK["d_model"]
+replicated = (WORLD * c0["saved_rank"] - c0["saved_full"]) / (WORLD - 1)
+expected_r = 8 * (4 * b_ * s_ * h_ + 4 * b_ * s_ + 2 * s_ * h_ // BLOCK["n_heads"])
+act_share = c0["saved_rank"] / c0["saved_full"]
+print(
+    f"weights per rank: {c0['weights_rank'] / c0['weights_full']:.2f} of the block's; "
+    f"activations saved per rank: {act_share:.2f} of the unsplit block's "
+    f"({c0['saved_rank']:,} of {c0['saved_full']:,} bytes)"
+)
+print(f"replicated part: {replicated:,.0f} bytes; the residual stream's accounting: {expected_r:,}")
+hamlib.check(
+    "each rank holds 1/4 of the weights, and its activations are 1/4 of the split part plus all "
+    "of the residual stream's, to the byte",
+    c0["weights_rank"] * WORLD == c0["weights_full"] and replicated == expected_r,
+)
+
+# %% [markdown]
+# So at t = 4 a rank keeps 45% of the block's activations, not 25%. Korthikanti et al. (2022)
+# count, per layer in 16-bit training, $sbh(10 + 24/t + 5as/(ht))$ bytes for sequence length s,
+# batch b, width h and a heads: the 10 is the replicated part (with dropout masks and 16-bit
+# numbers, hence not our 4 float64 activations), and $5as/(ht)$ is the attention matrix, which a
+# fused attention kernel, like the one used here, never stores. Their *sequence parallelism*
+# splits the replicated part too, by replacing each all-reduce with a reduce-scatter and an
+# all-gather along the sequence, the same traffic.
 #
 # The cost is the traffic: four all-reduces of a full activation, $sbh$ numbers, per layer and
 # micro-batch, on the critical path of every layer. That is why tensor parallelism stays inside
@@ -426,9 +533,10 @@ hamlib.check(
 #
 # $$\frac{p - 1}{m + p - 1}.$$
 #
-# GPipe holds the activations of all m micro-batches at once. 1F1B (PipeDream-Flush; Narayanan et
-# al., 2021) has the same bubble but starts each micro-batch's backward as soon as it can, so
-# stage r never holds more than p - r. The schedules:
+# This schedule holds the activations of all m micro-batches at once (GPipe itself recomputes
+# them, below, to keep only each stage's inputs). 1F1B (PipeDream-Flush; Narayanan et al., 2021)
+# has the same bubble but starts each micro-batch's backward as soon as it can, so stage r never
+# holds more than p - r. The schedules:
 
 # %%
 hamlib.show_source(P.pipeline_schedule)
@@ -457,13 +565,21 @@ for (kind, m), runs_ in pipe_runs.items():
     print(
         f"{kind:5s} m = {m}: micro-batches held at once per stage",
         [r["peak_in_flight"] for r in runs_],
+        " bytes saved for backward at the peak",
+        [r["peak_bytes"] for r in runs_],
     )
+# every saved activation has a row per sample: a micro-batch of 64/m rows saves 1/m of what
+# the whole batch (m = 1) saves
+whole = [r["peak_bytes"] for r in pipe_runs[("gpipe", 1)]]
 hamlib.check(
-    "GPipe's stages each hold all m micro-batches; 1F1B's stage r holds min(p - r, m)",
+    "GPipe's stages each hold all m micro-batches' activations, 1F1B's stage r those of "
+    "min(p - r, m): counted and in bytes autograd saved",
     all(
-        [r["peak_in_flight"] for r in runs_]
-        == ([m] * WORLD if kind == "gpipe" else [min(WORLD - r, m) for r in range(WORLD)])
+        [r["peak_in_flight"] for r in runs_] == held
+        and [m * r["peak_bytes"] for r in runs_]
+        == [k * b for k, b in zip(held, whole, strict=True)]
         for (kind, m), runs_ in pipe_runs.items()
+        for held in [[m] * WORLD if kind == "gpipe" else [min(WORLD - r, m) for r in range(WORLD)]]
     ),
 )
 
@@ -471,72 +587,95 @@ hamlib.check(
 # Then the timeline. Four ranks on two cores cannot compute at the same time, so each stage
 # stands in for a larger model by waiting $t_f$ = 30 ms after each forward and $t_b$ = 60 ms
 # after each backward (waiting processes do not need a core). The messages, the dependencies and
-# the schedule are real; the figure shows every rank's events as they happened.
+# the schedule are real; the figure shows every rank's events as they happened. Colours are
+# micro-batches; forwards are dark, backwards light.
 
 # %% tags=["nbval-ignore-output"]
 DELAY = (0.03, 0.06)
-timeline = {kind: cluster.run(P.pipeline_train, kind, PIPE, 8, DELAY) for kind in ("gpipe", "1f1b")}
-bubbles = {
-    m: P.measured_bubble(
-        [r["events"] for r in cluster.run(P.pipeline_train, "gpipe", PIPE, m, DELAY)]
-    )
-    for m in (1, 2, 4)
+events = {
+    ("gpipe", m): cluster.run(P.pipeline_train, "gpipe", PIPE, m, DELAY) for m in (1, 2, 4, 8)
 }
-bubbles[8] = P.measured_bubble([r["events"] for r in timeline["gpipe"]])
-fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), width_ratios=[2, 2, 1.3])
+events[("1f1b", 8)] = cluster.run(P.pipeline_train, "1f1b", PIPE, 8, DELAY)
+events = {k: [r["events"] for r in v] for k, v in events.items()}
+bubbles = {k: P.measured_bubble(v) for k, v in events.items()}
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), width_ratios=[2, 2, 1.3])
 for ax, kind in zip(axes, ("gpipe", "1f1b"), strict=False):
-    t0 = min(e[2] for r in timeline[kind] for e in r["events"])
-    for rank, r in enumerate(timeline[kind]):
-        for op, i, a, b in r["events"]:
+    t0 = min(e[2] for ev in events[(kind, 8)] for e in ev)
+    for rank, ev in enumerate(events[(kind, 8)]):
+        for op, i, a, b in ev:
             ax.barh(
                 rank,
                 1e3 * (b - a),
                 left=1e3 * (a - t0),
                 color=CYCLE[i % len(CYCLE)],
-                alpha=1.0 if op == "F" else 0.55,
+                alpha=1.0 if op == "F" else 0.45,
                 edgecolor="black",
                 linewidth=0.4,
             )
             ax.text(
-                1e3 * ((a + b) / 2 - t0), rank, f"{op}{i}", ha="center", va="center", fontsize=6
+                1e3 * ((a + b) / 2 - t0), rank, f"{op}{i}", ha="center", va="center", fontsize=5.5
             )
     ax.set(
         xlabel="time (ms)",
         ylabel="stage",
-        title=f"{kind}, p = 4, m = 8 (F forward, B backward)",
         yticks=range(WORLD),
+        title=f"{kind}, p = 4, m = 8: bubble {bubbles[(kind, 8)]:.2f}",
     )
     ax.invert_yaxis()
-ms = sorted(bubbles)
-axes[2].plot(ms, [bubbles[m] for m in ms], "o", color=COLORS["measured"], label="measured")
-mm = np.linspace(1, 8, 50)
-axes[2].plot(mm, 3 / (mm + 3), color=COLORS["theory"], linestyle="--", label="(p-1)/(m+p-1)")
-axes[2].set(xlabel="micro-batches m", ylabel="idle share", title="GPipe bubble, p = 4")
+ms = [1, 2, 4, 8]
+axes[2].plot(
+    ms, [bubbles[("gpipe", m)] for m in ms], "o", color=COLORS["measured"], label="GPipe, measured"
+)
+axes[2].plot(
+    [8], [bubbles[("1f1b", 8)]], "s", mfc="none", color=COLORS["reference"], label="1F1B, measured"
+)
+mm = np.arange(1, 9)
+axes[2].plot(
+    mm,
+    [P.bubble_fraction(WORLD, int(m)) for m in mm],
+    color=COLORS["theory"],
+    linestyle="--",
+    label="(p-1)/(m+p-1)",
+)
+axes[2].set(xlabel="micro-batches m", ylabel="idle share of the step", title="Bubble, p = 4")
 axes[2].legend(fontsize=8)
 plt.show()
-for m in ms:
-    print(f"m = {m}: measured bubble {bubbles[m]:.3f}, formula {P.bubble_fraction(WORLD, m):.3f}")
+for (kind, m), v in bubbles.items():
+    print(f"{kind:5s} m = {m}: bubble {v:.3f}, formula {P.bubble_fraction(WORLD, m):.3f}")
 
 # %% [markdown]
-# The measured bubble can only exceed the formula: each message and each wake-up adds a little to
-# the span. If each of the 2(m + p - 1) events on the critical path costs $\delta$ more, the
-# bubble rises by about $(1 - \text{bubble})\,2\delta/(t_f + t_b)$. A loopback message costs
-# well under a millisecond on an idle machine, but four processes share two cores here and a
-# waking process may wait for one; the check allows $\delta$ = 2 ms.
+# The measured bubble can only exceed the formula: every message and every wake-up adds a little
+# to the step. `P.pipeline_waits` measures those costs from the events themselves: for each event
+# that needed a message, the time from the message being due (its sender's event ending, or this
+# stage becoming free if later) to the event starting. If no wait exceeds $w$, the 2(m + p - 1)
+# events on the critical path lengthen the step by at most $2(m + p - 1)w$, so the bubble exceeds
+# the formula by at most that over the step's span. The check holds every measured bubble, GPipe
+# and 1F1B, to that bound computed from its own run's largest wait.
 
 # %% tags=["nbval-ignore-output"]
-excess = max(bubbles[m] - P.bubble_fraction(WORLD, m) for m in ms)
-allowed = 2 * 2e-3 / sum(DELAY)
+excess, bound = [], []
+for (kind, m), ev in events.items():
+    waits = P.pipeline_waits(ev)
+    span = max(e[3] for r in ev for e in r) - min(e[2] for r in ev for e in r)
+    excess.append(bubbles[(kind, m)] - P.bubble_fraction(WORLD, m))
+    bound.append(2 * (m + WORLD - 1) * max(waits) / span)
+    print(
+        f"{kind:5s} m = {m}: waits median {1e3 * np.median(waits):.2f} ms, "
+        f"largest {1e3 * max(waits):.2f} ms; excess {excess[-1]:.3f}, bound {bound[-1]:.3f}"
+    )
 hamlib.check(
-    "the measured GPipe bubble is (p-1)/(m+p-1) for m = 1, 2, 4, 8, within 2 ms of overhead per "
-    "event (largest excess)",
-    measured=excess,
-    below=allowed,
-    spec=".3f",
+    "every measured bubble (GPipe m = 1, 2, 4, 8; 1F1B m = 8) exceeds (p-1)/(m+p-1) by no more "
+    "than its run's message waits explain (largest share of the bound used)",
+    measured=max(e / b for e, b in zip(excess, bound, strict=True)),
+    below=1,
+    spec=".2f",
     machine_dependent=True,
 )
+hamlib.check(
+    "and none is below the formula by more than the timer's resolution",
+    min(excess) > -1e-3,
+)
 
-# %% [markdown]
 # **Activation checkpointing** trades the other way: keep only each segment's input during the
 # forward pass, and recompute the segment's activations when its backward needs them. Our
 # version is an autograd function (`P.checkpointed`) on the 8-layer MLP in segments of four
@@ -566,18 +705,21 @@ hamlib.check(
 # ## 9.6 3D parallelism, planned
 #
 # A real run combines all three: tensor parallelism inside a node, pipeline parallelism across
-# nodes, data parallelism (with a ZeRO stage) over the copies. `P.plan` puts this chapter's
-# measured rules together: states $\times$ ZeRO's bytes per parameter / (tp pp); activations of
-# the first stage, which holds p micro-batches in 1F1B, by Korthikanti et al.'s count, or only
-# each layer's input with full recomputation; compute time from the FLOP count of Narayanan et
-# al. (2021, eq. 3) at a given fraction of the peak, stretched by the bubble; and the alpha-beta
-# cost of every collective, not overlapped (a pessimistic choice).
+# nodes, data parallelism (with a ZeRO stage) over the copies. `P.plan` puts the accounting of
+# this chapter together: states as ZeRO's bytes per parameter times params/(tp pp); activations
+# of the first stage, which holds p micro-batches in 1F1B, by Korthikanti et al.'s count, or
+# only each layer's input with full recomputation; compute time from the FLOP count of
+# Narayanan et al. (2021, eq. 3) at a given fraction of the peak, stretched by the bubble; and
+# the alpha-beta cost of every collective of 9.1, none overlapped with compute (pessimistic).
+# With m micro-batches, ZeRO-2 must reduce-scatter every micro-batch's gradients (it keeps only
+# a shard) and ZeRO-3 must gather the parameters for every micro-batch's forward and backward
+# pass, so the planner charges them m times; DeepSpeed forbids both with pipeline parallelism.
 #
-# Narayanan et al. (2021) trained GPT models from 1.7 to 1008 billion parameters on up to 3,072
-# A100-80GB GPUs and reported the throughput they achieved (their Table 1). Four of their
-# configurations, with the A100's 312 TFLOP/s bf16 peak, NVLink 3 at 300 GB/s per direction and
-# eight 200 Gb/s InfiniBand HDR ports per eight-GPU node, and micro-batch 1 (our assumption: the
-# table does not list it):
+# Narayanan et al. (2021) benchmarked GPT models from 1.7 to 1008 billion parameters on up to
+# 3,072 A100-80GB GPUs and reported the throughput they achieved (their Table 1). Four of their
+# configurations, planned as they ran: without ZeRO, with full recomputation, on the A100's
+# 312 TFLOP/s bf16 peak, NVLink 3 at 300 GB/s per direction and eight 200 Gb/s InfiniBand HDR
+# ports per eight-GPU node; micro-batch 1 is our assumption (the table does not list it).
 
 # %%
 A100 = P.Hardware(
@@ -591,19 +733,19 @@ TABLE1 = [  # (size as printed, heads, hidden, layers, tp, pp, GPUs, batch, TFLO
 ]
 print(
     f"{'size':>7s} {'params':>8s} {'t x p x d':>11s} {'memory':>8s} {'bubble':>7s} "
-    f"{'predicted':>10s} {'published':>10s} {'ratio':>6s}"
+    f"{'planned':>8s} {'published':>10s} {'of plan':>8s} {'of peak':>8s}"
 )
 ratios, sizes_ok, fits = [], True, True
 for size, a, h, layers, tp, pp, gpus, batch, x_pub in TABLE1:
     model = P.ModelShape(layers, h, a)
-    pl = P.plan(model, A100, gpus, tp, pp, batch)
+    pl = P.plan(model, A100, gpus, tp, pp, batch, zero=0)
     ratios.append(x_pub / pl.tflops_per_gpu)
     sizes_ok &= abs(model.params / 1e9 - size) < 0.05
     fits &= pl.fits
     print(
         f"{size:>6.1f}B {model.params / 1e9:>7.1f}B {f'{tp} x {pp} x {pl.dp}':>11s} "
-        f"{pl.memory / 1e9:>6.1f}GB {pl.bubble:>7.3f} {pl.tflops_per_gpu:>10.0f} {x_pub:>10d} "
-        f"{ratios[-1]:>6.2f}"
+        f"{pl.memory / 1e9:>6.1f}GB {pl.bubble:>7.3f} {pl.tflops_per_gpu:>8.0f} {x_pub:>10d} "
+        f"{ratios[-1]:>8.2f} {x_pub / 312:>8.2f}"
     )
 hamlib.check("the parameter formula reproduces the four published sizes to 0.05 billion", sizes_ok)
 hamlib.check("every published configuration fits in 80 GB under the memory model", fits)
@@ -615,55 +757,63 @@ hamlib.check(
 )
 
 # %% [markdown]
-# The published runs achieved 0.51 to 0.68 of what the planner allows at the full peak. The rest
-# is what the planner does not model: matrix multiplications below peak (small ones worst, which
-# is why the 1.7B model is furthest off), kernels other than matrix multiplications, and the
-# data pipeline. Megatron-LM's interleaved schedule, which shrinks the bubble, is not modelled
-# either; the pessimistic communication partly offsets it. So the planner is a bound, and a way
-# to compare layouts, not a prediction of the last 30%.
+# The published runs reached 0.43 to 0.52 of the peak; the planner's costs (bubble, recomputed
+# forward, communication) account for part of the gap, and the runs reached 0.51 to 0.68 of what
+# the planner leaves. The rest is what it does not model: matrix multiplications and other
+# kernels below peak, the optimizer step, the data pipeline. It also leaves out two things that
+# work the other way, Megatron-LM's interleaved schedule (a smaller bubble) and its scatter/gather
+# of pipeline messages over the node's eight network ports (cheaper sends than the 4.8 s our
+# model charges the 1008B run). The bound check is weak (it fails only if the modelled costs
+# exceed what the runs achieved), and the planner is a way to compare layouts, not a prediction.
 #
-# Which layouts would it choose for the 1008B model on 3,072 GPUs?
+# Which layouts would it choose for the 1008B model on 3,072 GPUs, without ZeRO as in the paper,
+# and with it?
 
 # %%
 big = P.ModelShape(128, 25600, 160)
-best = P.best_plans(big, A100, 3072, 3072, top=5)
-published = P.plan(big, A100, 3072, 8, 64, 3072)
-print(f"{'t x p x d':>12s} {'ZeRO':>5s} {'memory':>8s} {'step':>8s}")
-for pl in best + [published]:
-    tag = "  (published)" if pl is published else ""
-    print(
-        f"{f'{pl.tp} x {pl.pp} x {pl.dp}':>12s} {pl.zero:>5d} {pl.memory / 1e9:>6.1f}GB "
-        f"{pl.step_s:>7.1f}s{tag}"
-    )
-slower = published.step_s / best[0].step_s - 1
-print(f"the published layout is {100 * slower:.1f}% slower than the planner's best")
+published = P.plan(big, A100, 3072, 8, 64, 3072, zero=0)
+print(f"{'ZeRO':>10s} {'t x p x d':>12s} {'stage':>6s} {'memory':>8s} {'step':>8s}")
+best = {}
+for label, zeros in (("none", (0,)), ("any stage", (0, 1, 2, 3))):
+    best[label] = P.best_plans(big, A100, 3072, 3072, top=3, zeros=zeros)
+    for pl in best[label]:
+        print(
+            f"{label:>10s} {f'{pl.tp} x {pl.pp} x {pl.dp}':>12s} {pl.zero:>6d} "
+            f"{pl.memory / 1e9:>6.1f}GB {pl.step_s:>7.1f}s"
+        )
+print(
+    f"{'published':>10s} {'8 x 64 x 6':>12s} {0:>6d} {published.memory / 1e9:>6.1f}GB "
+    f"{published.step_s:>7.1f}s"
+)
+slower = published.step_s / best["none"][0].step_s - 1
+print(f"the published layout is {100 * slower:.1f}% slower than the planner's best without ZeRO")
 hamlib.check(
-    "the published 8 x 64 x 6 layout is within 10% of the planner's best step time",
+    "without ZeRO, the published 8 x 64 x 6 layout is within 5% of the planner's best step time",
     measured=slower,
-    below=0.10,
+    below=0.05,
     spec=".3f",
 )
 
 # %% [markdown]
-# The planner's top layouts all use tensor parallelism across the eight GPUs of a node, as
-# Megatron-LM did; they differ from the published one in trading pipeline depth for data
-# parallelism with ZeRO, within a few percent of each other. At this resolution the model cannot
-# rank them: the choice among them is made by measuring.
+# Every layout the planner ranks first uses tensor parallelism across the eight GPUs of a node,
+# as Megatron-LM did. Without ZeRO, its one faster layout (8 x 32 x 12) needs 77.5 of the 80 GB,
+# leaving nothing for the allocator's fragmentation, communication buffers and the framework; the
+# published one needs 46 GB. ZeRO-1 makes the shallower pipelines fit with room to spare, and the
+# modelled differences are then a few percent: at this resolution the model cannot rank them, and
+# the choice among them is made by measuring.
 #
 # ## 9.7 Claims in circulation
 #
-# The syllabus's part on distributed training (volume 6, part D) makes these claims. Each is
-# tested against the measurements and the models above.
+# The syllabus's part on distributed training (volume 6, part D) makes these claims; its
+# overview (volume 6, item 2) lists "Data Parallel (DDP/FSDP)". The numbers for the verdicts:
+# (a) and (e) are arithmetic on the accounting, (c) is the planner's model of one published run.
 
 # %%
 gpt3 = P.ModelShape(96, 12288, 96)
-weights_tb = 2 * gpt3.params / 1e12
-states_tb = 16 * gpt3.params / 1e12
 print(
-    f"(a) GPT-3: {gpt3.params / 1e9:.0f}B parameters, {1e3 * weights_tb:.0f} GB of fp16 "
-    f"weights, {states_tb:.1f} TB of training state"
+    f"(a) GPT-3's shape: {gpt3.params / 1e9:.0f}B parameters, {2 * gpt3.params / 1e9:.0f} GB "
+    f"of fp16 weights, {16 * gpt3.params / 1e12:.1f} TB of mixed-precision Adam state"
 )
-hamlib.check("(a) one 80 GB accelerator cannot hold GPT-3's fp16 weights", 2 * gpt3.params > 80e9)
 for n in (8, 64, 1024):
     z = [P.state_bytes_per_param(k, n) for k in range(4)]
     print(
@@ -671,65 +821,55 @@ for n in (8, 64, 1024):
         f"ZeRO-1 saves {z[0] / z[1]:.2f}x, ZeRO-2 a further {z[1] / z[2]:.2f}x, "
         f"ZeRO-3 {z[0] / z[3]:.0f}x"
     )
-z64 = [P.state_bytes_per_param(k, 64) for k in range(4)]
-hamlib.check(
-    "(e) 'ZeRO-1 saves 4x' holds only in the limit: 3.82x at N = 64, approaching 16/4",
-    abs(z64[0] / z64[1] - 3.82) < 0.005 and z64[0] / z64[1] < 4,
-)
-hamlib.check(
-    "(e) ZeRO-3's state bytes fall exactly as 1/N",
-    all(P.state_bytes_per_param(3, n) * n == 16 for n in (8, 64, 1024)),
-)
 bigt = P.ModelShape(80, 12288, 96)
-on_nvlink = P.plan(bigt, A100, 1536, 8, 8, 2304)
-on_ib = P.plan(
-    bigt,
-    P.Hardware("A100, TP over InfiniBand", 80e9, 312e12, A100.inter, A100.inter),
-    1536,
-    8,
-    8,
-    2304,
-)
+on_nvlink = P.plan(bigt, A100, 1536, 8, 8, 2304, zero=0)
+tp_over_ib = P.Hardware("A100, TP over InfiniBand", 80e9, 312e12, A100.inter, A100.inter)
+on_ib = P.plan(bigt, tp_over_ib, 1536, 8, 8, 2304, zero=0)
 print(
     f"(c) 145.6B, t = 8: tensor-parallel all-reduces {on_nvlink.tp_comm_s:.1f} s per step on "
     f"NVLink, {on_ib.tp_comm_s:.1f} s if they crossed InfiniBand; "
     f"compute {on_nvlink.compute_s:.1f} s"
 )
 hamlib.check(
-    "(c) over InfiniBand, tensor parallelism's traffic would cost more time than the compute",
+    "(c) over InfiniBand, tensor parallelism's traffic would cost more time than the compute "
+    "(planner's model of the 145.6B run)",
     on_ib.tp_comm_s > on_nvlink.compute_s > on_nvlink.tp_comm_s,
 )
 
 # %% [markdown]
-# Verdicts, each with the measurement behind it:
+# Verdicts, each with the measurement or the arithmetic behind it:
 #
 # - **(a) "One 80 GB card cannot even hold GPT-3's weights."** True: 175 billion parameters
-#   are 350 GB in fp16, and training state (16 bytes each) is 2.8 TB.
+#   are 350 GB in fp16, and mixed-precision Adam's state (16 bytes each) 2.8 TB.
 # - **(b) Data parallelism: "each card holds the whole model ... the model must fit on one
-#   card."** True of DDP, false of FSDP, which the same line lists as data parallelism: ZeRO-3
-#   and FSDP2 held 1/N of everything in 9.3 and still gave one process's parameters.
+#   card."** True of DDP, which is what part D names. False of FSDP, which the overview lists
+#   under data parallelism too: ZeRO-3 and FSDP2 held 1/N of everything in 9.3 and still gave
+#   one process's parameters.
 # - **(c) Tensor parallelism: "every layer needs an All-Gather to join the results."** False
-#   for Megatron-LM: the column-parallel output is consumed, still split, by the row-parallel
-#   matrix and is never gathered. Measured in 9.4: 2 all-reduces forward, 2 backward, no
-#   all-gather per block. All-gathers appear only with sequence parallelism, paired with
-#   reduce-scatters of the same volume.
+#   for Megatron-LM's layers: the column-parallel output is consumed, still split, by the
+#   row-parallel matrix and is never gathered. Measured in 9.4: 2 all-reduces forward, 2
+#   backward, no all-gather per block. A column-parallel layer used alone (Megatron's
+#   `gather_output=True`, as for the output logits) does all-gather, and sequence parallelism
+#   turns each all-reduce into an all-gather and a reduce-scatter of the same volume.
 # - **(c) "Its traffic is huge, so it is used only inside one machine (NVLink)."** True: for
 #   the 145.6B run, the tensor-parallel all-reduces would take longer than the compute if they
 #   crossed InfiniBand (printed above).
 # - **(d) Pipeline: "micro-batches fill the bubble."** Partly: the bubble is (p - 1)/(m + p -
-#   1), measured on the formula in 9.5, and shrinks with m but never vanishes; GPipe pays for a
-#   large m in memory (it held all m micro-batches), 1F1B does not (at most p - r).
+#   1), measured on the formula in 9.5 for GPipe and 1F1B; it shrinks with m but never vanishes.
+#   GPipe pays for a large m in memory (it held all m micro-batches' activations), 1F1B does not
+#   (at most p - r).
 # - **(e) "ZeRO-1 saves 4x memory, ZeRO-2 another 2x, ZeRO-3 falls linearly with the number of
-#   GPUs."** Only as N grows for stages 1 and 2: 3.82x and a further 1.89x at N = 64, 2.91x and
-#   1.47x at N = 8. Exactly for stage 3. The holdings measured in 9.3 match the accounting
-#   exactly.
+#   GPUs."** Only as N grows for stages 1 and 2: 2.91x and a further 1.47x at N = 8, 3.82x and
+#   1.89x at N = 64. Exactly for stage 3, by the accounting; measured in 9.3 at N = 4, where each
+#   stage held exactly what the accounting says.
 # - **(e) ZeRO-3 "trades communication for memory."** True, and the price is 1.5 times data
-#   parallelism's traffic, counted at the sends in 9.3.
+#   parallelism's traffic per step (counted at the sends in 9.3), or 1.5 m times with m
+#   micro-batches of gradient accumulation, since it gathers the parameters for each of them.
 #
 # (b)'s bottleneck is real for plain data parallelism and is the reason ZeRO-3 and FSDP exist;
-# but neither removes the activations, which ZeRO-3 leaves whole on every rank: for long
-# sequences they, not the states, fill the memory (Korthikanti et al.'s count in 9.4), and only
-# tensor, sequence or pipeline parallelism and recomputation shrink them.
+# but neither shrinks the activations, which stay whole on every rank: for long sequences they,
+# not the states, fill the memory (Korthikanti et al.'s count in 9.4), and only tensor, sequence
+# or pipeline parallelism and recomputation shrink them.
 #
 # ## 9.8 Running it beyond the notebook
 #
@@ -780,6 +920,12 @@ print(f"chapter run time: {hamlib.elapsed():.1f} s")
 #   2019.
 # - D. Narayanan et al. Efficient large-scale language model training on GPU clusters using
 #   Megatron-LM. *SC*, 2021.
+# - D. Narayanan, A. Phanishayee, K. Shi, X. Chen, M. Zaharia. Memory-efficient
+#   pipeline-parallel DNN training. *ICML*, 2021 (PipeDream-2BW and PipeDream-Flush, the 1F1B
+#   schedule used here).
+# - E. Chan, M. Heimlich, A. Purkayastha, R. van de Geijn. Collective communication: theory,
+#   practice, and experience. *Concurrency and Computation: Practice and Experience* 19(13),
+#   2007.
 # - T. Chen, B. Xu, C. Zhang, C. Guestrin. Training deep nets with sublinear memory cost.
 #   arXiv:1604.06174, 2016.
 # - J. Austin et al. How to scale your model. Google DeepMind, 2025 (online book).
@@ -806,26 +952,29 @@ hamlib.check("exercise 1: ZeRO-1 saves 3.5x from N = 21 on", n_min == 21)
 
 # %% [markdown]
 # **2. A naive all-reduce.** Every rank sends its vector to rank 0, which adds them and sends
-# the sum back to everyone. How many bytes must rank 0 receive and send, against a ring's
-# per-rank traffic, for N = 4 and N = 64?
+# the sum back to everyone. How many bytes does rank 0 send, against a ring rank, for N = 4 and
+# N = 64? (`P.Comm.all_reduce_naive` does it; 9.1's run measured it alongside the ring.)
 #
 # ```{admonition} Solution
 # :class: dropdown
-# Rank 0 receives (N - 1) n and sends (N - 1) n, so its link carries N - 1 times the buffer each
-# way, against the ring's 2(N - 1)/N in total per rank: a factor N/2 more for the busiest link,
-# 2 at N = 4 and 32 at N = 64. The ring spreads the same total evenly, which is why its time does
-# not grow with N for large buffers.
+# Rank 0 receives (N - 1) n and sends (N - 1) n bytes for an n-byte buffer, against the ring's
+# 2(N - 1)/N n per rank: its link carries N/2 times as much, 2 at N = 4 and 32 at N = 64, and
+# its time grows with N while the ring's does not (for large buffers). The cell reads the bytes
+# each rank sent in 9.1's naive all-reduce of 8,000 bytes.
 # ```
 
 # %% tags=["hide-cell"]
-BUF = 4_000_000  # bytes: a million float32
+naive_sent = [c["sent_naive"] for c in coll]
+ring_sent = coll[0]["sent_all_reduce"]
+print(f"naive all-reduce, bytes sent per rank: {naive_sent}; ring: {ring_sent} per rank")
 for n in (4, 64):
-    root = (n - 1) * BUF  # what rank 0 sends back (and receives)
-    ring = P.ring_bytes("all_reduce", BUF // 4, n, 4)
-    print(f"N = {n}: rank 0 sends {root:,} bytes, a ring rank {ring:,}: {root / ring:.0f}x")
+    print(f"N = {n}: the root sends {n / 2:.0f}x what a ring rank sends")
 hamlib.check(
-    "exercise 2: the naive root sends N/2 times what a ring rank sends (N = 4, 64)",
-    all((n - 1) * BUF * 2 == n * P.ring_bytes("all_reduce", BUF // 4, n, 4) for n in (4, 64)),
+    "exercise 2: the naive root sends (N-1) n bytes, N/2 = 2 times a ring rank, the others n, "
+    "and the sum equals torch's to round-off",
+    naive_sent == [(WORLD - 1) * 8 * N_EL] + [8 * N_EL] * (WORLD - 1)
+    and naive_sent[0] == WORLD / 2 * ring_sent
+    and max(c["naive"] for c in coll) <= round_off,
 )
 
 # %% [markdown]

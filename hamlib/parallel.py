@@ -19,7 +19,9 @@ Everything here runs on the CPU with the gloo backend; the same calls run on GPU
 from __future__ import annotations
 
 import atexit
+import math
 import os
+import pickle
 import queue
 import shutil
 import tempfile
@@ -90,19 +92,21 @@ def _worker(
         )
         comm = Comm(rank, world)
     except BaseException:
-        results.put((rank, False, traceback.format_exc()))
+        results.put((rank, 0, False, traceback.format_exc()))
         return
-    results.put((rank, True, "ready"))
+    results.put((rank, 0, True, "ready"))
     while True:
         task = tasks.get()
         if task is None:
             break
-        fn, args, kwargs = task
+        seq, fn, args, kwargs = task
         comm.reset()
         try:
-            results.put((rank, True, fn(comm, *args, **kwargs)))
+            value = fn(comm, *args, **kwargs)
+            pickle.dumps(value)  # fail here, with a traceback, rather than in the queue's thread
+            results.put((rank, seq, True, value))
         except BaseException:
-            results.put((rank, False, traceback.format_exc()))
+            results.put((rank, seq, False, traceback.format_exc()))
     dist.destroy_process_group()
 
 
@@ -117,6 +121,14 @@ def _importable(fn: Any) -> Callable[..., Any]:
             "notebook."
         )
     return cast(Callable[..., Any], fn)
+
+
+def _loopback() -> str:
+    """The loopback interface's name: "lo" on Linux, "lo0" on macOS and the BSDs."""
+    import socket
+
+    names = [name for _, name in socket.if_nameindex()]
+    return next((n for n in ("lo", "lo0") if n in names), "lo")
 
 
 _LIVE: list[Cluster] = []
@@ -142,7 +154,7 @@ class Cluster:
         ctx = mp.get_context("spawn")
         self._results = ctx.Queue()
         self._tasks = [ctx.Queue() for _ in range(self.world_size)]
-        env = {"GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
+        env = {"GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", _loopback())}
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)  # the children inherit it: gloo binds to 127.0.0.1 only
         try:
@@ -172,19 +184,24 @@ class Cluster:
                 else:
                     os.environ[k] = v
         self.closed = False
+        self._seq = 0
         _LIVE.append(self)
-        self._collect("start-up", max(self.timeout, 120.0))
+        try:
+            self._collect(0, "start-up", max(self.timeout, 120.0))
+        except BaseException:
+            self._kill()
+            raise
 
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs if p.pid is not None]
 
-    def _collect(self, what: str, timeout: float) -> list[Any]:
+    def _collect(self, seq: int, what: str, timeout: float) -> list[Any]:
         out: dict[int, Any] = {}
         deadline = time.monotonic() + timeout
         while len(out) < self.world_size:
             try:
-                rank, ok, value = self._results.get(timeout=0.1)
+                rank, got, ok, value = self._results.get(timeout=0.1)
             except queue.Empty:
                 dead = [r for r, p in enumerate(self._procs) if p.exitcode is not None]
                 if dead and not all(r in out for r in dead):
@@ -202,6 +219,8 @@ class Cluster:
                         "every worker was stopped"
                     ) from None
                 continue
+            if got != seq:  # a result of an earlier, interrupted run: never returned
+                continue
             if not ok:
                 self._kill()
                 raise ParallelError(f"rank {rank} failed in {what}:\n{value}")
@@ -214,9 +233,14 @@ class Cluster:
         if self.closed:
             raise ParallelError("this cluster is closed (after close() or a failed run)")
         fn = _importable(fn)
+        self._seq += 1
         for q in self._tasks:
-            q.put((fn, args, kwargs))
-        return self._collect(getattr(fn, "__name__", "fn"), self.timeout)
+            q.put((self._seq, fn, args, kwargs))
+        try:
+            return self._collect(self._seq, getattr(fn, "__name__", "fn"), self.timeout)
+        except BaseException:  # an interrupt too: workers still busy with this task are stopped
+            self._kill()
+            raise
 
     def log(self, rank: int, chars: int = 4000) -> str:
         """The last ``chars`` characters that worker ``rank`` wrote to its stdout and stderr."""
@@ -346,6 +370,28 @@ class Comm:
         self._reduce_scatter(chunks)
         self._all_gather(chunks)
         return chunks.reshape(-1)[: x.numel()].view(x.shape).clone()
+
+    def all_reduce_naive(self, x: Tensor, root: int = 0) -> Tensor:
+        """The sum of x over ranks the naive way, for comparison with the ring: every rank sends
+        x to ``root``, which adds them up and sends the sum back to every rank."""
+        check.tensor("x", x)
+        root = check.integer("root", root, minimum=0, maximum=self.world - 1)
+        self.calls["all_reduce_naive"] += 1
+        x = x.detach().contiguous()
+        if self.rank != root:
+            self.send(x, root).wait()
+            out = torch.empty_like(x)
+            dist.recv(out, root)
+            return out
+        total = x.clone()
+        for r in range(self.world):
+            if r != root:
+                part = torch.empty_like(x)
+                dist.recv(part, r)
+                total += part
+        for work in [self.send(total, r) for r in range(self.world) if r != root]:
+            work.wait()
+        return total
 
     def broadcast(self, x: Tensor, root: int = 0) -> Tensor:
         """Root's x on every rank (a chain round the ring: each rank sends it at most once)."""
@@ -749,6 +795,10 @@ def collectives_check(comm: Comm, n: int = 1000, seed: int = 0) -> dict[str, Any
     dist.all_gather(parts, shard)
     out["all_gather"] = (torch.cat(parts) - gathered).abs().max().item()
     comm.reset()
+    naive = comm.all_reduce_naive(x)
+    out["sent_naive"] = comm.sent
+    out["naive"] = (naive - ref).abs().max().item()
+    comm.reset()
     b = comm.broadcast(x, root=comm.world - 1)
     out["sent_broadcast"] = comm.sent
     ref_b = x.clone()
@@ -783,14 +833,18 @@ def fit_alpha_beta(
     sizes_bytes: Sequence[float], seconds: Sequence[float], world: int
 ) -> tuple[float, float]:
     """Least squares fit of the ring all-reduce cost t = 2(N-1) alpha + 2(N-1)/N n beta (alpha:
-    seconds per message, beta: seconds per byte; Thakur et al., 2005) to measured times."""
+    seconds per message, beta: seconds per byte; Thakur et al., 2005) to measured times, in
+    relative error (each equation divided by its measured time), so that small sizes count."""
     n = torch.as_tensor(sizes_bytes, dtype=torch.float64)
     t = torch.as_tensor(seconds, dtype=torch.float64)
     if n.ndim != 1 or n.shape != t.shape or n.numel() < 2:
         raise ValueError("sizes_bytes and seconds must be 1-D, of equal length, at least 2")
     world = check.integer("world", world, minimum=2)
+    if bool((t <= 0).any()):
+        raise ValueError("seconds must be positive")
     a = torch.stack([torch.full_like(n, 2.0 * (world - 1)), 2 * (world - 1) / world * n], 1)
-    alpha, beta = torch.linalg.lstsq(a, t.unsqueeze(1)).solution.squeeze(1).tolist()
+    sol = torch.linalg.lstsq(a / t.unsqueeze(1), torch.ones_like(t).unsqueeze(1)).solution
+    alpha, beta = sol.squeeze(1).tolist()
     return alpha, beta
 
 
@@ -816,22 +870,33 @@ def collective_seconds(kind: str, nbytes: float, world: int, link: Link) -> floa
 
 
 def ddp_overlap(
-    comm: Comm, width: int = 256, depth: int = 8, bucket_cap_mb: float = 0.25
+    comm: Comm, width: int = 128, depth: int = 8, bucket_cap_mb: float = 0.0625
 ) -> dict[str, Any]:
-    """When DistributedDataParallel launches each gradient bucket's all-reduce, relative to the
-    backward pass: a communication hook records the time of each launch. Returns the launch
-    times and the end of backward, both in seconds after backward began, and each bucket's size."""
+    """What DistributedDataParallel does during one backward pass of ``depth`` tanh layers of
+    ``width``: when each layer's weight gradient is complete (a post-accumulate hook), when each
+    gradient bucket's all-reduce is launched and when it has finished (a communication hook and
+    its future). Times in seconds after backward began; ``backward``: when ``loss.backward()``
+    returned (DDP makes it wait for every bucket). ``elements``: each bucket's size."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     width = check.integer("width", width, minimum=1)
     depth = check.integer("depth", depth, minimum=1)
     check.positive("bucket_cap_mb", bucket_cap_mb)
     torch.manual_seed(0)
-    model = nn.Sequential(
-        *[nn.Sequential(nn.Linear(width, width), nn.Tanh()) for _ in range(depth)]
-    )
+    layers = [nn.Linear(width, width) for _ in range(depth)]
+    model = nn.Sequential(*[nn.Sequential(lin, nn.Tanh()) for lin in layers])
     ddp = DDP(model, bucket_cap_mb=bucket_cap_mb)
+    ready: dict[int, float] = {}
     launches: list[tuple[float, int]] = []
+    done: list[float] = []
+    for i, lin in enumerate(layers):
+        lin.weight.register_post_accumulate_grad_hook(
+            lambda p, i=i: ready.__setitem__(i, time.perf_counter())
+        )
+
+    def finished(fut: Any) -> Tensor:
+        done.append(time.perf_counter())
+        return cast(Tensor, fut.value()[0])
 
     # no annotations: DDP compares the bucket's annotation with dist.GradBucket, and this
     # module's annotations are strings
@@ -840,21 +905,24 @@ def ddp_overlap(
         buf = bucket.buffer().div_(comm.world)
         work = dist.all_reduce(buf, async_op=True)
         assert work is not None
-        return work.get_future().then(lambda fut: fut.value()[0])
+        return work.get_future().then(finished)
 
     ddp.register_comm_hook(None, hook)
     x = torch.randn(64, width)
-    for _ in range(3):  # the first iteration builds the buckets; time the last
+    for _ in range(3):  # the first iteration builds the buckets; record the last
         launches.clear()
+        done.clear()
+        ready.clear()
         loss = ddp(x).square().mean()
         t0 = time.perf_counter()
         loss.backward()
         t1 = time.perf_counter()
     return {
+        "ready": [ready[i] - t0 for i in range(depth)],
         "launch": [t - t0 for t, _ in launches],
+        "done": [t - t0 for t in done],
         "elements": [n for _, n in launches],
         "backward": t1 - t0,
-        "parameters": sum(p.numel() for p in model.parameters()),
     }
 
 
@@ -1025,6 +1093,7 @@ def tensor_parallel_check(
         "scale": ref.abs().max().item(),
         "forward_all_reduces": forward_calls,
         "backward_all_reduces": comm.calls["all_reduce"] - forward_calls,
+        "all_gathers": comm.calls["all_gather"],
         "saved_full": ref_saved,
         "saved_rank": tp_saved,
         "weights_full": sum(p.numel() for n, p in block.named_parameters() if "norm" not in n),
@@ -1084,8 +1153,9 @@ def pipeline_train(
     CPU (ranks on fewer cores than ranks cannot compute at the same time, but can wait at the
     same time). Returns the largest difference of this stage's gradients from one process's
     full-batch gradients, the events (kind, micro-batch, start, end; ``time.perf_counter``, the
-    same clock in every process on Linux) and the most micro-batches whose activations this stage
-    held at once."""
+    same clock in every process on Linux), the most micro-batches whose activations this stage
+    held at once, and the most bytes autograd held saved for them at once (the stage's input
+    included)."""
     kind = check.one_of("kind", kind, get_args(Schedule))
     check.instance("spec", spec, TrainSpec)
     micro = check.integer("micro", micro, minimum=1)
@@ -1109,24 +1179,31 @@ def pipeline_train(
     outputs: dict[int, Tensor] = {}
     events: list[tuple[str, int, float, float]] = []
     pending: list[Any] = []
-    in_flight = peak = 0
+    in_flight = peak = held = peak_bytes = 0
+    saved: dict[int, int] = {}
     dist.barrier()
     for op, i in pipeline_schedule(kind, p, micro, r):
         rows = slice(i * mb, (i + 1) * mb)
         if op == "F":
             if r == 0:
-                h = x[rows]
+                h = x[rows].clone()  # its own storage, so that its bytes are counted once
             else:
                 h = comm.recv((mb, width_in), spec.dtype, r - 1).requires_grad_()
             t0 = time.perf_counter()
-            out = mlp_forward(mine, h, last=last)
-            if last:
-                out = F.mse_loss(out, y[rows]) / micro
+
+            def stage(h: Tensor = h, i: int = i) -> Tensor:
+                out = mlp_forward(mine, h, last=last)
+                target = y[i * mb : (i + 1) * mb].clone()  # its own storage, as the input
+                return F.mse_loss(out, target) / micro if last else out
+
+            out, saved[i] = saved_bytes(stage, mine)
             time.sleep(tf)
             events.append(("F", i, t0, time.perf_counter()))
             inputs[i], outputs[i] = h, out
             in_flight += 1
             peak = max(peak, in_flight)
+            held += saved[i]
+            peak_bytes = max(peak_bytes, held)
             if not last:
                 pending.append((comm.send(out.detach(), r + 1), out))
         else:
@@ -1137,6 +1214,7 @@ def pipeline_train(
             events.append(("B", i, t0, time.perf_counter()))
             h = inputs.pop(i)
             in_flight -= 1
+            held -= saved.pop(i)
             if r > 0:
                 assert h.grad is not None
                 pending.append((comm.send(h.grad, r - 1), h))
@@ -1151,6 +1229,7 @@ def pipeline_train(
         "grad_diff": max(diffs),
         "events": events,
         "peak_in_flight": peak,
+        "peak_bytes": peak_bytes,
     }
 
 
@@ -1194,6 +1273,24 @@ def checkpointed(segment: nn.Module, x: Tensor) -> Tensor:
     gradients as without it, one more forward pass of the segment during backward."""
     check.instance("segment", segment, nn.Module)
     return cast(Tensor, _Recompute.apply(x, segment, *segment.parameters()))
+
+
+def pipeline_waits(events: Sequence[Sequence[tuple[str, int, float, float]]]) -> list[float]:
+    """For every event that needed a message (a forward after stage 0, a backward before the
+    last stage), the time between the message being due (the sending event's end, or this
+    stage's previous event's end if later) and the event starting: what a message and a
+    process's wake-up cost, in seconds."""
+    p = len(events)
+    end = {(s, op, i): e[3] for s, ev in enumerate(events) for e in ev for op, i in [e[:2]]}
+    waits = []
+    for s, ev in enumerate(events):
+        for k, (op, i, start, _) in enumerate(ev):
+            src = s - 1 if op == "F" else s + 1
+            if not 0 <= src < p:
+                continue
+            due = max(end[(src, op, i)], ev[k - 1][3] if k else -math.inf)
+            waits.append(start - due)
+    return waits
 
 
 def checkpoint_costs(spec: TrainSpec, batch: int = 64, every: int = 2) -> dict[str, Any]:
@@ -1343,8 +1440,12 @@ def plan(
       (m + p - 1)/m for the pipeline bubble;
     - tensor parallel: 4 all-reduces of s b h 2-byte activations per layer and micro-batch (6
       with recompute) on ``hw.intra``; pipeline: one send forward and one back per micro-batch
-      and stage boundary on ``hw.inter``; data parallel: one all-reduce of the 2-byte gradients
-      (ZeRO-3: 1.5 times the traffic) on ``hw.inter``, not overlapped with compute.
+      and stage boundary on ``hw.inter``; data parallel, on ``hw.inter``: the 2-byte gradients
+      reduced once per step (stages 0 and 1); reduce-scattered for every one of the m
+      micro-batches and the parameters gathered once (stage 2); and the parameters all-gathered
+      twice and the gradients reduce-scattered for every micro-batch (stage 3: 3m/2 times data
+      parallelism's traffic). DeepSpeed does not allow stages 2 and 3 with pipeline parallelism
+      at all. Nothing is overlapped with compute.
 
     ``tflops_per_gpu`` counts the FLOPs of :meth:`ModelShape.flops` (with recompute, as
     Narayanan et al. report) over the predicted step time."""
@@ -1384,8 +1485,13 @@ def plan(
     tp_calls = (6 if recompute else 4) * (n_l // pp) * m
     tp_comm = tp_calls * collective_seconds("all_reduce", msg, tp, hw.intra) if tp > 1 else 0.0
     pp_comm = 2 * (m + pp - 1) * (hw.inter.latency + msg / hw.inter.bandwidth) if pp > 1 else 0.0
-    grads = 2 * model.params / (tp * pp)
-    dp_comm = (1.5 if zero == 3 else 1.0) * collective_seconds("all_reduce", grads, dp, hw.inter)
+    shard = 2 * model.params / (tp * pp)  # 2-byte parameters or gradients per GPU
+    rs = collective_seconds("reduce_scatter", shard, dp, hw.inter)  # = an all-gather's
+    # ZeRO-0/1 accumulate the micro-batches' gradients and reduce once (an all-reduce, or a
+    # reduce-scatter and an all-gather); ZeRO-2 holds only a shard of the gradients, so it
+    # reduce-scatters every micro-batch's; ZeRO-3 also all-gathers the parameters for every
+    # micro-batch's forward and backward pass
+    dp_comm = {0: 2 * rs, 1: 2 * rs, 2: (m + 1) * rs, 3: 3 * m * rs}[zero]
     bubble = bubble_fraction(pp, m)
     step = (compute + tp_comm) / (1 - bubble) + pp_comm + dp_comm
     return Plan(
@@ -1410,18 +1516,29 @@ def plan(
 
 
 def best_plans(
-    model: ModelShape, hw: Hardware, gpus: int, global_batch: int, top: int = 5, **kw: Any
+    model: ModelShape,
+    hw: Hardware,
+    gpus: int,
+    global_batch: int,
+    top: int = 5,
+    zeros: Sequence[int] = (0, 1, 2, 3),
+    micro_batch: int = 1,
+    **kw: Any,
 ) -> list[Plan]:
-    """Every layout that fits in memory (tp up to a node's GPUs, any pp dividing the layers,
-    ZeRO 0-3, micro-batch 1), fastest first under :func:`plan`'s model."""
+    """Every layout that fits in memory (tp dividing a node's GPUs, any pp dividing the layers,
+    the ZeRO stages in ``zeros``), fastest first under :func:`plan`'s model."""
     top = check.integer("top", top, minimum=1)
+    zeros = [check.integer("zeros[i]", z, minimum=0, maximum=3) for z in zeros]
+    micro_batch = check.integer("micro_batch", micro_batch, minimum=1)
     found = []
     for tp in (t for t in range(1, hw.per_node + 1) if hw.per_node % t == 0):
         for pp in (p for p in range(1, model.layers + 1) if model.layers % p == 0):
-            if gpus % (tp * pp) or model.heads % tp or global_batch % (gpus // (tp * pp)):
+            if gpus % (tp * pp) or model.heads % tp:
                 continue
-            for zero in range(4):
-                pl = plan(model, hw, gpus, tp, pp, global_batch, zero=zero, **kw)
+            if global_batch % (gpus // (tp * pp) * micro_batch):
+                continue
+            for zero in zeros:
+                pl = plan(model, hw, gpus, tp, pp, global_batch, micro_batch, zero, **kw)
                 if pl.fits:
                     found.append(pl)
     return sorted(found, key=lambda p: p.step_s)[:top]
