@@ -19,6 +19,7 @@ Everything here runs on the CPU with the gloo backend; the same calls run on GPU
 from __future__ import annotations
 
 import atexit
+import copy
 import math
 import os
 import pickle
@@ -78,7 +79,9 @@ def _worker(
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     # the worker's own output (torch's warnings, prints) goes to a log file, never to the
     # parent's streams: under Jupyter those are the output of whatever cell is running
-    log = os.open(os.path.join(os.path.dirname(store), f"rank{rank}.log"), os.O_WRONLY | os.O_CREAT)
+    log = os.open(
+        os.path.join(os.path.dirname(store), f"rank{rank}.log"), os.O_WRONLY | os.O_CREAT, 0o644
+    )
     os.dup2(log, 1)
     os.dup2(log, 2)
     torch.set_num_threads(threads)
@@ -184,6 +187,7 @@ class Cluster:
                 else:
                     os.environ[k] = v
         self.closed = False
+        self._logs: dict[int, str] = {}
         self._seq = 0
         _LIVE.append(self)
         try:
@@ -233,6 +237,13 @@ class Cluster:
         if self.closed:
             raise ParallelError("this cluster is closed (after close() or a failed run)")
         fn = _importable(fn)
+        try:
+            pickle.dumps((fn, args, kwargs))
+        except Exception as e:
+            raise TypeError(
+                f"the arguments of {getattr(fn, '__name__', 'fn')} must be picklable to reach "
+                f"the workers: {e}"
+            ) from e
         self._seq += 1
         for q in self._tasks:
             q.put((self._seq, fn, args, kwargs))
@@ -245,6 +256,9 @@ class Cluster:
     def log(self, rank: int, chars: int = 4000) -> str:
         """The last ``chars`` characters that worker ``rank`` wrote to its stdout and stderr."""
         rank = check.integer("rank", rank, minimum=0, maximum=self.world_size - 1)
+        chars = check.integer("chars", chars, minimum=1)
+        if self.closed:
+            return self._logs.get(rank, "")[-chars:]
         try:
             with open(os.path.join(self._dir, f"rank{rank}.log"), errors="replace") as f:
                 return f.read()[-chars:]
@@ -260,6 +274,8 @@ class Cluster:
         self._finish()
 
     def _finish(self) -> None:
+        if not self.closed:  # keep the workers' output readable after the folder is gone
+            self._logs = {r: self.log(r, 1 << 20) for r in range(self.world_size)}
         self.closed = True
         if self in _LIVE:
             _LIVE.remove(self)
@@ -296,7 +312,8 @@ class Comm:
     least any all-reduce can (Patarasuk & Yuan's lower bound)."""
 
     def __init__(self, rank: int, world: int) -> None:
-        self.rank, self.world = rank, world
+        self.world = check.integer("world", world, minimum=1)
+        self.rank = check.integer("rank", rank, minimum=0, maximum=self.world - 1)
         self.sent = 0
         self.calls: Counter[str] = Counter()
 
@@ -306,6 +323,8 @@ class Comm:
 
     def send(self, x: Tensor, dst: int) -> dist.Work:
         """Non-blocking send (keep the tensor alive until ``.wait()``); counted in ``sent``."""
+        check.tensor("x", x)
+        dst = check.integer("dst", dst, minimum=0, maximum=self.world - 1)
         x = x.contiguous()
         self.sent += x.numel() * x.element_size()
         work = dist.isend(x, dst)
@@ -313,7 +332,11 @@ class Comm:
         return work
 
     def recv(self, shape: Sequence[int], dtype: torch.dtype, src: int) -> Tensor:
-        out = torch.empty(tuple(shape), dtype=dtype)
+        """Receive a tensor of ``shape`` and ``dtype`` from rank ``src`` (blocking)."""
+        shape = tuple(check.integer("shape[i]", n, minimum=0) for n in shape)
+        check.instance("dtype", dtype, torch.dtype)
+        src = check.integer("src", src, minimum=0, maximum=self.world - 1)
+        out = torch.empty(shape, dtype=dtype)
         dist.recv(out, src)
         return out
 
@@ -324,7 +347,7 @@ class Comm:
 
     def chunk(self, n: int) -> int:
         """Elements per rank when n elements are split into ``world`` equal, padded chunks."""
-        return -(-n // self.world)
+        return -(-check.integer("n", n, minimum=0) // self.world)
 
     def _chunks(self, x: Tensor) -> Tensor:
         flat = x.detach().reshape(-1)
@@ -423,14 +446,26 @@ def ring_bytes(kind: str, n: int, world: int, element_size: int = 4) -> int:
 # A model small enough to train on every rank: an MLP with tanh, written as a list of tensors
 
 
+def _sizes(sizes: Any) -> list[int]:
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+        raise TypeError(f"sizes must be a sequence of layer widths, got {sizes!r}")
+    out = [check.integer("sizes[i]", s, minimum=1) for s in sizes]
+    if len(out) < 2:
+        raise ValueError(f"sizes needs at least two widths, got {out}")
+    return out
+
+
+def _float_dtype(dtype: Any) -> torch.dtype:
+    return check.one_of("dtype", dtype, (torch.float32, torch.float64))
+
+
 def mlp_init(
     sizes: Sequence[int], seed: int = 0, dtype: torch.dtype = torch.float64
 ) -> list[Tensor]:
     """[W0, b0, W1, b1, ...] for layer widths ``sizes`` (PyTorch's Linear initialization scale:
     U(-1/sqrt(fan_in), 1/sqrt(fan_in))), the same on every rank for the same seed."""
-    sizes = [check.integer("sizes[i]", s, minimum=1) for s in sizes]
-    if len(sizes) < 2:
-        raise ValueError(f"sizes needs at least two widths, got {sizes}")
+    sizes = _sizes(sizes)
+    dtype = _float_dtype(dtype)
     g = torch.Generator().manual_seed(check.seed("seed", seed))
     out: list[Tensor] = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
@@ -440,11 +475,14 @@ def mlp_init(
     return out
 
 
-def mlp_forward(
-    params: Sequence[Tensor], x: Tensor, first: bool = True, last: bool = True
-) -> Tensor:
+def mlp_forward(params: Sequence[Tensor], x: Tensor, last: bool = True) -> Tensor:
     """tanh(x W0^T + b0) ... with no tanh after the network's last layer (``last=False``: these
-    layers are not the network's last, so the last one keeps its tanh, as in a pipeline stage)."""
+    layers are not the network's last, so the last one keeps its tanh, as in a pipeline stage).
+    ``params`` is [W0, b0, W1, b1, ...] as :func:`mlp_init` makes it."""
+    if len(params) < 2 or len(params) % 2:
+        raise ValueError(f"params must be weight, bias pairs, got {len(params)} tensors")
+    check.tensor("x", x, floating=True)
+    check.boolean("last", last)
     n = len(params) // 2
     for i in range(n):
         x = F.linear(x, params[2 * i], params[2 * i + 1])
@@ -458,6 +496,8 @@ def regression_data(
 ) -> tuple[Tensor, Tensor]:
     """(x, y): n Gaussian inputs and a random teacher MLP of the same widths' outputs plus noise."""
     n = check.integer("n", n, minimum=1)
+    sizes = _sizes(sizes)
+    dtype = _float_dtype(dtype)
     g = torch.Generator().manual_seed(check.seed("seed", seed))
     x = torch.randn(n, sizes[0], generator=g, dtype=dtype)
     teacher = mlp_init(sizes, seed + 1000, dtype)
@@ -480,12 +520,9 @@ class TrainSpec:
     dtype: torch.dtype = torch.float64
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sizes", tuple(self.sizes))
-        if len(self.sizes) < 2:
-            raise ValueError(f"sizes needs at least two widths, got {self.sizes}")
-        for s in self.sizes:
-            check.integer("sizes[i]", s, minimum=1)
+        object.__setattr__(self, "sizes", tuple(_sizes(self.sizes)))
         check.integer("n", self.n, minimum=1)
+        check.seed("seed", self.seed)
         check.integer("steps", self.steps, minimum=1)
         check.positive("lr", self.lr)
         check.one_of("dtype", self.dtype, (torch.float32, torch.float64))
@@ -589,9 +626,10 @@ def train(comm: Comm, strategy: Strategy, spec: TrainSpec, device: str = "cpu") 
       ``ZeroRedundancyOptimizer`` on DDP, and FSDP2's ``fully_shard`` on each layer.
 
     Returns the full parameters after training, the losses (this rank's), the bytes this rank
-    held at the end of the last backward pass (``held``: params, grads, optimizer state, not
-    counting Adam's step counters), and the bytes it sent and the collectives it called during
-    the last step (the hand-written strategies only: torch's collectives are not counted).
+    held (``held``: params and grads at the end of the last backward pass, once its temporary
+    buffers are freed; optimizer state, not counting Adam's step counters, after the step), and
+    the bytes it sent and the collectives it called during the last step (the hand-written
+    strategies only: torch's collectives are not counted).
 
     ``device``: where torch's strategies compute (``"cuda:0"`` etc., with the NCCL backend); the
     hand-written ones move CPU tensors through gloo and need ``"cpu"``."""
@@ -640,9 +678,9 @@ def train(comm: Comm, strategy: Strategy, spec: TrainSpec, device: str = "cpu") 
             held = {
                 "params": _unique_bytes(shards),
                 "grads": _unique_bytes(s.grad for s in shards),
-                "optimizer": _state_bytes(opt),
             }
             opt.step()
+            held["optimizer"] = _state_bytes(opt)
             losses.append(loss.item())
             record = {"sent": comm.sent, "calls": dict(comm.calls)}
         for s, shape in zip(shards, shapes, strict=True):
@@ -690,7 +728,6 @@ def train(comm: Comm, strategy: Strategy, spec: TrainSpec, device: str = "cpu") 
         held = {
             "params": _unique_bytes(bufs),
             "grads": _unique_bytes([p.grad for p in params] + [s.grad for s in shards]),
-            "optimizer": _state_bytes(opt),
         }
         if strategy == "dp":
             for i in range(n_layers):
@@ -700,6 +737,7 @@ def train(comm: Comm, strategy: Strategy, spec: TrainSpec, device: str = "cpu") 
             for i, s in enumerate(shards):
                 s.grad = comm.reduce_scatter(layer_grad(i)) / world
         opt.step()
+        held["optimizer"] = _state_bytes(opt)  # Adam's state exists from the first step on
         if strategy not in ("dp", "local"):
             with torch.no_grad():
                 for buf, s in zip(bufs, shards, strict=True):
@@ -754,9 +792,9 @@ def _train_torch(
         held = {
             "params": _unique_bytes(model.parameters()),
             "grads": _unique_bytes(p.grad for p in model.parameters()),
-            "optimizer": _state_bytes(opt.optim if hasattr(opt, "optim") else opt),
         }
         opt.step()
+        held["optimizer"] = _state_bytes(opt.optim if hasattr(opt, "optim") else opt)
         losses.append(loss.item())
     params = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in model.parameters()]
     return _result([p.detach().cpu() for p in params], losses, held, {})
@@ -813,6 +851,8 @@ def time_all_reduce(
     """Median seconds of one float32 all-reduce of each size (elements): the hand-written ring
     and, with ``torch_too``, ``dist.all_reduce``. Ranks are synchronized by a barrier first."""
     repeats = check.integer("repeats", repeats, minimum=1)
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+        raise TypeError(f"sizes must be a sequence of element counts, got {sizes!r}")
     res: dict[str, list[float]] = {"sizes": [float(s) for s in sizes], "ring": [], "torch": []}
     for n in sizes:
         x = torch.ones(check.integer("sizes[i]", n, minimum=1))
@@ -840,8 +880,12 @@ def fit_alpha_beta(
     if n.ndim != 1 or n.shape != t.shape or n.numel() < 2:
         raise ValueError("sizes_bytes and seconds must be 1-D, of equal length, at least 2")
     world = check.integer("world", world, minimum=2)
+    if not bool(torch.isfinite(n).all() and torch.isfinite(t).all()):
+        raise ValueError("sizes_bytes and seconds must be finite")
     if bool((t <= 0).any()):
         raise ValueError("seconds must be positive")
+    if bool((n == n[0]).all()):
+        raise ValueError("sizes_bytes needs at least two different sizes to separate alpha, beta")
     a = torch.stack([torch.full_like(n, 2.0 * (world - 1)), 2 * (world - 1) / world * n], 1)
     sol = torch.linalg.lstsq(a / t.unsqueeze(1), torch.ones_like(t).unsqueeze(1)).solution
     alpha, beta = sol.squeeze(1).tolist()
@@ -856,6 +900,11 @@ class Link:
     name: str
     latency: float
     bandwidth: float
+
+    def __post_init__(self) -> None:
+        check.instance("name", self.name, str)
+        object.__setattr__(self, "latency", check.nonnegative("latency", self.latency))
+        object.__setattr__(self, "bandwidth", check.positive("bandwidth", self.bandwidth))
 
 
 def collective_seconds(kind: str, nbytes: float, world: int, link: Link) -> float:
@@ -972,6 +1021,8 @@ class TensorParallelBlock(nn.Module):
         ffn = cast(FeedForward, block.ffn)
         if not block.pre or attn.score != "softmax":
             raise ValueError("block must be pre-norm with softmax attention")
+        if cast(nn.Linear, attn.q_proj).bias is not None:
+            raise ValueError("block's attention has biases: this split handles bias-free layers")
         if attn.n_kv_heads % t or attn.n_heads % t:
             raise ValueError(
                 f"n_heads ({attn.n_heads}) and n_kv_heads ({attn.n_kv_heads}) must be "
@@ -983,8 +1034,10 @@ class TensorParallelBlock(nn.Module):
                 f"the feed-forward width ({hidden}) must be a multiple of the world size ({t})"
             )
         self.comm = comm
-        self.norm1, self.norm2 = block.norm1, block.norm2
-        self.attn, self.ffn_kind = attn, ffn.kind
+        self.norm1: nn.Module = copy.deepcopy(block.norm1)
+        self.norm2: nn.Module = copy.deepcopy(block.norm2)
+        self.rope: bool = attn.rope
+        self.rope_base: float = attn.rope_base
         self.heads, self.kv_heads, self.hd = attn.n_heads // t, attn.n_kv_heads // t, attn.head_dim
 
         def rows(w: Tensor, size: int) -> nn.Parameter:
@@ -1007,9 +1060,9 @@ class TensorParallelBlock(nn.Module):
         q = F.linear(h, self.wq).view(b, s, self.heads, self.hd).transpose(1, 2)
         k = F.linear(h, self.wk).view(b, s, self.kv_heads, self.hd).transpose(1, 2)
         v = F.linear(h, self.wv).view(b, s, self.kv_heads, self.hd).transpose(1, 2)
-        if self.attn.rope:
+        if self.rope:
             pos = torch.arange(s)
-            q, k = apply_rope(q, pos, self.attn.rope_base), apply_rope(k, pos, self.attn.rope_base)
+            q, k = apply_rope(q, pos, self.rope_base), apply_rope(k, pos, self.rope_base)
         group = self.heads // self.kv_heads
         if group > 1:
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
@@ -1025,6 +1078,7 @@ class TensorParallelBlock(nn.Module):
 def saved_bytes(fn: Callable[[], Tensor], exclude: Sequence[Tensor] = ()) -> tuple[Tensor, int]:
     """(fn(), bytes of the tensors autograd saved for the backward pass while running fn),
     each storage counted once and the ``exclude`` tensors (the parameters) not counted."""
+    check.function("fn", fn)
     skip = {t.untyped_storage().data_ptr() for t in exclude}
     seen: set[int] = set()
     total = 0
@@ -1051,6 +1105,9 @@ def tensor_parallel_check(
     forward and backward pass, and the activation bytes each saves for backward."""
     from hamlib.transformer import GPTConfig
 
+    check.instance("config", config, dict)
+    batch = check.integer("batch", batch, minimum=1)
+    seq = check.integer("seq", seq, minimum=1)
     torch.manual_seed(check.seed("seed", seed))
     block = Block(GPTConfig(**config)).double()
     d = block.attn.d_model
@@ -1159,6 +1216,8 @@ def pipeline_train(
     kind = check.one_of("kind", kind, get_args(Schedule))
     check.instance("spec", spec, TrainSpec)
     micro = check.integer("micro", micro, minimum=1)
+    if isinstance(delay, (str, bytes)) or not isinstance(delay, Sequence) or len(delay) != 2:
+        raise TypeError(f"delay must be a pair (forward, backward) of seconds, got {delay!r}")
     tf, tb = (check.nonnegative("delay", d) for d in delay)
     p, r = comm.world, comm.rank
     layers = len(spec.sizes) - 1
@@ -1233,15 +1292,45 @@ def pipeline_train(
     }
 
 
-def measured_bubble(events: Sequence[Sequence[tuple[str, int, float, float]]]) -> float:
+Events = Sequence[Sequence[tuple[str, int, float, float]]]
+
+
+def _events(events: Any) -> list[list[tuple[str, int, float, float]]]:
+    """Check and copy a pipeline's events: one list per stage of (op, micro-batch, start, end)."""
+    if isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
+        raise TypeError(f"events must be one sequence of events per stage, got {events!r}")
+    if not events:
+        raise ValueError("events holds no event")
+    out = []
+    for ev in events:
+        if isinstance(ev, (str, bytes)) or not isinstance(ev, Sequence):
+            raise TypeError(f"events[s] must be a sequence of events, got {ev!r}")
+        stage = []
+        for e in ev:
+            if not isinstance(e, Sequence) or len(e) != 4 or e[0] not in ("F", "B"):
+                raise ValueError(f"an event is (op 'F' or 'B', micro-batch, start, end), got {e!r}")
+            op, i, start, end = e[0], check.integer("micro-batch", e[1], minimum=0), e[2], e[3]
+            start, end = check.real("start", start), check.real("end", end)
+            if end < start:
+                raise ValueError(f"an event ends before it starts: {e!r}")
+            stage.append((op, i, start, end))
+        out.append(stage)
+    if not any(out):
+        raise ValueError("events holds no event")
+    return out
+
+
+def measured_bubble(events: Events) -> float:
     """1 - (busy time summed over stages) / (stages x the step's span), from every stage's
     events (:func:`pipeline_train`)."""
-    starts = [e[2] for ev in events for e in ev]
-    ends = [e[3] for ev in events for e in ev]
-    if not starts:
-        raise ValueError("events holds no event")
-    busy = sum(e[3] - e[2] for ev in events for e in ev)
-    return 1 - busy / (len(events) * (max(ends) - min(starts)))
+    evs = _events(events)
+    starts = [e[2] for ev in evs for e in ev]
+    ends = [e[3] for ev in evs for e in ev]
+    span = max(ends) - min(starts)
+    if span <= 0:
+        raise ValueError("the events span no time")
+    busy = sum(e[3] - e[2] for ev in evs for e in ev)
+    return 1 - busy / (len(evs) * span)
 
 
 class _Recompute(torch.autograd.Function):
@@ -1272,22 +1361,26 @@ def checkpointed(segment: nn.Module, x: Tensor) -> Tensor:
     """``segment(x)`` with activation checkpointing (:class:`_Recompute`): the same values and
     gradients as without it, one more forward pass of the segment during backward."""
     check.instance("segment", segment, nn.Module)
+    check.tensor("x", x, floating=True)
     return cast(Tensor, _Recompute.apply(x, segment, *segment.parameters()))
 
 
-def pipeline_waits(events: Sequence[Sequence[tuple[str, int, float, float]]]) -> list[float]:
+def pipeline_waits(events: Events) -> list[float]:
     """For every event that needed a message (a forward after stage 0, a backward before the
     last stage), the time between the message being due (the sending event's end, or this
     stage's previous event's end if later) and the event starting: what a message and a
     process's wake-up cost, in seconds."""
-    p = len(events)
-    end = {(s, op, i): e[3] for s, ev in enumerate(events) for e in ev for op, i in [e[:2]]}
+    evs = _events(events)
+    p = len(evs)
+    end = {(s, e[0], e[1]): e[3] for s, ev in enumerate(evs) for e in ev}
     waits = []
-    for s, ev in enumerate(events):
+    for s, ev in enumerate(evs):
         for k, (op, i, start, _) in enumerate(ev):
             src = s - 1 if op == "F" else s + 1
             if not 0 <= src < p:
                 continue
+            if (src, op, i) not in end:
+                raise ValueError(f"stage {s}'s {op}{i} has no matching {op}{i} on stage {src}")
             due = max(end[(src, op, i)], ev[k - 1][3] if k else -math.inf)
             waits.append(start - due)
     return waits
@@ -1365,6 +1458,8 @@ class ModelShape:
         """FLOPs of one training step on ``batch`` sequences: 72 B s l h^2 (1 + s/(6h) +
         V/(12 l h)) for forward and backward, 96 B s l h^2 (1 + s/(6h) + V/(16 l h)) with the
         forward recomputed (Narayanan et al., 2021, eq. 3)."""
+        batch = check.integer("batch", batch, minimum=1)
+        recompute = check.boolean("recompute", recompute)
         b, s, n_l, h, v = batch, self.seq, self.layers, self.hidden, self.vocab
         if recompute:
             return 96 * b * s * n_l * h * h * (1 + s / (6 * h) + v / (16 * n_l * h))
@@ -1382,6 +1477,14 @@ class Hardware:
     intra: Link
     inter: Link
     per_node: int = 8
+
+    def __post_init__(self) -> None:
+        check.instance("name", self.name, str)
+        object.__setattr__(self, "memory", check.positive("memory", self.memory))
+        object.__setattr__(self, "flops", check.positive("flops", self.flops))
+        check.instance("intra", self.intra, Link)
+        check.instance("inter", self.inter, Link)
+        object.__setattr__(self, "per_node", check.integer("per_node", self.per_node, minimum=1))
 
 
 def state_bytes_per_param(zero: int, dp: int) -> float:
@@ -1436,16 +1539,16 @@ def plan(
       l s b h (10 + 24/t + 5 a s/(h t)) bytes (Korthikanti et al., 2022, tensor parallel without
       sequence parallelism), or with ``recompute`` only each layer's 2-byte input, 2 s b h, plus
       one layer's full activations while it is recomputed;
-    - compute: hardware FLOPs (:meth:`ModelShape.flops`) at ``efficiency`` x peak, times
-      (m + p - 1)/m for the pipeline bubble;
+    - compute: hardware FLOPs (:meth:`ModelShape.flops`) at ``efficiency`` x peak, and the
+      tensor-parallel communication, both times (m + p - 1)/m for the pipeline bubble;
     - tensor parallel: 4 all-reduces of s b h 2-byte activations per layer and micro-batch (6
-      with recompute) on ``hw.intra``; pipeline: one send forward and one back per micro-batch
-      and stage boundary on ``hw.inter``; data parallel, on ``hw.inter``: the 2-byte gradients
-      reduced once per step (stages 0 and 1); reduce-scattered for every one of the m
-      micro-batches and the parameters gathered once (stage 2); and the parameters all-gathered
-      twice and the gradients reduce-scattered for every micro-batch (stage 3: 3m/2 times data
-      parallelism's traffic). DeepSpeed does not allow stages 2 and 3 with pipeline parallelism
-      at all. Nothing is overlapped with compute.
+      with recompute) on ``hw.intra``; pipeline: the 2(m + p - 1) point-to-point messages of
+      s b h 2-byte activations or gradients on the critical path, on ``hw.inter``; data
+      parallel, on ``hw.inter``: the 2-byte gradients reduced once per step (stages 0 and 1);
+      reduce-scattered for every one of the m micro-batches and the parameters gathered once
+      (stage 2); the parameters all-gathered twice and the gradients reduce-scattered for every
+      micro-batch (stage 3: 3m/2 times data parallelism's traffic). DeepSpeed does not allow
+      stages 2 and 3 with pipeline parallelism at all. Nothing is overlapped with compute.
 
     ``tflops_per_gpu`` counts the FLOPs of :meth:`ModelShape.flops` (with recompute, as
     Narayanan et al. report) over the predicted step time."""
@@ -1527,7 +1630,13 @@ def best_plans(
 ) -> list[Plan]:
     """Every layout that fits in memory (tp dividing a node's GPUs, any pp dividing the layers,
     the ZeRO stages in ``zeros``), fastest first under :func:`plan`'s model."""
+    check.instance("model", model, ModelShape)
+    check.instance("hw", hw, Hardware)
+    gpus = check.integer("gpus", gpus, minimum=1)
+    global_batch = check.integer("global_batch", global_batch, minimum=1)
     top = check.integer("top", top, minimum=1)
+    if "zero" in kw or "tp" in kw or "pp" in kw:
+        raise TypeError("best_plans searches tp, pp and the ZeRO stage: pass zeros=(...) instead")
     zeros = [check.integer("zeros[i]", z, minimum=0, maximum=3) for z in zeros]
     micro_batch = check.integer("micro_batch", micro_batch, minimum=1)
     found = []
