@@ -6,8 +6,10 @@
 # optimizer's memory), the weight matrices (tensor parallelism) or the layers (pipeline
 # parallelism). This chapter writes each of them by hand on `torch.distributed`, the runtime the
 # production systems are built on, with four real processes on your CPU talking through the gloo
-# backend. Each is checked against one process doing the same work, and against PyTorch's own
-# implementation where one exists; then its memory and its traffic are measured, not quoted.
+# backend. Each is checked against one process doing the same work, and data parallelism and
+# ZeRO also against PyTorch's own implementations; then memory and traffic are measured, not
+# quoted. (PyTorch also ships tensor parallelism, `torch.distributed.tensor.parallel`, and
+# pipelines, `torch.distributed.pipelining`; this chapter does not compare with them.)
 #
 # **You will be able to** write broadcast, reduce-scatter, all-gather and all-reduce as rings
 # of point-to-point messages, and count what they send; say how long a collective takes on
@@ -77,7 +79,8 @@ hamlib.show_source(P.Comm._all_gather)
 # Each hand-written collective against `torch.distributed`'s on the same float64 data, and the
 # bytes each rank sent, counted at the `isend` calls. The all-reduce adds the same four terms in
 # another order than gloo does, so it may differ in the last bits. Adding N terms no larger than
-# M one after another rounds N - 1 partial sums, the k-th no larger than kM, so each order is
+# M one after another rounds N - 1 partial sums, the k-th (of k + 1 terms) no larger than
+# (k + 1)M, so each order is
 # within $u M (N(N+1)/2 - 1)$ of the exact sum ($u = 2^{-53}$) and two orders within twice that,
 # $u M (N(N+1) - 2)$. The all-gather and the broadcast only copy, so they must match exactly.
 
@@ -185,7 +188,7 @@ print(
 )
 for s in ("dp", "ddp"):
     worst = max(gap(r["params"]) for r in runs[s])
-    print(f"  {s:5s}: largest difference from one process {hamlib.below(worst, 1e-12)}")
+    print(f"  {s:5s}: largest difference from one process {hamlib.below(worst, 1e-14)}")
 print(
     f"  without communication: {control:.3f} from one process; ranks 0 and 1 differ by {drift:.3f}"
 )
@@ -203,14 +206,15 @@ hamlib.check(
 )
 
 # %% [markdown]
-# The 1e-12 bound is far from both sides. Summing the four ranks' gradients in another order
-# changes them by a relative $\delta$ of order $N^2 u \approx 10^{-15}$ (9.1). Adam's update
-# $\eta\,\hat m/(\sqrt{\hat v} + \epsilon)$ does not change when all gradients are scaled while
-# $|g| \gg \epsilon$, and is about $\eta \hat m/\epsilon$ when $|g| \lesssim \epsilon$; either way a
-# relative error $\delta$ in the gradients moves it by at most about $2\eta\delta \approx 2
-# \times 10^{-17}$ per step, so five steps stay below $10^{-15}$ unless something else is wrong.
-# Any error in the averaging, a sum instead of a mean or a rank's share counted twice, moves some
-# weight by a sizeable fraction of the learning rate, as the control shows.
+# Why 1e-12. The measured differences are below 1e-14 (printed): adding the four ranks'
+# gradients in another order changes each by round-off, about $N^2 u \approx 10^{-15}$ of the
+# largest term (9.1), and Adam's update $\eta\,\hat m/(\sqrt{\hat v} + \epsilon)$ turns that
+# into a change of the same relative order wherever the gradient is not much smaller than its
+# terms. Where the terms nearly cancel the relative error can be large, but such a gradient is
+# tiny and Adam's $\epsilon$ caps its update. A bound at least 100 times above what is measured
+# leaves room for other processors' summation orders; the errors it is there to catch, a rank's
+# share counted twice or lost, or no communication at all (the control), move weights by a
+# sizeable fraction of the learning rate.
 #
 # **DistributedDataParallel** does not wait for the backward pass to finish. It groups the
 # gradients into buckets (25 MB by default), in the order backward produces them, and launches
@@ -284,18 +288,20 @@ hamlib.check(
 # `loss.backward()` returns only when every bucket's all-reduce has finished. On the CPU the
 # all-reduces and the gradients share the same two cores, so this shows the order of events,
 # not a speed-up; on GPUs the communication runs on other hardware (NVLink, the network card)
-# and the overlap hides it, if there is enough computation to hide it behind. A GPU computes
-# $6\Psi T$ FLOPs per step for T tokens (2 per parameter and token forward, 4 backward), in
-# $6\Psi T/C$ seconds at C FLOP/s; its ring all-reduce of $2\Psi$ bytes of bf16 gradients sends
-# about $4\Psi$ bytes, in $4\Psi/W$ seconds at W bytes/s. So communication can hide only if
-# $T > 2C/(3W)$ tokens per GPU per step, whatever the model's size (Austin et al., 2025):
+# and the overlap hides it, if there is enough computation to hide it behind. Only the backward
+# pass can hide it (the next forward needs the updated weights): $4\Psi T$ FLOPs for T tokens
+# (2 per parameter and token for the input's gradient, 2 for the weight's), in $4\Psi T/C$
+# seconds at C FLOP/s. The ring all-reduce of $2\Psi$ bytes of bf16 gradients sends about
+# $4\Psi$ bytes per GPU, in $4\Psi/W$ seconds at W bytes/s. So communication can hide only if
+# $T > C/W$ tokens per GPU per step, whatever the model's size (the threshold of Austin et al.,
+# 2025, for data parallelism):
 
 # %%
 for name, c_peak, w_link in (
     ("A100 + HDR (25 GB/s)", 312e12, 25e9),
     ("H100 + NDR (50 GB/s)", 989e12, 50e9),
 ):
-    print(f"{name}: at least {2 * c_peak / (3 * w_link):,.0f} tokens per GPU per step")
+    print(f"{name}: at least {c_peak / w_link:,.0f} tokens per GPU per step")
 
 # %% [markdown]
 # ## 9.3 ZeRO: sharding the optimizer, the gradients, the parameters
@@ -352,18 +358,25 @@ hamlib.check(
 
 # %% [markdown]
 # The model trains in float64 with plain (not mixed-precision) Adam, so its accounting is
-# 1 + 1 + 2 elements per parameter: weights, gradients, two moments. The bytes are those of the
+# $1 + 1 + 2$ elements per parameter: weights, gradients, two moments. The bytes are those of the
 # tensors each rank holds after the last backward pass, each storage counted once, once the
 # pass's temporary buffers are freed. Those come on top, one layer at a time: ZeRO-3's gathered
-# layer (here the largest layer is 43% of the model, in a real model of many layers it is a few
-# percent) and ZeRO-2's full gradient of the layer being reduced, with its copies.
+# layer (here the largest layer is 43% of the model, printed below; in a real model of many
+# layers it is a few percent) and ZeRO-2's full gradient of the layer being reduced, with its
+# copies.
 
 # %%
 pad = sum(
     WORLD * math.ceil((w.numel() + b.numel()) / WORLD)
     for w, b in zip(ref["params"][::2], ref["params"][1::2], strict=True)
 )
-print(f"Psi = {PSI:,} parameters, {pad:,} after padding each layer to 4 equal chunks")
+largest = max(
+    w.numel() + b.numel() for w, b in zip(ref["params"][::2], ref["params"][1::2], strict=True)
+)
+print(
+    f"Psi = {PSI:,} parameters, {pad:,} after padding each layer to 4 equal chunks; the "
+    f"largest layer is {largest / PSI:.2f} of them"
+)
 expected = {  # elements per padded parameter: (weights, gradients, optimizer)
     "dp": (1, 1, 2),
     "zero1": (1, 1, 2 / WORLD),
@@ -396,8 +409,10 @@ hamlib.check(
 # first dimension; here every first dimension is a multiple of 4, so each rank holds exactly a
 # quarter of everything. `ZeroRedundancyOptimizer` gives whole parameter tensors to ranks: the
 # largest first, each to the rank with the least so far. Here that puts a 64 x 64 weight alone on
-# each of two ranks, so the largest share of Adam's state is 4,096 of 9,668 elements, 0.847 of
-# the 2 elements per parameter that plain data parallelism holds, not 0.5.
+# each of two ranks, so the busiest rank holds Adam's moments for 4,096 of the 9,668 parameters:
+# 0.847 elements per parameter in the table, where an even split would give 0.5. (DDP runs here
+# with `gradient_as_bucket_view=True`, so its gradients live in its communication buckets; by
+# default it keeps a second copy of them there, one more element per parameter.)
 
 # %%
 fsdp_exact = all(
@@ -452,8 +467,12 @@ hamlib.show_source(P.TensorParallelBlock.forward)
 # %% [markdown]
 # The check builds a Chapter 4 block (width 64, 4 heads, RoPE, GELU feed-forward) in float64 on
 # every rank, runs it whole and split four ways, and compares the output, the input's gradient
-# and each rank's slice of every weight gradient. It also counts the all-reduces and the bytes
-# of activations autograd keeps for the backward pass.
+# and each rank's slice of every weight gradient. The split sums each product in four pieces
+# and then adds them up, in another order than the whole block: each of the block's half a dozen
+# successive products has at most 256 terms, so round-off reaches some $6 \times 256\,u \approx
+# 2 \times 10^{-13}$ of the values (a few units here) only if every error adds up; 1e-12 allows
+# for that, and any misplaced slice or missing all-reduce is off by order one. It also counts the
+# all-reduces and the bytes of activations autograd keeps for the backward pass.
 
 # %%
 BLOCK = dict(vocab_size=16, d_model=64, n_heads=4, positions="rope")
@@ -463,7 +482,7 @@ tp_round_off = 1e-12
 tp_worst = max(max(c["output"], c["input_grad"], c["weight_grads"]) for c in tpc)
 print(
     "largest difference (output, input gradient, weight gradients): "
-    + hamlib.below(tp_worst, tp_round_off)
+    + hamlib.below(tp_worst, 1e-13)
 )
 hamlib.check(
     "the 4-way tensor-parallel block equals the unsplit block: output and every gradient "
@@ -504,9 +523,9 @@ print(
 )
 print(f"replicated part: {replicated:,.0f} bytes; the residual stream's accounting: {expected_r:,}")
 hamlib.check(
-    "each rank holds 1/4 of the weights, and its activations are 1/4 of the split part plus all "
-    "of the residual stream's, to the byte",
-    c0["weights_rank"] * WORLD == c0["weights_full"] and replicated == expected_r,
+    "each rank's activations are 1/4 of the split part plus all of the residual stream's, to "
+    "the byte",
+    replicated == expected_r,
 )
 
 # %% [markdown]
@@ -546,7 +565,12 @@ for kind in ("gpipe", "1f1b"):
 # %% [markdown]
 # First, correctness: the 8-layer MLP (16 wide in, 64 wide, 4 out; 2 layers per stage, float64)
 # split over the four ranks, trained one step with each schedule; each stage's gradients against
-# one process's on the whole batch.
+# one process's on the whole batch. The pipeline adds the micro-batches' gradients in another
+# order than one process does (the same sums of 64 samples, grouped), so they may differ by
+# round-off, $64u \approx 10^{-14}$ of the terms; the 1e-12 bound is the same as 9.2's, and a
+# micro-batch lost or counted twice is off by order one. The memory is measured too: weak
+# references to every tensor autograd saved tell, after each forward, how many bytes of them are
+# still alive, whatever holds them (a send still in flight would count).
 
 # %%
 PIPE = P.TrainSpec(sizes=(16, 64, 64, 64, 64, 64, 64, 64, 4), n=64)
@@ -556,7 +580,7 @@ pipe_runs = {
     for m in (1, 4, 8)
 }
 pipe_gap = max(r["grad_diff"] for runs_ in pipe_runs.values() for r in runs_)
-print(f"largest gradient difference from one process: {hamlib.below(pipe_gap, 1e-12)}")
+print(f"largest gradient difference from one process: {hamlib.below(pipe_gap, 1e-14)}")
 hamlib.check(
     "GPipe and 1F1B with 1, 4 and 8 micro-batches give one process's gradients (within 1e-12)",
     pipe_gap < 1e-12,
@@ -573,7 +597,7 @@ for (kind, m), runs_ in pipe_runs.items():
 whole = [r["peak_bytes"] for r in pipe_runs[("gpipe", 1)]]
 hamlib.check(
     "GPipe's stages each hold all m micro-batches' activations, 1F1B's stage r those of "
-    "min(p - r, m): counted and in bytes autograd saved",
+    "min(p - r, m): counted and in live bytes of what autograd saved",
     all(
         [r["peak_in_flight"] for r in runs_] == held
         and [m * r["peak_bytes"] for r in runs_]
@@ -671,10 +695,6 @@ hamlib.check(
     spec=".2f",
     machine_dependent=True,
 )
-hamlib.check(
-    "and none is below the formula by more than the timer's resolution",
-    min(excess) > -1e-3,
-)
 
 # **Activation checkpointing** trades the other way: keep only each segment's input during the
 # forward pass, and recompute the segment's activations when its backward needs them. Our
@@ -690,10 +710,10 @@ print(
 )
 hamlib.check(
     "checkpointing keeps only the 2 segment inputs, recomputes every layer once more, and gives "
-    "the same gradients",
+    "the same gradients to the bit (the same operations run again)",
     ckpt["checkpointed_saved"] == 8 * 64 * (16 + 64)
     and ckpt["checkpointed_forwards"] == 2 * ckpt["plain_forwards"]
-    and ckpt["grad_diff"] < 1e-12,
+    and ckpt["grad_diff"] == 0,
 )
 
 # %% [markdown]
@@ -747,7 +767,11 @@ for size, a, h, layers, tp, pp, gpus, batch, x_pub in TABLE1:
         f"{pl.memory / 1e9:>6.1f}GB {pl.bubble:>7.3f} {pl.tflops_per_gpu:>8.0f} {x_pub:>10d} "
         f"{ratios[-1]:>8.2f} {x_pub / 312:>8.2f}"
     )
-hamlib.check("the parameter formula reproduces the four published sizes to 0.05 billion", sizes_ok)
+hamlib.check(
+    "the parameter formula reproduces the four published sizes to 0.05 billion (a check of the "
+    "transcribed shapes: the paper computed its sizes with this formula)",
+    sizes_ok,
+)
 hamlib.check("every published configuration fits in 80 GB under the memory model", fits)
 hamlib.check(
     "the planner's throughput at full peak bounds every published throughput (largest ratio)",
@@ -757,14 +781,15 @@ hamlib.check(
 )
 
 # %% [markdown]
-# The published runs reached 0.43 to 0.52 of the peak; the planner's costs (bubble, recomputed
-# forward, communication) account for part of the gap, and the runs reached 0.51 to 0.68 of what
-# the planner leaves. The rest is what it does not model: matrix multiplications and other
-# kernels below peak, the optimizer step, the data pipeline. It also leaves out two things that
-# work the other way, Megatron-LM's interleaved schedule (a smaller bubble) and its scatter/gather
-# of pipeline messages over the node's eight network ports (cheaper sends than the 4.8 s our
-# model charges the 1008B run). The bound check is weak (it fails only if the modelled costs
-# exceed what the runs achieved), and the planner is a way to compare layouts, not a prediction.
+# The published runs reached 0.43 to 0.52 of the peak; the planner's costs (the bubble and
+# communication; the recomputed forward is counted in both throughputs, so it cancels) account
+# for part of the gap, and the runs reached 0.51 to 0.68 of what the planner leaves. The rest is
+# what it does not model: matrix multiplications and other kernels below peak, the optimizer
+# step, the data pipeline. It also leaves out two things that work the other way, Megatron-LM's
+# interleaved schedule (a smaller bubble) and its scatter/gather of pipeline messages over the
+# node's eight network ports (cheaper sends than the pipeline time our model charges the 1008B
+# run, printed below). The bound check is weak (it fails only if the modelled costs exceed what
+# the runs achieved), and the planner is a way to compare layouts, not a prediction.
 #
 # Which layouts would it choose for the 1008B model on 3,072 GPUs, without ZeRO as in the paper,
 # and with it?
@@ -772,6 +797,11 @@ hamlib.check(
 # %%
 big = P.ModelShape(128, 25600, 160)
 published = P.plan(big, A100, 3072, 8, 64, 3072, zero=0)
+print(
+    f"1008B as published: compute {published.compute_s:.1f} s, tensor-parallel "
+    f"{published.tp_comm_s:.1f} s, pipeline sends {published.pp_comm_s:.1f} s, data-parallel "
+    f"{published.dp_comm_s:.2f} s; step {published.step_s:.1f} s (bubble included)"
+)
 print(f"{'ZeRO':>10s} {'t x p x d':>12s} {'stage':>6s} {'memory':>8s} {'step':>8s}")
 best = {}
 for label, zeros in (("none", (0,)), ("any stage", (0, 1, 2, 3))):
@@ -785,20 +815,18 @@ print(
     f"{'published':>10s} {'8 x 64 x 6':>12s} {0:>6d} {published.memory / 1e9:>6.1f}GB "
     f"{published.step_s:>7.1f}s"
 )
-slower = published.step_s / best["none"][0].step_s - 1
-print(f"the published layout is {100 * slower:.1f}% slower than the planner's best without ZeRO")
+top = best["none"][0]
 hamlib.check(
-    "without ZeRO, the published 8 x 64 x 6 layout is within 5% of the planner's best step time",
-    measured=slower,
-    below=0.05,
-    spec=".3f",
+    "without ZeRO, as in the paper, the planner's fastest layout that fits is the published "
+    "8 x 64 x 6",
+    (top.tp, top.pp, top.dp) == (8, 64, 6),
 )
 
 # %% [markdown]
 # Every layout the planner ranks first uses tensor parallelism across the eight GPUs of a node,
-# as Megatron-LM did. Without ZeRO, its one faster layout (8 x 32 x 12) needs 77.5 of the 80 GB,
-# leaving nothing for the allocator's fragmentation, communication buffers and the framework; the
-# published one needs 46 GB. ZeRO-1 makes the shallower pipelines fit with room to spare, and the
+# as Megatron-LM did. Without ZeRO, the shallower pipelines that would be faster do not fit: the
+# first stage holds the whole embedding, (V + s)h parameters, besides its share of the layers
+# (without that, the planner would have put 8 x 32 x 12 first). ZeRO-1 makes them fit, and the
 # modelled differences are then a few percent: at this resolution the model cannot rank them, and
 # the choice among them is made by measuring.
 #
@@ -825,22 +853,27 @@ bigt = P.ModelShape(80, 12288, 96)
 on_nvlink = P.plan(bigt, A100, 1536, 8, 8, 2304, zero=0)
 tp_over_ib = P.Hardware("A100, TP over InfiniBand", 80e9, 312e12, A100.inter, A100.inter)
 on_ib = P.plan(bigt, tp_over_ib, 1536, 8, 8, 2304, zero=0)
+published_step = bigt.flops(2304) / (1536 * 148e12)  # Table 1: 148 TFLOP/s per GPU
+extra = on_ib.tp_comm_s - on_nvlink.tp_comm_s
 print(
     f"(c) 145.6B, t = 8: tensor-parallel all-reduces {on_nvlink.tp_comm_s:.1f} s per step on "
-    f"NVLink, {on_ib.tp_comm_s:.1f} s if they crossed InfiniBand; "
-    f"compute {on_nvlink.compute_s:.1f} s"
+    f"NVLink, {on_ib.tp_comm_s:.1f} s if they crossed InfiniBand: {extra:.1f} s more, on a "
+    f"published step of {published_step:.1f} s"
 )
 hamlib.check(
-    "(c) over InfiniBand, tensor parallelism's traffic would cost more time than the compute "
-    "(planner's model of the 145.6B run)",
-    on_ib.tp_comm_s > on_nvlink.compute_s > on_nvlink.tp_comm_s,
+    "(c) moving the 145.6B run's tensor parallelism onto InfiniBand would add more than half "
+    "of its published step time (planner's model)",
+    measured=extra / published_step,
+    above=0.5,
+    spec=".2f",
 )
 
 # %% [markdown]
 # Verdicts, each with the measurement or the arithmetic behind it:
 #
-# - **(a) "One 80 GB card cannot even hold GPT-3's weights."** True: 175 billion parameters
-#   are 350 GB in fp16, and mixed-precision Adam's state (16 bytes each) 2.8 TB.
+# - **(a) "One 80 GB card cannot even hold GPT-3's weights."** True: GPT-3's shape has 175
+#   billion parameters, 349 GB in fp16, and mixed-precision Adam's state (16 bytes each) is
+#   2.8 TB.
 # - **(b) Data parallelism: "each card holds the whole model ... the model must fit on one
 #   card."** True of DDP, which is what part D names. False of FSDP, which the overview lists
 #   under data parallelism too: ZeRO-3 and FSDP2 held 1/N of everything in 9.3 and still gave
@@ -852,8 +885,8 @@ hamlib.check(
 #   `gather_output=True`, as for the output logits) does all-gather, and sequence parallelism
 #   turns each all-reduce into an all-gather and a reduce-scatter of the same volume.
 # - **(c) "Its traffic is huge, so it is used only inside one machine (NVLink)."** True: for
-#   the 145.6B run, the tensor-parallel all-reduces would take longer than the compute if they
-#   crossed InfiniBand (printed above).
+#   the 145.6B run, moving the tensor-parallel all-reduces from NVLink to InfiniBand would add
+#   three quarters of the published step time (printed above).
 # - **(d) Pipeline: "micro-batches fill the bubble."** Partly: the bubble is (p - 1)/(m + p -
 #   1), measured on the formula in 9.5 for GPipe and 1F1B; it shrinks with m but never vanishes.
 #   GPipe pays for a large m in memory (it held all m micro-batches' activations), 1F1B does not
@@ -865,6 +898,10 @@ hamlib.check(
 # - **(e) ZeRO-3 "trades communication for memory."** True, and the price is 1.5 times data
 #   parallelism's traffic per step (counted at the sends in 9.3), or 1.5 m times with m
 #   micro-batches of gradient accumulation, since it gathers the parameters for each of them.
+#
+# - **"ZeRO is today's mainstream method for fine-tuning large models."** No verdict: a claim
+#   about practice, which nothing run here can measure. What 9.3 shows is that its three
+#   stages do what they promise, and what each costs.
 #
 # (b)'s bottleneck is real for plain data parallelism and is the reason ZeRO-3 and FSDP exist;
 # but neither shrinks the activations, which stay whole on every rank: for long sequences they,
@@ -993,14 +1030,16 @@ hamlib.check(
 
 # %% tags=["hide-cell"]
 llama = P.ModelShape(80, 8192, 64, seq=4096, vocab=32000)
-for d in (1, 2, 4, 8, 16, 32, 64):
-    pl = P.plan(llama, A100, 8 * d, 8, 1, 64, zero=3)
-    print(f"{8 * d:4d} GPUs: {pl.memory / 1e9:6.1f} GB per GPU, fits: {pl.fits}")
-    if pl.fits:
-        break
-smaller = P.plan(llama, A100, 4 * d, 8, 1, 64, zero=3) if d > 1 else None
-print(f"{llama.params / 1e9:.1f}B parameters: fewest GPUs {8 * d}")
-hamlib.check(
-    "exercise 3: the planner's answer fits and half as many GPUs do not",
-    pl.fits and (smaller is None or not smaller.fits),
+scan = [P.plan(llama, A100, 8 * d, 8, 1, 64, zero=3) for d in (1, 2, 4, 8, 16, 32, 64)]
+for pl in scan:
+    print(f"{8 * pl.dp:4d} GPUs: {pl.memory / 1e9:6.1f} GB per GPU, fits: {pl.fits}")
+fewest = next(pl.dp for pl in scan if pl.fits)
+# the closed form: states 16 Psi / (8 d) beside activations that do not depend on d
+acts = scan[0].activation_bytes
+d_min = 16 * llama.params / (8 * (A100.memory - acts))
+d_closed = 2 ** math.ceil(math.log2(d_min))
+print(
+    f"{llama.params / 1e9:.1f}B parameters; activations {acts / 1e9:.1f} GB per GPU; "
+    f"d >= {d_min:.2f}: fewest GPUs {8 * d_closed} (scan: {8 * fewest})"
 )
+hamlib.check("exercise 3: the scan agrees with the closed form", fewest == d_closed)

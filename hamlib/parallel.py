@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import traceback
+import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -157,7 +158,7 @@ class Cluster:
         ctx = mp.get_context("spawn")
         self._results = ctx.Queue()
         self._tasks = [ctx.Queue() for _ in range(self.world_size)]
-        env = {"GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", _loopback())}
+        env = {"GLOO_SOCKET_IFNAME": _loopback()}  # always: these workers are on one machine
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)  # the children inherit it: gloo binds to 127.0.0.1 only
         try:
@@ -774,7 +775,10 @@ def _train_torch(
         net: nn.Module = model
         opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
     else:
-        net = DDP(model, device_ids=None if dev.type == "cpu" else [dev])
+        # the gradients live in DDP's buckets (by default DDP keeps a second copy there)
+        net = DDP(
+            model, device_ids=None if dev.type == "cpu" else [dev], gradient_as_bucket_view=True
+        )
         if strategy == "ddp":
             opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
         else:
@@ -1211,8 +1215,9 @@ def pipeline_train(
     same time). Returns the largest difference of this stage's gradients from one process's
     full-batch gradients, the events (kind, micro-batch, start, end; ``time.perf_counter``, the
     same clock in every process on Linux), the most micro-batches whose activations this stage
-    held at once, and the most bytes autograd held saved for them at once (the stage's input
-    included)."""
+    held at once, and the most bytes of tensors autograd saved that were alive at once (the
+    stage's inputs included; measured after each forward through weak references, so that
+    anything still holding them, such as a send in flight, counts)."""
     kind = check.one_of("kind", kind, get_args(Schedule))
     check.instance("spec", spec, TrainSpec)
     micro = check.integer("micro", micro, minimum=1)
@@ -1237,34 +1242,46 @@ def pipeline_train(
     inputs: dict[int, Tensor] = {}
     outputs: dict[int, Tensor] = {}
     events: list[tuple[str, int, float, float]] = []
-    pending: list[Any] = []
-    in_flight = peak = held = peak_bytes = 0
-    saved: dict[int, int] = {}
+    pending: list[tuple[Any, Tensor]] = []  # gradient sends in flight, with what each sends
+    sent_out: dict[int, tuple[Any, Tensor]] = {}  # activation sends, by micro-batch
+    params = {t.untyped_storage().data_ptr() for t in mine}
+    saved: list[weakref.ref[Tensor]] = []  # every tensor autograd saved, held weakly
+
+    def keep(t: Tensor) -> Tensor:
+        if t.untyped_storage().data_ptr() not in params:
+            saved.append(weakref.ref(t))
+        return t
+
+    def live_bytes() -> int:  # bytes of the saved tensors still alive, each storage once
+        pending[:] = [(w, t) for w, t in pending if not w.is_completed()]
+        alive = [t for t in (ref() for ref in saved) if t is not None]
+        return sum(
+            {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in alive}.values()
+        )
+
+    in_flight = peak = peak_bytes = 0
     dist.barrier()
     for op, i in pipeline_schedule(kind, p, micro, r):
-        rows = slice(i * mb, (i + 1) * mb)
         if op == "F":
             if r == 0:
-                h = x[rows].clone()  # its own storage, so that its bytes are counted once
+                h = x[i * mb : (i + 1) * mb].clone()  # its own storage, as a received input has
             else:
                 h = comm.recv((mb, width_in), spec.dtype, r - 1).requires_grad_()
             t0 = time.perf_counter()
-
-            def stage(h: Tensor = h, i: int = i) -> Tensor:
+            with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
                 out = mlp_forward(mine, h, last=last)
-                target = y[i * mb : (i + 1) * mb].clone()  # its own storage, as the input
-                return F.mse_loss(out, target) / micro if last else out
-
-            out, saved[i] = saved_bytes(stage, mine)
+                if last:
+                    target = y[i * mb : (i + 1) * mb].clone()
+                    out = F.mse_loss(out, target) / micro
             time.sleep(tf)
             events.append(("F", i, t0, time.perf_counter()))
             inputs[i], outputs[i] = h, out
+            if not last:
+                sent_out[i] = (comm.send(out.detach(), r + 1), out)
             in_flight += 1
             peak = max(peak, in_flight)
-            held += saved[i]
-            peak_bytes = max(peak_bytes, held)
-            if not last:
-                pending.append((comm.send(out.detach(), r + 1), out))
+            peak_bytes = max(peak_bytes, live_bytes())  # the most is alive after a forward
+            del h, out
         else:
             grad = None if last else comm.recv((mb, width_out), spec.dtype, r + 1)
             t0 = time.perf_counter()
@@ -1273,10 +1290,12 @@ def pipeline_train(
             events.append(("B", i, t0, time.perf_counter()))
             h = inputs.pop(i)
             in_flight -= 1
-            held -= saved.pop(i)
+            if i in sent_out:  # the next stage has used it (it sent this gradient back): done
+                sent_out.pop(i)[0].wait()
             if r > 0:
                 assert h.grad is not None
-                pending.append((comm.send(h.grad, r - 1), h))
+                pending.append((comm.send(h.grad, r - 1), h.grad))
+            del h, grad
     for work, _ in pending:
         work.wait()
     dist.barrier()
@@ -1534,7 +1553,9 @@ def plan(
     """Memory per GPU and time per step of ``model`` on ``gpus`` = dp x ``tp`` x ``pp`` GPUs of
     ``hw``, 1F1B pipeline, mixed-precision Adam, under these models:
 
-    - states: :func:`state_bytes_per_param` x params / (tp pp);
+    - states of the first stage: :func:`state_bytes_per_param` x its parameters, which are
+      1/(tp pp) of the layers' and 1/tp of the embedding's, (V + s) h (the first stage holds
+      the whole embedding; the last holds the output layer, the same size when tied);
     - activations of the first stage, which holds pp micro-batches (1F1B) of l/pp layers:
       l s b h (10 + 24/t + 5 a s/(h t)) bytes (Korthikanti et al., 2022, tensor parallel without
       sequence parallelism), or with ``recompute`` only each layer's 2-byte input, 2 s b h, plus
@@ -1576,7 +1597,9 @@ def plan(
         raise ValueError(f"heads ({model.heads}) must be a multiple of tp ({tp})")
     m = global_batch // (dp * micro_batch)
     n_l, h, a, s, b = model.layers, model.hidden, model.heads, model.seq, micro_batch
-    states = state_bytes_per_param(zero, dp) * model.params / (tp * pp)
+    embedding = (model.vocab + model.seq) * model.hidden
+    stage_params = (model.params - embedding) / (tp * pp) + embedding / tp
+    states = state_bytes_per_param(zero, dp) * stage_params
     full_layer = s * b * h * (10 + 24 / tp + 5 * a * s / (h * tp))
     in_flight = min(pp, m)
     if recompute:
@@ -1588,7 +1611,7 @@ def plan(
     tp_calls = (6 if recompute else 4) * (n_l // pp) * m
     tp_comm = tp_calls * collective_seconds("all_reduce", msg, tp, hw.intra) if tp > 1 else 0.0
     pp_comm = 2 * (m + pp - 1) * (hw.inter.latency + msg / hw.inter.bandwidth) if pp > 1 else 0.0
-    shard = 2 * model.params / (tp * pp)  # 2-byte parameters or gradients per GPU
+    shard = 2 * stage_params  # the first stage's 2-byte parameters or gradients, per GPU
     rs = collective_seconds("reduce_scatter", shard, dp, hw.inter)  # = an all-gather's
     # ZeRO-0/1 accumulate the micro-batches' gradients and reduce once (an all-reduce, or a
     # reduce-scatter and an all-gather); ZeRO-2 holds only a shard of the gradients, so it
