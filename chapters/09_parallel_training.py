@@ -136,7 +136,8 @@ print(f"fit to gloo: alpha = {1e6 * alpha:.0f} us per message, 1/beta = {1e-9 / 
 # GB/s each way (NVIDIA H100 datasheet); a ConnectX-7 InfiniBand NDR port carries 400 Gb/s = 50
 # GB/s, one port per GPU in a DGX H100. The latencies are an assumption, 5 microseconds per
 # message on both, the order of NCCL's small-message latency; only they decide the small sizes.
-# Below $n^* = N\alpha/\beta$ bytes an all-reduce is paying for messages, above it for bytes.
+# Below $n^* = N\alpha/\beta$ bytes an all-reduce is paying for messages, above it for bytes;
+# the figure after the table draws the model over eight decades of size.
 
 # %%
 NVLINK4 = P.Link("NVLink 4 (H100)", 5e-6, 450e9)
@@ -148,6 +149,30 @@ for nbytes in (1e6, 1e8, 1e9, 1.4e10):
     print(f"{nbytes / 1e6:>11,.0f} MB {1e3 * t_nv:>13.2f} ms {1e3 * t_ib:>18.2f} ms")
 for link, n in ((NVLINK4, 8), (NDR, 64)):
     print(f"{link.name}, N = {n}: n* = {n * link.latency * link.bandwidth / 1e6:.0f} MB")
+
+# %%
+sizes_b = np.logspace(3, 11, 200)
+fig, ax = plt.subplots(figsize=(6.5, 3.6))
+for (link, n), color in zip(((NVLINK4, 8), (NDR, 64)), CYCLE, strict=False):
+    t = [P.collective_seconds("all_reduce", b, n, link) for b in sizes_b]
+    ax.loglog(sizes_b, t, color=color, label=f"{link.name}, N = {n}")
+    n_star = n * link.latency * link.bandwidth
+    ax.axvline(n_star, color=color, linestyle=":", linewidth=1)
+    ax.loglog(
+        sizes_b,
+        [2 * (n - 1) * link.latency] * len(sizes_b),
+        color=color,
+        linestyle="--",
+        linewidth=0.8,
+        alpha=0.6,
+    )
+ax.set(
+    xlabel="all-reduce buffer (bytes)",
+    ylabel="time (s)",
+    title="Ring all-reduce, alpha-beta model: latency-bound below n*, bandwidth-bound above",
+)
+ax.legend(fontsize=8, title="dashed: latency alone; dotted: n*", title_fontsize=8)
+plt.show()
 
 # %% [markdown]
 # 14 GB is the bf16 gradient of a 7-billion-parameter model: about 0.05 s on one NVLink node and
@@ -834,7 +859,8 @@ hamlib.check(
 #
 # The syllabus's part on distributed training (volume 6, part D) makes these claims; its
 # overview (volume 6, item 2) lists "Data Parallel (DDP/FSDP)". The numbers for the verdicts:
-# (a) and (e) are arithmetic on the accounting, (c) is the planner's model of one published run.
+# (a) and (e) are arithmetic on the accounting (the figure draws (e) against N), (c) is the
+# planner's model of one published run.
 
 # %%
 gpt3 = P.ModelShape(96, 12288, 96)
@@ -842,6 +868,20 @@ print(
     f"(a) GPT-3's shape: {gpt3.params / 1e9:.0f}B parameters, {2 * gpt3.params / 1e9:.0f} GB "
     f"of fp16 weights, {16 * gpt3.params / 1e12:.1f} TB of mixed-precision Adam state"
 )
+ns = np.unique(np.logspace(0, 10, 60, base=2).round().astype(int))
+fig, ax = plt.subplots(figsize=(6.5, 3.4))
+for k, color in zip(range(4), CYCLE, strict=False):
+    ratio = [16 / P.state_bytes_per_param(k, int(n)) for n in ns]
+    ax.loglog(ns, ratio, color=color, label=["data parallel", "ZeRO-1", "ZeRO-2", "ZeRO-3"][k])
+for limit in (4, 8):
+    ax.axhline(limit, color=COLORS["theory"], linestyle="--", linewidth=0.8)
+ax.set(
+    xlabel="data-parallel ranks N",
+    ylabel="memory saving (x)",
+    title="State memory saved against data parallelism: 4x and 8x only as N grows",
+)
+ax.legend(fontsize=8)
+plt.show()
 for n in (8, 64, 1024):
     z = [P.state_bytes_per_param(k, n) for k in range(4)]
     print(
