@@ -255,30 +255,19 @@ ddp_one = cluster.run(P.ddp_overlap, bucket_cap_mb=100.0)[0]
 fig, ax = plt.subplots(figsize=(8, 2.6))
 for row, o in enumerate((ddp_small, ddp_one)):
     ax.barh(row, 1e3 * o["backward"], color=COLORS["muted"], alpha=0.3)
-    ax.plot(
-        [1e3 * t for t in o["ready"]],
-        [row + 0.25] * len(o["ready"]),
-        "|",
-        ms=12,
-        color=COLORS["measured"],
-        label="a layer's gradient complete" if row == 0 else None,
-    )
-    ax.plot(
-        [1e3 * t for t in o["launch"]],
-        [row] * len(o["launch"]),
-        ">",
-        ms=7,
-        color=COLORS["highlight"],
-        label="all-reduce launched" if row == 0 else None,
-    )
-    ax.plot(
-        [1e3 * t for t in o["done"]],
-        [row - 0.25] * len(o["done"]),
-        "x",
-        ms=7,
-        color=COLORS["reference"],
-        label="all-reduce finished" if row == 0 else None,
-    )
+    for key, dy, marker, size, color, label in (
+        ("ready", 0.25, "|", 12, "measured", "a layer's gradient complete"),
+        ("launch", 0.0, ">", 7, "highlight", "all-reduce launched"),
+        ("done", -0.25, "x", 7, "reference", "all-reduce finished"),
+    ):
+        ax.plot(
+            [1e3 * t for t in o[key]],
+            [row + dy] * len(o[key]),
+            marker,
+            ms=size,
+            color=COLORS[color],
+            label=label if row == 0 else None,
+        )
 ax.set(
     xlabel="time since backward began (ms); grey: until loss.backward() returned",
     yticks=[0, 1],
