@@ -8,12 +8,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from hamlib import _checks as check
 from hamlib.transformer import GPT
 
-__all__ = ["CharTokenizer", "load_text", "ngram_loss", "train_gpt"]
+__all__ = ["CharTokenizer", "load_text", "ngram_loss", "token_losses", "train_gpt"]
 
 DATA = Path(__file__).parent / "data"
 
@@ -46,6 +47,27 @@ def load_text(name: str = "shakespeare") -> str:
     """A text shipped in hamlib/data (see its README.md for source and licence)."""
     name = check.one_of("name", name, sorted(p.stem for p in DATA.glob("*.txt")))
     return (DATA / f"{name}.txt").read_text(encoding="utf-8")
+
+
+@torch.no_grad()
+def token_losses(model: GPT, ids: Tensor, context: int | None = None) -> Tensor:
+    """Cross-entropy (nats) of every position, (windows, context), over ``ids`` (1-D token ids)
+    cut into consecutive windows of ``context`` tokens (default: the model's block size); the
+    tail that does not fill a window is left out. Evaluated in eval mode, no gradients."""
+    check.instance("model", model, GPT)
+    check.tensor("ids", ids, dtype=torch.long, ndim=1)
+    context = model.config.block_size if context is None else context
+    context = check.integer("context", context, minimum=1)
+    n = (len(ids) - 1) // context * context
+    if n == 0:
+        raise ValueError(f"ids needs at least context + 1 = {context + 1} tokens, got {len(ids)}")
+    was = model.training
+    model.eval()
+    logits, _ = model(ids[:n].view(-1, context))
+    model.train(was)
+    return F.cross_entropy(
+        logits.transpose(1, 2), ids[1 : n + 1].view(-1, context), reduction="none"
+    )
 
 
 def train_gpt(

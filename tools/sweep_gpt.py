@@ -80,18 +80,7 @@ def data() -> tuple[TX.CharTokenizer, torch.Tensor, torch.Tensor]:
     return tok, ids[:split], ids[split:]
 
 
-@torch.no_grad()
-def evaluate(model: T.GPT, ids: torch.Tensor, context: int | None = None) -> torch.Tensor:
-    """Cross-entropy of every position, (windows, context), over ``ids`` cut into windows."""
-    context = context or model.config.block_size
-    n = (len(ids) - 1) // context * context
-    was = model.training
-    model.eval()
-    logits, _ = model(ids[:n].view(-1, context))
-    model.train(was)
-    return torch.nn.functional.cross_entropy(
-        logits.transpose(1, 2), ids[1 : n + 1].view(-1, context), reduction="none"
-    )
+evaluate = TX.token_losses  # cross-entropy of every position, (windows, context)
 
 
 def block_gradients(model: T.GPT, ids: torch.Tensor) -> list[float]:
