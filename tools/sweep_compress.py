@@ -66,7 +66,12 @@ RUNS: dict = {
         "qlora_rank": 16,
         "steps": 200,
         "batch_size": 16,
-        "lrs": [1e-3, 3e-3, 1e-2],
+        # each kind at three rates bracketing its best (seed 0 picks, the other seeds follow)
+        "lrs": {
+            "full": [3e-4, 1e-3, 3e-3],
+            "lora": [3e-3, 1e-2, 3e-2],
+            "qlora": [3e-3, 1e-2, 3e-2],
+        },
         "seeds": [0, 1, 2],
         "warmup": 0.05,
         # the point the chapter re-runs live: a short LoRA run, three seeds for its spread
@@ -247,7 +252,7 @@ def part_lora(cfg: dict, out: Path) -> dict:
     spectra: dict = {}
     for kind, rank in runs:
         best = None
-        for lr in lo["lrs"]:  # seed 0 at each rate, then the other seeds at the best
+        for lr in lo["lrs"][kind]:  # seed 0 at each rate, then the other seeds at the best
             for seed in lo["seeds"][:1]:
                 t0 = time.perf_counter()
                 model, trainable = finetune(base, kind, rank, lr, seed, cfg, ids)
@@ -318,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg["eval_tokens"] = 512
         cfg["ptq"].update(bits=[4], calibration_seeds=[0], calibration_windows=2)
         cfg["bitnet"].update(widths=[32], steps=4, every=2, seeds=[0])
-        cfg["lora"].update(ranks=[2], steps=3, lrs=[1e-3, 1e-2], seeds=[0, 1])
+        cfg["lora"].update(ranks=[2], steps=3, seeds=[0, 1])
+        cfg["lora"]["lrs"] = {k: v[:2] for k, v in cfg["lora"]["lrs"].items()}
         cfg["lora"]["spot"].update(steps=2)
     report = json.loads(args.out.read_text()) if args.part != "all" and args.out.exists() else {}
     if report and any(cfg.get(key) != value for key, value in report["config"].items()):
