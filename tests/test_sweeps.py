@@ -119,3 +119,38 @@ def test_quick_diffusion_sweep_writes_what_chapter_8_reads(tmp_path):
     out.write_text(json.dumps(stored))
     with pytest.raises(SystemExit, match="another configuration"):
         sweep_diffusion.main(["--quick", "--out", str(out), "--part", "digits"])
+
+
+@pytest.mark.slow
+def test_quick_compress_sweep_writes_what_chapter_10_reads(tmp_path):
+    """Chapter 10 loads the weights beside the results and reads every part; a later part reads
+    the models part's weights, a run of one part keeps the others, and a changed configuration
+    of a kept part is refused."""
+    import torch
+
+    from tools import sweep_compress
+
+    out = tmp_path / "compress_runs.json"
+    with pytest.raises(SystemExit, match="--out"):
+        sweep_compress.main(["--quick"])
+    assert sweep_compress.main(["--quick", "--out", str(out), "--threads", "1"]) == 0
+    report = json.loads(out.read_text())
+    for part in sweep_compress.PARTS:
+        assert report[part] and report["provenance"][part]["commit"]
+    state = torch.load(sweep_compress.models_path(out), weights_only=True)
+    assert set(state) == {"target", "draft"}
+    assert {r["method"] for r in report["ptq"]} == set(report["config"]["ptq"]["methods"])
+    assert {r["kind"] for r in report["bitnet"]["runs"]} == {"fp32", "ternary"}
+    assert len(report["bitnet"]["spot"]) == len(report["config"]["bitnet"]["spot"]["seeds"])
+    kinds = {r["kind"] for r in report["lora"]["runs"]}
+    assert kinds == {"full", "lora", "qlora"}
+    assert len(report["lora"]["spot"]) == len(report["config"]["lora"]["spot"]["seeds"])
+    assert report["lora"]["full_update_singular_values"]
+    first = report["ptq"]
+    assert sweep_compress.main(["--quick", "--out", str(out), "--part", "bitnet"]) == 0
+    assert json.loads(out.read_text())["ptq"] == first
+    stored = json.loads(out.read_text())
+    stored["config"]["ptq"]["bits"] = [3]
+    out.write_text(json.dumps(stored))
+    with pytest.raises(SystemExit, match="another configuration"):
+        sweep_compress.main(["--quick", "--out", str(out), "--part", "bitnet"])

@@ -60,6 +60,8 @@ RUNS: dict = {
         "warmup": 0.05,
         "every": 100,
         "seeds": [0, 1, 2],
+        # the point the chapter re-runs live: the narrowest ternary model, a shorter run
+        "spot": {"width": 32, "steps": 300, "seeds": [0, 1, 2]},
     },
     "lora": {
         "ranks": [1, 4, 16, 64],
@@ -214,7 +216,22 @@ def part_bitnet(cfg: dict, out: Path) -> list[dict]:
                 }
                 print(json.dumps({"part": "bitnet"} | {k: row[k] for k in row if k != "val_curve"}))
                 rows.append(row)
-    return rows
+    spot = []
+    for seed in b["spot"]["seeds"]:
+        torch.manual_seed(seed)
+        shape = b["shape"] | {"d_model": b["spot"]["width"]}
+        model = C.to_bitnet(T.GPT(T.GPTConfig(tok.vocab_size, **shape)))
+        TX.train_gpt(
+            model,
+            ids["plays_train"],
+            b["spot"]["steps"],
+            batch_size=b["batch_size"],
+            lr=b["lr"],
+            warmup=b["warmup"],
+        )
+        spot.append(val_loss(model, ids["plays_val"], cfg["eval_tokens"]))
+    print(json.dumps({"part": "bitnet", "spot": spot}), flush=True)
+    return {"runs": rows, "spot": spot}
 
 
 def finetune(
@@ -323,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg["eval_tokens"] = 512
         cfg["ptq"].update(bits=[4], calibration_seeds=[0], calibration_windows=2)
         cfg["bitnet"].update(widths=[32], steps=4, every=2, seeds=[0])
+        cfg["bitnet"]["spot"].update(steps=2, seeds=[0])
         cfg["lora"].update(ranks=[2], steps=3, seeds=[0, 1])
         cfg["lora"]["lrs"] = {k: v[:2] for k, v in cfg["lora"]["lrs"].items()}
         cfg["lora"]["spot"].update(steps=2)
