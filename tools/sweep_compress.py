@@ -10,11 +10,13 @@ Parts (each rewritable alone with --part, the others kept from the existing file
 - ``ptq``: round to nearest, GPTQ and AWQ at 8/4/3/2 bits, per channel (absmax) and in groups of
   32 (zero-point), on three calibration sets: the target's validation loss after each.
 - ``bitnet``: the Chapter 4 recipe for GPTs of width 32, 64 and 128, full precision against
-  BitNet b1.58 (ternary weights, 8-bit activations), three seeds each.
+  BitNet b1.58 (ternary weights, 8-bit activations): each kind and width at three learning
+  rates on seed 0, two more seeds at its best; every fp32 model is also made BitNet after
+  training, without training.
 - ``lora``: the target fine-tuned on macbeth.txt: LoRA at ranks 1, 4, 16, 64, full fine-tuning
-  and QLoRA (LoRA on the NF4 base); each at three learning rates on seed 0, then two more seeds
-  at the best; validation loss on both texts, and the singular values of full fine-tuning's
-  weight updates.
+  and QLoRA (LoRA on the NF4 base); each at three (full) or four learning rates on seed 0, then
+  two more seeds at the best; validation loss on both texts, and the singular values of full
+  fine-tuning's weight updates.
 
     python -m tools.sweep_compress [--quick --out FILE] [--part all|PART] [--threads N]
 """
@@ -56,12 +58,12 @@ RUNS: dict = {
         "shape": {"block_size": 64, "n_layers": 2, "n_heads": 4},
         "steps": 900,
         "batch_size": 16,
-        "lr": 1e-2,
+        "lrs": [3e-3, 1e-2, 3e-2],  # each kind and width: seed 0 at each, the others at the best
         "warmup": 0.05,
         "every": 100,
         "seeds": [0, 1, 2],
         # the point the chapter re-runs live: the narrowest ternary model, a shorter run
-        "spot": {"width": 32, "steps": 300, "seeds": [0, 1, 2]},
+        "spot": {"width": 32, "steps": 300, "lr": 1e-2, "seeds": [0, 1, 2]},
     },
     "lora": {
         "ranks": [1, 4, 16, 64],
@@ -177,45 +179,63 @@ def part_ptq(cfg: dict, out: Path) -> list[dict]:
     return rows
 
 
-def part_bitnet(cfg: dict, out: Path) -> list[dict]:
+def _bitnet_run(cfg: dict, ids: dict, vocab: int, width: int, kind: str, lr: float, seed: int):
+    b = cfg["bitnet"]
+    torch.manual_seed(seed)
+    model = T.GPT(T.GPTConfig(vocab, d_model=width, **b["shape"]))
+    if kind == "ternary":
+        C.to_bitnet(model)
+    curve: list[list[float]] = []
+
+    def record(step: int) -> None:
+        if (step + 1) % b["every"] == 0:
+            curve.append(
+                [step + 1, round(val_loss(model, ids["plays_val"], cfg["eval_tokens"]), 4)]
+            )
+
+    t0 = time.perf_counter()
+    TX.train_gpt(
+        model,
+        ids["plays_train"],
+        b["steps"],
+        batch_size=b["batch_size"],
+        lr=lr,
+        warmup=b["warmup"],
+        callback=record,
+    )
+    row = {
+        "width": width,
+        "kind": kind,
+        "lr": lr,
+        "seed": seed,
+        "parameters": T.count_parameters(model),
+        "val_loss": curve[-1][1],
+        "val_curve": curve,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    if kind == "fp32":  # the trained fp32 model made BitNet afterwards, without training
+        after = C.to_bitnet(copy.deepcopy(model))
+        row["posthoc_ternary_val_loss"] = val_loss(after, ids["plays_val"], cfg["eval_tokens"])
+    print(json.dumps({"part": "bitnet"} | {k: row[k] for k in row if k != "val_curve"}))
+    return row
+
+
+def part_bitnet(cfg: dict, out: Path) -> dict:
     tok, ids = texts()
     b = cfg["bitnet"]
     rows = []
     for width in b["widths"]:
         for kind in ("fp32", "ternary"):
-            for seed in b["seeds"]:
-                torch.manual_seed(seed)
-                model = T.GPT(T.GPTConfig(tok.vocab_size, d_model=width, **b["shape"]))
-                if kind == "ternary":
-                    C.to_bitnet(model)
-                curve: list[list[float]] = []
-
-                def record(step: int, model: T.GPT = model, curve: list = curve) -> None:
-                    if (step + 1) % b["every"] == 0:
-                        loss = val_loss(model, ids["plays_val"], cfg["eval_tokens"])
-                        curve.append([step + 1, round(loss, 4)])
-
-                t0 = time.perf_counter()
-                TX.train_gpt(
-                    model,
-                    ids["plays_train"],
-                    b["steps"],
-                    batch_size=b["batch_size"],
-                    lr=b["lr"],
-                    warmup=b["warmup"],
-                    callback=record,
-                )
-                row = {
-                    "width": width,
-                    "kind": kind,
-                    "seed": seed,
-                    "parameters": T.count_parameters(model),
-                    "val_loss": curve[-1][1],
-                    "val_curve": curve,
-                    "seconds": round(time.perf_counter() - t0, 1),
-                }
-                print(json.dumps({"part": "bitnet"} | {k: row[k] for k in row if k != "val_curve"}))
-                rows.append(row)
+            first = [
+                _bitnet_run(cfg, ids, tok.vocab_size, width, kind, lr, b["seeds"][0])
+                for lr in b["lrs"]
+            ]
+            best = min(first, key=lambda r: r["val_loss"])
+            rows += first
+            rows += [
+                _bitnet_run(cfg, ids, tok.vocab_size, width, kind, best["lr"], seed)
+                for seed in b["seeds"][1:]
+            ]
     spot = []
     for seed in b["spot"]["seeds"]:
         torch.manual_seed(seed)
@@ -226,7 +246,7 @@ def part_bitnet(cfg: dict, out: Path) -> list[dict]:
             ids["plays_train"],
             b["spot"]["steps"],
             batch_size=b["batch_size"],
-            lr=b["lr"],
+            lr=b["spot"]["lr"],
             warmup=b["warmup"],
         )
         spot.append(val_loss(model, ids["plays_val"], cfg["eval_tokens"]))
@@ -339,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg["train"].update(steps=5)
         cfg["eval_tokens"] = 512
         cfg["ptq"].update(bits=[4], calibration_seeds=[0], calibration_windows=2)
-        cfg["bitnet"].update(widths=[32], steps=4, every=2, seeds=[0])
+        cfg["bitnet"].update(widths=[32], steps=4, every=2, seeds=[0, 1], lrs=[1e-2, 3e-2])
         cfg["bitnet"]["spot"].update(steps=2, seeds=[0])
         cfg["lora"].update(ranks=[2], steps=3, seeds=[0, 1])
         cfg["lora"]["lrs"] = {k: v[:2] for k, v in cfg["lora"]["lrs"].items()}
