@@ -39,6 +39,7 @@ from hamlib.transformer import GPT
 
 __all__ = [
     "FORMATS",
+    "LORA_TARGETS",
     "BitLinear",
     "FloatFormat",
     "LoRALinear",
@@ -60,12 +61,15 @@ __all__ = [
     "quantize",
     "quantize_base",
     "quantize_model",
+    "residual",
     "round_to_format",
+    "scale_bits",
     "smoothquant_scales",
     "speculative_generate",
     "speculative_step",
     "ternarize",
     "to_bitnet",
+    "uniform_levels",
 ]
 
 
@@ -127,9 +131,12 @@ FORMATS: dict[str, FloatFormat] = {
 
 
 def round_to_format(x: Tensor, fmt: FloatFormat | str) -> Tensor:
-    """``x`` rounded to the nearest number of ``fmt`` (ties to even), in float64: what casting to
-    the format does. Subnormals are kept; beyond the largest finite number an IEEE format gives
-    inf (when the rounded value exceeds it) and e4m3 gives NaN, as torch's casts do."""
+    """``x`` rounded to the nearest number of ``fmt`` (ties to even), once, in float64.
+    Subnormals are kept. Beyond the largest finite number an IEEE format gives inf (when the
+    rounded value exceeds it); e4m3 saturates to +-448 (infinities too), as torch's cast does (the
+    OCP FP8 standard also allows NaN there). NaN stays NaN. Torch's casts *from float64* to
+    bf16 and fp16 round twice, through float32, and differ from this in rare near-ties; from
+    float32 they agree (tested)."""
     check.tensor("x", x, floating=True)
     if isinstance(fmt, str):
         fmt = FORMATS[check.one_of("fmt", fmt, sorted(FORMATS))]
@@ -141,8 +148,8 @@ def round_to_format(x: Tensor, fmt: FloatFormat | str) -> Tensor:
     e = torch.floor(torch.log2(a.clamp(min=tiny))).clamp(min=emin)
     ulp = torch.exp2(e - fmt.mantissa_bits)
     r = torch.round(a / ulp) * ulp  # a / ulp is exact: ulp is a power of two
-    over = r > fmt.max
-    r = torch.where(over, torch.tensor(math.inf if fmt.ieee else math.nan, dtype=r.dtype), r)
+    big = torch.tensor(math.inf if fmt.ieee else fmt.max, dtype=r.dtype)
+    r = torch.where((r > fmt.max) | torch.isinf(a), big, r)  # inf / ulp would be NaN
     r = torch.where(torch.isnan(a), a, r)
     return torch.copysign(r, x)
 
@@ -270,7 +277,7 @@ def grid_quantize(w: Tensor, levels: Tensor, block_size: int = 64) -> tuple[Tens
     absmax = blocks.abs().amax(1)
     x = blocks / torch.where(absmax > 0, absmax, torch.ones_like(absmax))[:, None]
     mids = (levels[1:] + levels[:-1]).float() / 2  # decision boundaries
-    codes = torch.bucketize(x, mids)  # nearest level (ties go up)
+    codes = torch.bucketize(x, mids)  # nearest level (an exact midpoint goes to the lower one)
     return codes.to(torch.uint8).reshape(w.shape), absmax
 
 
@@ -383,9 +390,9 @@ def awq(
     w: Tensor,
     x: Tensor,
     bits: int,
-    granularity: Granularity = "group",
+    granularity: Granularity = "channel",
     group_size: int | None = None,
-    symmetric: bool = False,
+    symmetric: bool = True,
     grid: int = 20,
 ) -> tuple[Tensor, float]:
     r"""AWQ-style activation-aware scaling (Lin et al., 2024): scale input channel j of the
@@ -442,10 +449,12 @@ def int8_matmul(
         if threshold is not None
         else torch.zeros(X.shape[1], dtype=torch.bool)
     )
-    xs, ws = X[:, ~keep], W[:, ~keep]
-    xq = _vectorwise(xs, 1) if activations == "token" else _vectorwise(xs.reshape(1, -1), 1)
-    y = xq.reshape(xs.shape) @ _vectorwise(ws, 1).T
-    return y + X[:, keep] @ W[:, keep].T
+    y = X[:, keep] @ W[:, keep].T  # the outlier columns, in full precision
+    if bool((~keep).any()):
+        xs, ws = X[:, ~keep], W[:, ~keep]
+        xq = _vectorwise(xs, 1) if activations == "token" else _vectorwise(xs.reshape(1, -1), 1)
+        y = y + xq.reshape(xs.shape) @ _vectorwise(ws, 1).T
+    return y
 
 
 def smoothquant_scales(x: Tensor, w: Tensor, alpha: float = 0.5) -> Tensor:
@@ -473,7 +482,12 @@ def linear_inputs(
     it reads ``ids`` (batch, seq), keyed by module name (e.g. ``blocks.0.attn.q_proj``)."""
     check.instance("model", model, GPT)
     check.tensor("ids", ids, dtype=torch.long, ndim=2, nonempty=True)
-    chosen = range(len(model.blocks)) if blocks is None else blocks
+    n_blocks = len(model.blocks)
+    chosen = (
+        range(n_blocks)
+        if blocks is None
+        else [check.integer("blocks entry", i, minimum=0, maximum=n_blocks - 1) for i in blocks]
+    )
     seen: dict[str, Tensor] = {}
     hooks = []
     for i in chosen:
@@ -512,7 +526,8 @@ def quantize_model(
     tied output layer stay in full precision) by round to nearest, GPTQ or AWQ. GPTQ and AWQ
     go block by block, as GPTQ's code does: the inputs of block i come from blocks already
     quantized, read from ``calibration`` (batch, seq) token ids. Returns each layer's output
-    error on the calibration inputs (:func:`output_error`)."""
+    error on the calibration inputs (:func:`output_error`); empty for round to nearest without
+    calibration."""
     check.instance("model", model, GPT)
     method = check.one_of("method", method, get_args(Method))
     bits = _bits(bits)
@@ -679,9 +694,18 @@ class LoRALinear(nn.Module):
         base = self.base
         w = base.dequantized() if isinstance(base, NF4Linear) else base.weight
         assert isinstance(w, Tensor)
-        lin = nn.Linear(self.in_features, self.out_features, bias=False)
+        bias = getattr(base, "bias", None)
+        lin = nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=bias is not None,
+            dtype=w.dtype,
+            device=w.device,
+        )
         with torch.no_grad():
             lin.weight.copy_(w.detach() + self.delta().detach())
+            if bias is not None:
+                lin.bias.copy_(bias.detach())
         return lin
 
 
@@ -694,10 +718,12 @@ def add_lora(
     """Freeze ``model`` and wrap the blocks' linear layers whose names end in one of ``targets``
     with :class:`LoRALinear` adapters (in place). Returns the adapters."""
     check.instance("model", model, GPT)
+    if isinstance(targets, str):
+        raise TypeError(f"targets must be a collection of layer names, got the string {targets!r}")
     targets = tuple(targets)
-    unknown = set(targets) - set(LORA_TARGETS) - {"w3"}
-    if not targets or unknown:
-        raise ValueError(f"targets must be among {LORA_TARGETS}, got {targets}")
+    allowed = (*LORA_TARGETS, "w3")
+    if not targets or set(targets) - set(allowed):
+        raise ValueError(f"targets must be among {allowed}, got {targets}")
     for p in model.parameters():
         p.requires_grad_(False)
     made: list[LoRALinear] = []
@@ -765,6 +791,7 @@ def speculative_step(
     draft: Dist,
     gamma: int,
     generator: torch.Generator | None = None,
+    resample: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> tuple[list[int], int]:
     """One round of speculative sampling (Leviathan et al., 2023; Chen et al., 2023).
 
@@ -774,9 +801,13 @@ def speculative_step(
     Token i is accepted with probability min(1, p_i(x) / q_i(x)); at the first rejection a
     token is drawn from max(p_i - q_i, 0) normalized and the round ends; if all are accepted, a
     last token is drawn from p_(gamma+1). Every emitted token is then distributed exactly as the
-    target's own sample. Returns (new tokens, number of draft tokens accepted)."""
+    target's own sample. Returns (new tokens, number of draft tokens accepted). ``resample``
+    replaces :func:`residual` (to show what a wrong rule does)."""
     gamma = check.integer("gamma", gamma, minimum=1)
     check.generator("generator", generator)
+    if resample is not None:
+        check.function("resample", resample)
+    rule = residual if resample is None else resample
     seq = list(prefix)
     qs: list[Tensor] = []
     proposed: list[int] = []
@@ -795,7 +826,7 @@ def speculative_step(
         if u * float(q[x]) < float(p[x]):  # u < p/q without dividing by a small q
             out.append(x)
             continue
-        out.append(int(torch.multinomial(residual(p, q), 1, generator=generator)))
+        out.append(int(torch.multinomial(rule(p, q), 1, generator=generator)))
         return out, i
     p = _probs("target distribution", ps[gamma], qs[0].numel())
     out.append(int(torch.multinomial(p, 1, generator=generator)))
@@ -837,7 +868,8 @@ def speculative_generate(
     max_new_tokens = check.integer("max_new_tokens", max_new_tokens, minimum=1)
     gamma = check.integer("gamma", gamma, minimum=1)
     temperature = check.positive("temperature", temperature)
-    prompt = [check.integer("prompt token", t, minimum=0) for t in prompt]
+    top = target.config.vocab_size - 1
+    prompt = [check.integer("prompt token", t, minimum=0, maximum=top) for t in prompt]
     if not prompt:
         raise ValueError("prompt must hold at least one token")
     limit = min(target.config.block_size, draft.config.block_size)
@@ -865,14 +897,24 @@ def speculative_generate(
 
 
 def exact_output_distribution(
-    target: Dist, draft: Dist, vocab: int, gamma: int, n: int, prefix: Sequence[int] = ()
+    target: Dist,
+    draft: Dist,
+    vocab: int,
+    gamma: int,
+    n: int,
+    prefix: Sequence[int] = (),
+    resample: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> dict[tuple[int, ...], float]:
     """The exact probability of every sequence of the first ``n`` tokens that speculative
     sampling emits after ``prefix``, by enumerating every draft proposal and every accept or
     reject branch of :func:`speculative_step` (rounds repeat until n tokens exist). ``target``
     and ``draft`` map a sequence to a next-token distribution over ``vocab`` tokens. Cost grows
-    as vocab^(gamma + n): for small vocabularies."""
+    as vocab^(gamma + n): for small vocabularies. ``resample`` as in :func:`speculative_step`,
+    whose acceptance rule and resampling function this uses."""
     vocab = check.integer("vocab", vocab, minimum=1)
+    if resample is not None:
+        check.function("resample", resample)
+    rule = residual if resample is None else resample
     gamma = check.integer("gamma", gamma, minimum=1)
     n = check.integer("n", n, minimum=1)
     if vocab ** (gamma + n) > 5_000_000:
@@ -904,7 +946,7 @@ def exact_output_distribution(
             for i, x in enumerate(proposed):
                 p = _probs("target distribution", target(start + list(out + kept)), vocab)
                 accept = min(1.0, float(p[x]) / float(qs[i][x]))
-                res = residual(p, qs[i])
+                res = rule(p, qs[i])
                 for y in range(vocab):  # rejected, then y drawn from the residual
                     add(out + kept + (y,), pr * (1 - accept) * float(res[y]))
                 pr *= accept
