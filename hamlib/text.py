@@ -14,7 +14,14 @@ from torch import Tensor
 from hamlib import _checks as check
 from hamlib.transformer import GPT
 
-__all__ = ["CharTokenizer", "load_text", "ngram_loss", "token_losses", "train_gpt"]
+__all__ = [
+    "CharTokenizer",
+    "load_text",
+    "ngram_loss",
+    "split_texts",
+    "token_losses",
+    "train_gpt",
+]
 
 DATA = Path(__file__).parent / "data"
 
@@ -47,6 +54,26 @@ def load_text(name: str = "shakespeare") -> str:
     """A text shipped in hamlib/data (see its README.md for source and licence)."""
     name = check.one_of("name", name, sorted(p.stem for p in DATA.glob("*.txt")))
     return (DATA / f"{name}.txt").read_text(encoding="utf-8")
+
+
+def split_texts(
+    names: Sequence[str], train_fraction: float = 0.9
+) -> tuple[CharTokenizer, dict[str, Tensor]]:
+    """The texts ``names`` (shipped in hamlib/data) under one character tokenizer, each split
+    into its first ``train_fraction`` (``"<name>_train"``) and the rest (``"<name>_val"``)."""
+    if isinstance(names, str) or not names:
+        raise ValueError(f"names must be a non-empty list of text names, got {names!r}")
+    train_fraction = check.probability(
+        "train_fraction", train_fraction, open_low=True, open_high=True
+    )
+    texts = {name: load_text(name) for name in names}
+    tok = CharTokenizer("".join(texts.values()))
+    out = {}
+    for name, text in texts.items():
+        ids = tok.encode(text)
+        cut = int(train_fraction * len(ids))
+        out[f"{name}_train"], out[f"{name}_val"] = ids[:cut], ids[cut:]
+    return tok, out
 
 
 @torch.no_grad()

@@ -579,3 +579,18 @@ def test_temperature_control_is_the_formula_without_its_norm_terms() -> None:
         formula.beta.zero_()  # alpha cancels anyway; with beta = 0 only the temperature is left
     assert (formula(x) - control(x)).abs().max().item() < 1e-12
     assert not hasattr(control, "alpha") and control.expand_kv_heads().gamma.item() == 1.0
+
+
+def test_split_texts_shares_one_tokenizer_and_splits_each_text():
+    tok, split = TX.split_texts(["shakespeare", "macbeth"], 0.9)
+    assert set(split) == {"shakespeare_train", "shakespeare_val", "macbeth_train", "macbeth_val"}
+    for name in ("shakespeare", "macbeth"):
+        text = TX.load_text(name)
+        joined = torch.cat([split[f"{name}_train"], split[f"{name}_val"]])
+        assert tok.decode(joined) == text
+        assert len(split[f"{name}_train"]) == int(0.9 * len(text))
+    assert "X" in tok.chars  # Macbeth's LENNOX: a character only the second text has
+    with pytest.raises(ValueError, match="names"):
+        TX.split_texts("macbeth")
+    with pytest.raises(ValueError, match="train_fraction"):
+        TX.split_texts(["macbeth"], 1.0)

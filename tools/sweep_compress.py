@@ -86,14 +86,8 @@ RUNS: dict = {
 
 def texts() -> tuple[TX.CharTokenizer, dict[str, torch.Tensor]]:
     """One tokenizer for both texts; each split 90% / 10% (training / validation)."""
-    plays, macbeth = TX.load_text("shakespeare"), TX.load_text("macbeth")
-    tok = TX.CharTokenizer(plays + macbeth)
-    out = {}
-    for name, text in (("plays", plays), ("macbeth", macbeth)):
-        ids = tok.encode(text)
-        cut = int(0.9 * len(ids))
-        out[f"{name}_train"], out[f"{name}_val"] = ids[:cut], ids[cut:]
-    return tok, out
+    tok, split = TX.split_texts(["shakespeare", "macbeth"])
+    return tok, {k.replace("shakespeare", "plays"): v for k, v in split.items()}
 
 
 def val_loss(model: T.GPT, ids: torch.Tensor, tokens: int) -> float:
