@@ -128,6 +128,7 @@ sweeps: setup
 	$(BIN)/python -m tools.sweep_minima
 	$(BIN)/python -m tools.sweep_gpt
 	$(BIN)/python -m tools.sweep_diffusion
+	$(BIN)/python -m tools.sweep_compress
 
 # On a CUDA machine, with the Python that holds its CUDA torch and triton (e.g. PY=python3):
 # kernel tests on the GPU, nbval of Chapter 6, and the benchmark table in book/data/gpu_bench.json.

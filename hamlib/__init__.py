@@ -48,6 +48,7 @@ __version__ = "0.1.0"
 _SUBJECTS = {
     "attention",
     "backend",
+    "compress",
     "cuda_c",
     "diffusion",
     "dynamics",
