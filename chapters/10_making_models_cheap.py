@@ -23,7 +23,7 @@
 #
 # **Run time:** under a minute on two CPU cores. The models, and the experiments too long for the
 # minute (the full grid of quantizers, bit widths and calibration sets; LoRA at four ranks with
-# three learning rates; BitNet at three widths), come from `make sweeps`
+# three or four learning rates each; BitNet at three widths), come from `make sweeps`
 # (`tools/sweep_compress.py`): weights in `book/data/compress_models.pt` and results in
 # `book/data/compress_runs.json`, with their provenance. This chapter loads the weights, re-runs
 # one point of each experiment and checks it against the stored spread.
@@ -835,11 +835,11 @@ hamlib.check(
 )
 
 # %% [markdown]
-# Each configuration in the sweep ran at three learning rates on seed 0, and then two more
-# seeds at the best one, 200 steps each. Ranking methods at one shared learning rate would rank
-# their learning rates instead. The figure plots the Macbeth loss against the number of trained
-# parameters, and also the loss on the *original* plays afterwards: what fine-tuning made the
-# model forget.
+# Each configuration in the sweep ran at four learning rates (full fine-tuning at three) on
+# seed 0, and then two more seeds at the best one, 200 steps each. Ranking methods at one
+# shared learning rate would rank their learning rates instead. The table also gives the loss
+# on the *original* plays afterwards, what fine-tuning made the model forget; the figure plots
+# the Macbeth loss against the number of trained parameters.
 
 # %%
 lruns = runs["lora"]["runs"]
