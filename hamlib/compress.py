@@ -181,18 +181,7 @@ def _grouped(w: Tensor, granularity: str, group_size: int | None) -> Tensor:
 def _fake_quant(g: Tensor, bits: int, symmetric: bool) -> Tensor:
     """Round the last dimension of ``g`` to a ``bits``-bit grid whose scale (and zero point) is
     set by that dimension's range; returns the dequantized values."""
-    if symmetric:  # levels -qmax..qmax, scale absmax / qmax (LLM.int8's absmax, 2^b - 1 levels)
-        qmax = 2 ** (bits - 1) - 1
-        scale = g.abs().amax(-1, keepdim=True) / qmax
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        return torch.clamp(torch.round(g / scale), -qmax, qmax) * scale
-    top = 2**bits - 1  # levels 0..2^b - 1 over [min, max]: zero-point ("asymmetric")
-    lo = g.amin(-1, keepdim=True).clamp(max=0)
-    hi = g.amax(-1, keepdim=True).clamp(min=0)
-    scale = (hi - lo) / top
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    zero = torch.round(-lo / scale)
-    return (torch.clamp(torch.round(g / scale) + zero, 0, top) - zero) * scale
+    return _quant_with_range(g, g, bits, symmetric)
 
 
 def quantize(
@@ -370,8 +359,10 @@ def gptq(
 
 
 def _quant_with_range(col: Tensor, grid: Tensor, bits: int, symmetric: bool) -> Tensor:
-    """Quantize the column ``col`` (out, 1) with the scale (and zero) that :func:`quantize`
-    would compute from the rows of ``grid`` (out, k)."""
+    """Quantize ``col`` with the scale (and zero point) set by the range of the last dimension
+    of ``grid``. Symmetric: levels -qmax..qmax, scale absmax / qmax (LLM.int8's absmax,
+    2^b - 1 levels). Otherwise zero-point: levels 0..2^b - 1 over [min(grid, 0), max(grid, 0)].
+    :func:`quantize` uses it with ``grid = col``; GPTQ with one column and its group or row."""
     if symmetric:
         qmax = 2 ** (bits - 1) - 1
         scale = grid.abs().amax(-1, keepdim=True) / qmax

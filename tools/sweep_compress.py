@@ -282,33 +282,14 @@ def part_lora(cfg: dict, out: Path) -> dict:
     rows = []
     spectra: dict = {}
     for kind, rank in runs:
-        best = None
-        for lr in lo["lrs"][kind]:  # seed 0 at each rate, then the other seeds at the best
-            for seed in lo["seeds"][:1]:
-                t0 = time.perf_counter()
-                model, trainable = finetune(base, kind, rank, lr, seed, cfg, ids)
-                row = {
-                    "kind": kind,
-                    "rank": rank,
-                    "lr": lr,
-                    "seed": seed,
-                    "trainable": trainable,
-                    "macbeth_val_loss": val_loss(model, ids["macbeth_val"], cfg["eval_tokens"]),
-                    "plays_val_loss": val_loss(model, ids["plays_val"], cfg["eval_tokens"]),
-                    "seconds": round(time.perf_counter() - t0, 1),
-                }
-                print(json.dumps({"part": "lora"} | row), flush=True)
-                rows.append(row)
-                if best is None or row["macbeth_val_loss"] < best[0]:
-                    best = (row["macbeth_val_loss"], lr, model)
-        assert best is not None
-        for seed in lo["seeds"][1:]:
+
+        def run(lr: float, seed: int, kind: str = kind, rank: int = rank):
             t0 = time.perf_counter()
-            model, trainable = finetune(base, kind, rank, best[1], seed, cfg, ids)
+            model, trainable = finetune(base, kind, rank, lr, seed, cfg, ids)
             row = {
                 "kind": kind,
                 "rank": rank,
-                "lr": best[1],
+                "lr": lr,
                 "seed": seed,
                 "trainable": trainable,
                 "macbeth_val_loss": val_loss(model, ids["macbeth_val"], cfg["eval_tokens"]),
@@ -317,6 +298,16 @@ def part_lora(cfg: dict, out: Path) -> dict:
             }
             print(json.dumps({"part": "lora"} | row), flush=True)
             rows.append(row)
+            return row, model
+
+        best = None
+        for lr in lo["lrs"][kind]:  # seed 0 at each rate, then the other seeds at the best
+            row, model = run(lr, lo["seeds"][0])
+            if best is None or row["macbeth_val_loss"] < best[0]:
+                best = (row["macbeth_val_loss"], lr, model)
+        assert best is not None
+        for seed in lo["seeds"][1:]:
+            run(best[1], seed)
         if kind == "full":  # the singular values of each weight update, seed 0 at the best rate
             tuned = dict(best[2].named_parameters())
             for name, p in base.named_parameters():
